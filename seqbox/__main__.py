@@ -1,0 +1,7 @@
+"""``python -m seqbox``."""
+
+import sys
+
+from seqbox.cli import main
+
+sys.exit(main())

@@ -1,0 +1,151 @@
+"""The Python API: ``seqbox.run`` and ``seqbox.run_async``.
+
+Each call runs ``python -m seqbox run`` as a child process: the same lock and
+queue as a ``seqbox run`` typed in a terminal, and the caller's own process is
+left alone (no signal handlers installed, no subreaper flag, no fork of a
+possibly multi-threaded program).
+
+Keyword arguments mirror ``seqbox run``'s long options. One that is not given
+(None) is left to the usual precedence: SEQBOX_* environment, profile, config
+file, default. To switch a limit off pass ``0`` or ``"none"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from seqbox.errors import UsageError
+from seqbox.options import BY_KEY, parse_value
+
+__all__ = ["Result", "run", "run_async"]
+
+_PASSED = ("mem", "mem_high", "warn_at", "timeout", "grace", "signal", "pids", "cpus", "retry",
+           "lock", "slots", "wait_timeout", "backend", "log", "profile", "cwd")
+_FLAGS = ("retry_on_oom", "no_lock", "quiet", "verbose")
+
+
+@dataclass(frozen=True)
+class Result:
+    """How a run ended: the fields of the JSON summary (spec section 4)."""
+
+    command: list[str]
+    status: str
+    exit_code: int
+    signal: int | None
+    wall_s: float
+    cpu_s: float | None
+    peak_mem_bytes: int | None
+    mem_limit_bytes: int | None
+    procs_peak: int
+    backend: str | None
+    lock: str | None
+    lock_wait_s: float
+    attempts: int
+    run_id: str
+    log: str | None
+    stdout: str | None = None
+    stderr: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def from_summary(cls, data: Mapping[str, Any]) -> Result:
+        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+
+
+def _command_line(command: Sequence[str], capture: bool, report: str | None,
+                  env: Mapping[str, str] | None, options: Mapping[str, object]) -> list[str]:
+    if isinstance(command, str) or not command:
+        raise UsageError("command must be a non-empty list of strings, e.g. ['pytest', '-x']")
+    argv = [sys.executable, "-m", "seqbox", "run"]
+    for key, value in options.items():
+        if key not in BY_KEY or (key not in _PASSED and key not in _FLAGS):
+            raise UsageError(f"seqbox.run() got an unknown option {key!r}")
+        if value is None:
+            continue
+        parse_value(key, value, key)  # misuse raises here, in the caller
+        flag = BY_KEY[key].flags[-1]
+        if key in _FLAGS:
+            if value:
+                argv.append(flag)
+        else:
+            argv += [flag, str(value)]
+    for name, value in (env or {}).items():
+        argv += ["--env", f"{name}={value}"]
+    if capture:
+        argv.append("--json")
+    if report is not None:
+        argv += ["--report", report]
+    return [*argv, "--", *map(str, command)]
+
+
+def _result(returncode: int, stdout: bytes | None, report_path: str, capture: bool,
+            command: Sequence[str]) -> Result:
+    text = (stdout or b"").decode("utf-8", "replace") if capture else ""
+    if not capture:
+        try:
+            with open(report_path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError:
+            text = ""
+    try:
+        data = json.loads(text.strip().splitlines()[-1]) if text.strip() else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):  # seqbox itself failed before a summary (its stderr says why)
+        return Result(command=list(command), status="error", exit_code=returncode, signal=None,
+                      wall_s=0.0, cpu_s=None, peak_mem_bytes=None, mem_limit_bytes=None,
+                      procs_peak=0, backend=None, lock=None, lock_wait_s=0.0, attempts=0,
+                      run_id="", log=None)
+    return Result.from_summary(data)
+
+
+def run(command: Sequence[str], *, capture: bool = False, env: Mapping[str, str] | None = None,
+        **options: object) -> Result:
+    """Run ``command`` under seqbox and wait for it.
+
+    ``capture=True`` collects its stdout and stderr into the result (as
+    ``--json`` does); otherwise they are inherited. ``env`` adds environment
+    variables. Other keywords: ``mem``, ``mem_high``, ``warn_at``, ``timeout``,
+    ``grace``, ``signal``, ``pids``, ``cpus``, ``retry``, ``retry_on_oom``,
+    ``lock``, ``no_lock``, ``slots``, ``wait_timeout``, ``backend``, ``log``,
+    ``profile``, ``cwd``, ``quiet``, ``verbose``.
+
+    Raises UsageError for bad arguments; a failing command is a Result.
+    """
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="seqbox-api-") as tmp:
+        report = None if capture else os.path.join(tmp, "report.json")
+        argv = _command_line(command, capture, report, env, options)
+        proc = subprocess.run(argv, stdout=subprocess.PIPE if capture else None, check=False)
+        return _result(proc.returncode, proc.stdout, report or "", capture, command)
+
+
+async def run_async(command: Sequence[str], *, capture: bool = False,
+                    env: Mapping[str, str] | None = None, **options: object) -> Result:
+    """``run`` for asyncio. Cancelling the task stops the command's whole tree
+    (seqbox gets SIGTERM and tears it down) before the cancellation propagates."""
+    import asyncio
+
+    with tempfile.TemporaryDirectory(prefix="seqbox-api-") as tmp:
+        report = None if capture else os.path.join(tmp, "report.json")
+        argv = _command_line(command, capture, report, env, options)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE if capture else None)
+        try:
+            stdout, _ = await proc.communicate()
+        except asyncio.CancelledError:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
+            raise
+        return _result(proc.returncode or 0, stdout, report or "", capture, command)

@@ -1,0 +1,163 @@
+"""The enforcement backend interface.
+
+A :class:`Backend` knows whether it can work here (``probe``) and makes a
+:class:`Sandbox` for one run. A sandbox starts the command inside itself and
+answers for the whole tree: usage, whether the memory limit was hit, kill
+everything, clean up.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import signal
+
+from seqbox.spawn import reap
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seqbox.spawn import Stdio
+
+
+class Limits:
+    """What a sandbox enforces. ``None`` means no limit."""
+
+    __slots__ = ("cpus", "mem", "mem_high", "pids", "poll_interval")
+
+    def __init__(
+        self,
+        mem: int | None = None,
+        mem_high: int | None = None,
+        pids: int | None = None,
+        cpus: float | None = None,
+        poll_interval: float = 0.1,
+    ) -> None:
+        self.mem = mem
+        self.mem_high = mem_high
+        self.pids = pids
+        self.cpus = cpus
+        self.poll_interval = poll_interval
+
+    def __repr__(self) -> str:
+        return (f"Limits(mem={self.mem}, mem_high={self.mem_high}, pids={self.pids}, "
+                f"cpus={self.cpus})")
+
+
+class Usage:
+    """One sample of the tree: memory in bytes and number of processes."""
+
+    __slots__ = ("mem", "procs")
+
+    def __init__(self, mem: int, procs: int) -> None:
+        self.mem = mem
+        self.procs = procs
+
+
+class Probe:
+    """Whether a backend can work here, and why (or why not)."""
+
+    __slots__ = ("details", "name", "reason", "usable")
+
+    def __init__(self, name: str, usable: bool, reason: str, details: dict[str, object] | None = None) -> None:
+        self.name = name
+        self.usable = usable
+        self.reason = reason
+        self.details = details or {}
+
+
+class Sandbox(abc.ABC):
+    """One run's enforcement: a cgroup (or a polled process tree)."""
+
+    backend: str
+    #: True when the kernel enforces the memory limit itself
+    kernel_enforced: bool = True
+    #: cgroup directories (or other state) to clean up if the supervisor dies
+    leftovers: list[str]
+
+    @abc.abstractmethod
+    def spawn(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
+              stdio: Stdio, new_session: bool) -> int:
+        """Start ``argv`` inside the sandbox; return its pid."""
+
+    @abc.abstractmethod
+    def sample(self) -> Usage:
+        """Memory and process count of the whole tree now."""
+
+    @abc.abstractmethod
+    def memory_exceeded(self, usage: Usage | None) -> bool:
+        """True once the tree went over the memory limit (kernel counters on cgroups)."""
+
+    def pids_exceeded(self, usage: Usage | None) -> bool:
+        """True when a backend that cannot stop forks saw too many tasks."""
+        return False
+
+    @abc.abstractmethod
+    def peak_mem(self) -> int | None:
+        """The tree's peak memory in bytes, from the kernel where it keeps one."""
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time of the whole tree, or None to use rusage of reaped children."""
+        return None
+
+    @abc.abstractmethod
+    def pids(self) -> list[int]:
+        """Every process in the tree now."""
+
+    def signal_all(self, sig: int, skip_pgrp: int | None = None) -> None:
+        """Send ``sig`` to every process in the tree (except those in ``skip_pgrp``)."""
+        for pid in self.pids():
+            try:
+                if skip_pgrp is not None and os.getpgid(pid) == skip_pgrp:
+                    continue
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    @abc.abstractmethod
+    def kill_all(self) -> None:
+        """SIGKILL the whole tree at once, so nothing can fork out of it."""
+
+    @abc.abstractmethod
+    def is_empty(self) -> bool:
+        """True when no process of the tree is left."""
+
+    def wait_empty(self, timeout: float = 5.0) -> bool:
+        """Wait for the tree to be gone after :meth:`kill_all`; reap our children."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        delay = 0.0002
+        while True:
+            reap()
+            if self.is_empty():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Remove what the sandbox created (call after kill_all)."""
+
+
+class Backend(abc.ABC):
+    """A way of enforcing limits: cgroup2, cgroup1 or poll."""
+
+    name: str
+
+    @abc.abstractmethod
+    def probe(self) -> Probe:
+        """Can this backend work here? Cheap: no cgroup is created."""
+
+    @abc.abstractmethod
+    def create(self, limits: Limits, run_id: str) -> Sandbox:
+        """Make a sandbox for one run. Raises BackendError when it cannot."""
+
+
+def kill_pids(pids: list[int], sig: int = signal.SIGKILL) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

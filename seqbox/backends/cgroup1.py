@@ -1,0 +1,269 @@
+"""cgroup v1 (legacy or hybrid layout).
+
+One child cgroup per run in each v1 hierarchy we use (memory; pids; cpuacct;
+cpu when ``--cpus`` is given; freezer when there is no v2 ``cgroup.kill``),
+created under the cgroup seqbox runs in. On a hybrid layout the run also gets a
+cgroup in the unified (v2) hierarchy: ``cgroup.kill`` kills the tree in one
+write and ``cgroup.events`` says when it is gone.
+
+The OOM verdict comes from the kernel's own counter (``oom_kill`` in
+``memory.oom_control``), never from the exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from seqbox.backends import cgroupfs
+from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage, kill_pids
+from seqbox.errors import BackendError
+from seqbox.spawn import spawn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seqbox.spawn import Stdio
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+CFS_PERIOD_US = 100_000
+
+
+class Cgroup1Layout:
+    """Where our cgroups are in each v1 hierarchy (and the unified one)."""
+
+    def __init__(self, mounts: list[cgroupfs.Mount], self_paths: dict[str, str]) -> None:
+        self.dirs: dict[str, str] = {}
+        self.read_only: set[str] = set()
+        for mount in mounts:
+            if mount.fstype == "cgroup":
+                for controller in mount.controllers:
+                    if controller in self_paths and controller not in self.dirs:
+                        self.dirs[controller] = cgroupfs.host_path(mount, self_paths[controller])
+                        if mount.read_only:
+                            self.read_only.add(controller)
+            elif mount.fstype == "cgroup2" and cgroupfs.UNIFIED in self_paths and "unified" not in self.dirs:
+                # only useful on a hybrid layout, where v1 has the memory controller
+                self.dirs["unified"] = cgroupfs.host_path(mount, self_paths[cgroupfs.UNIFIED])
+                if mount.read_only:
+                    self.read_only.add("unified")
+
+    @classmethod
+    def current(cls) -> Cgroup1Layout:
+        return cls(
+            cgroupfs.parse_mountinfo(cgroupfs.read("/proc/self/mountinfo")),
+            cgroupfs.parse_proc_cgroup(cgroupfs.read("/proc/self/cgroup")),
+        )
+
+    def usable(self, controller: str) -> bool:
+        path = self.dirs.get(controller)
+        return path is not None and controller not in self.read_only and os.access(path, os.W_OK)
+
+
+class Cgroup1Backend(Backend):
+    name = "cgroup1"
+
+    def probe(self) -> Probe:
+        try:
+            layout = Cgroup1Layout.current()
+        except Exception as err:  # noqa: BLE001 - probing must not fail
+            return Probe(self.name, False, f"cannot read the cgroup layout: {err}")
+        memory = layout.dirs.get("memory")
+        details: dict[str, object] = {"dirs": dict(layout.dirs)}
+        if memory is None:
+            return Probe(self.name, False, "no cgroup v1 memory controller is mounted", details)
+        if not layout.usable("memory"):
+            return Probe(self.name, False,
+                         f"{memory} is not writable (run as root, or delegate it to this user)", details)
+        details["swap_accounting"] = os.path.exists(os.path.join(memory, "memory.memsw.limit_in_bytes"))
+        details["unified"] = layout.usable("unified")
+        return Probe(self.name, True, f"cgroup v1 memory controller writable at {memory}", details)
+
+    def create(self, limits: Limits, run_id: str) -> Sandbox:
+        return Cgroup1Sandbox(Cgroup1Layout.current(), limits, run_id)
+
+
+class Cgroup1Sandbox(Sandbox):
+    backend = "cgroup1"
+
+    def __init__(self, layout: Cgroup1Layout, limits: Limits, run_id: str) -> None:
+        if not layout.usable("memory"):
+            raise BackendError("cgroup1: the v1 memory controller is not mounted or not writable")
+        self.limits = limits
+        name = f"seqbox-{run_id}"
+        wanted = ["memory"]
+        if layout.usable("pids"):
+            wanted.append("pids")
+        elif limits.pids is not None:
+            raise BackendError("cgroup1: --pids needs the pids controller, which is not mounted or not writable")
+        if limits.cpus is not None:
+            if not layout.usable("cpu"):
+                raise BackendError("cgroup1: --cpus needs the cpu controller, which is not mounted or not writable")
+            wanted.append("cpu")
+        if layout.usable("cpuacct"):
+            wanted.append("cpuacct")  # co-mounted with cpu: the same directory, made once
+        if layout.usable("unified"):  # hybrid layout: cgroup.kill and cgroup.events
+            wanted.append("unified")
+        self.dirs: dict[str, str] = {}
+        self.leftovers = []
+        try:
+            for controller in wanted:
+                self._make(layout, controller, name)
+            unified = self.dirs.get("unified")
+            self.unified_kill = unified is not None and os.path.exists(os.path.join(unified, "cgroup.kill"))
+            if not self.unified_kill and layout.usable("freezer"):
+                self._make(layout, "freezer", name)
+            self._set_limits()
+            self._into = cgroupfs.open_into(unified) if unified is not None else None
+            self._join_fds = tuple(cgroupfs.open_procs(p, v1=True) for p in self.leftovers if p != unified)
+        except BaseException:
+            self.close()
+            raise
+        self.memory = self.dirs["memory"]
+        self._oom_seen = False
+
+    def _make(self, layout: Cgroup1Layout, controller: str, name: str) -> None:
+        path = os.path.join(layout.dirs[controller], name)
+        if path not in self.dirs.values():  # co-mounted controllers share a directory
+            cgroupfs.make_dir(path)
+            self.leftovers.append(path)
+        self.dirs[controller] = path
+
+    # -- limits ---------------------------------------------------------------
+
+    def _set_limits(self) -> None:
+        memory = self.dirs["memory"]
+        limits = self.limits
+        if limits.mem is not None:
+            _write_checked(os.path.join(memory, "memory.limit_in_bytes"), limits.mem, PAGE)
+            memsw = os.path.join(memory, "memory.memsw.limit_in_bytes")
+            if os.path.exists(memsw):  # swap accounting: close swap too
+                _write_checked(memsw, limits.mem, PAGE)
+        if limits.pids is not None:
+            _write_checked(os.path.join(self.dirs["pids"], "pids.max"), limits.pids, 0)
+        if limits.cpus is not None:
+            cpu = self.dirs["cpu"]
+            cgroupfs.write(os.path.join(cpu, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
+            quota = max(1000, int(limits.cpus * CFS_PERIOD_US))
+            _write_checked(os.path.join(cpu, "cpu.cfs_quota_us"), quota, 0)
+
+    # -- running --------------------------------------------------------------
+
+    def spawn(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
+              stdio: Stdio, new_session: bool) -> int:
+        try:
+            return spawn(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session,
+                         join_fds=self._join_fds, into=self._into)
+        finally:
+            for fd in self._join_fds:
+                os.close(fd)
+            self._join_fds = ()
+            cgroupfs.close_into(self._into)
+            self._into = None
+
+    def sample(self) -> Usage:
+        mem = _read_int_or(os.path.join(self.memory, "memory.usage_in_bytes"), 0)
+        text = cgroupfs.try_read(os.path.join(self.memory, "cgroup.procs")) or ""
+        return Usage(mem or 0, len(set(text.split())))  # v1 may repeat a pid per thread
+
+    def memory_exceeded(self, usage: Usage | None) -> bool:
+        if not self._oom_seen:
+            text = cgroupfs.try_read(os.path.join(self.memory, "memory.oom_control")) or ""
+            self._oom_seen = cgroupfs.parse_flat_keyed(text).get("oom_kill", 0) > 0
+        return self._oom_seen
+
+    def peak_mem(self) -> int | None:
+        return _read_int_or(os.path.join(self.memory, "memory.max_usage_in_bytes"), None)
+
+    def cpu_seconds(self) -> float | None:
+        path = self.dirs.get("cpuacct")
+        if path is None:
+            return None
+        usage_ns = _read_int_or(os.path.join(path, "cpuacct.usage"), None)
+        return None if usage_ns is None else usage_ns / 1e9
+
+    def pids(self) -> list[int]:
+        return _tree_pids(self.memory)
+
+    def kill_all(self) -> None:
+        if self.unified_kill:
+            try:
+                cgroupfs.write(os.path.join(self.dirs["unified"], "cgroup.kill"), "1")
+                return
+            except BackendError:
+                pass
+        freezer = self.dirs.get("freezer")
+        if freezer is not None:
+            _freeze_and_kill(freezer, self.memory)
+        for _ in range(100):  # no freezer: kill until nothing is left
+            pids = self.pids()
+            if not pids:
+                return
+            kill_pids(pids)
+
+    def is_empty(self) -> bool:
+        if self.unified_kill:
+            text = cgroupfs.try_read(os.path.join(self.dirs["unified"], "cgroup.events"))
+            if text is not None:
+                return cgroupfs.parse_flat_keyed(text).get("populated", 0) == 0
+        return not self.pids()
+
+    def close(self) -> None:
+        errors = []
+        for path in reversed(self.leftovers):
+            try:
+                remove_tree(path)
+            except BackendError as err:
+                errors.append(err)
+        self.leftovers = []
+        if errors:
+            raise errors[0]
+
+
+def _write_checked(path: str, value: int, tolerance: int) -> None:
+    """Write a limit and read it back: a silently ignored limit is the worst failure."""
+    cgroupfs.write(path, str(value))
+    got = cgroupfs.read_int(path)
+    if abs(got - value) > tolerance:
+        raise BackendError(f"{path}: wrote {value}, the kernel kept {got}")
+
+
+def _read_int_or(path: str, default: int | None) -> int | None:
+    text = cgroupfs.try_read(path)
+    try:
+        return int(text.split()[0]) if text else default
+    except ValueError:
+        return default
+
+
+def _tree_pids(top: str) -> list[int]:
+    pids: set[int] = set()
+    for dirpath, _, _ in os.walk(top):
+        text = cgroupfs.try_read(os.path.join(dirpath, "cgroup.procs"))
+        if text:
+            pids.update(cgroupfs.parse_pids(text))
+    return sorted(pids)
+
+
+def _freeze_and_kill(freezer: str, memory: str) -> None:
+    """Freeze the tree (no forks can happen), SIGKILL every task, thaw."""
+    state = os.path.join(freezer, "freezer.state")
+    try:
+        cgroupfs.write(state, "FROZEN")
+        deadline = time.monotonic() + 1.0
+        while (cgroupfs.try_read(state) or "").strip() != "FROZEN" and time.monotonic() < deadline:
+            time.sleep(0.001)
+        kill_pids(_tree_pids(freezer) or _tree_pids(memory))
+    finally:
+        try:
+            cgroupfs.write(state, "THAWED")
+        except BackendError:
+            pass
+
+
+def remove_tree(path: str) -> None:
+    """Remove a cgroup and any cgroups below it (nested runs killed mid-way)."""
+    if not os.path.isdir(path):
+        return
+    for dirpath, dirnames, _ in os.walk(path, topdown=False):
+        del dirnames
+        cgroupfs.remove_dir(dirpath)

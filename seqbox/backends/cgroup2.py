@@ -1,0 +1,400 @@
+"""cgroup v2 (the unified hierarchy with the memory controller).
+
+Each run gets a node ``<base>/seqbox-<run id>`` holding the limits
+(``memory.max``, ``memory.swap.max=0``, ``memory.high``, ``memory.oom.group=1``,
+``pids.max``, ``cpu.max``) and a leaf ``cmd`` below it where the command runs.
+The node has no processes of its own, so it may enable controllers for its
+children: a nested ``seqbox run`` makes its own node beside ``cmd``, inside the
+parent's limits.
+
+Where the base is (v2 allows controllers only in cgroups without processes,
+the "no internal processes" rule), decided by :func:`plan_placement`:
+
+1. seqbox runs in the root cgroup: the root (it is exempt from the rule);
+2. seqbox runs in a sandbox's ``cmd`` leaf (a nested run): that sandbox's node;
+3. seqbox is alone in a writable cgroup (a delegated scope, a CI step's own
+   cgroup): it moves itself into a leaf ``seqbox-sup-<pid>`` and uses its old
+   cgroup as the base;
+4. the cgroup is shared with other processes (they stay where they are) and its
+   parent is writable: the parent;
+5. otherwise an unprivileged user on a systemd machine gets a delegated scope
+   (``systemd-run --user --scope -p Delegate=yes``), and failing that seqbox
+   falls back to polling.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from seqbox.backends import cgroupfs
+from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage, kill_pids
+from seqbox.errors import BackendError
+from seqbox.spawn import Into, spawn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seqbox.spawn import Stdio
+
+CPU_PERIOD_US = 100_000
+NODE_PREFIX = "seqbox-"
+LEAF = "cmd"
+SUPERVISOR_PREFIX = "seqbox-sup-"
+
+
+class Placement:
+    """Where runs' nodes go: ``base``; and how it was chosen (``kind``)."""
+
+    __slots__ = ("base", "kind", "reason")
+
+    def __init__(self, kind: str, base: str | None, reason: str) -> None:
+        self.kind = kind  # root | nested | leaf | sibling | none
+        self.base = base
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Placement({self.kind!r}, {self.base!r})"
+
+
+def plan_placement(
+    mount_path: str,
+    self_dir: str,
+    self_procs: list[int],
+    my_pid: int,
+    writable: dict[str, bool],
+) -> Placement:
+    """Pure: choose the base cgroup for run nodes (see the module docstring).
+
+    ``writable`` maps a directory to whether we may create cgroups in it.
+    """
+    mount_path = mount_path.rstrip("/") or "/"
+    if self_dir.rstrip("/") == mount_path.rstrip("/") or self_dir == mount_path:
+        return Placement("root", mount_path, "seqbox runs in the root cgroup")
+    parent = os.path.dirname(self_dir)
+    if os.path.basename(self_dir) == LEAF and os.path.basename(parent).startswith(NODE_PREFIX):
+        return Placement("nested", parent, "a nested run: inside the parent run's cgroup")
+    if os.path.basename(self_dir).startswith(SUPERVISOR_PREFIX):
+        # an earlier step already moved us into our own leaf
+        return Placement("leaf", parent, "seqbox's own leaf in its cgroup")
+    if writable.get(self_dir) and set(self_procs) <= {my_pid}:
+        return Placement("leaf", self_dir, "seqbox is alone in its cgroup: it moves into a leaf")
+    if writable.get(parent):
+        return Placement("sibling", parent,
+                         "seqbox's cgroup holds other processes: runs go beside it, in its parent")
+    return Placement("none", None,
+                     f"{self_dir} is shared with other processes and {parent} is not writable")
+
+
+class Cgroup2Layout:
+    """The unified hierarchy as seen from this process."""
+
+    def __init__(self, mount: cgroupfs.Mount | None, self_dir: str | None) -> None:
+        self.mount = mount
+        self.self_dir = self_dir
+
+    @classmethod
+    def current(cls) -> Cgroup2Layout:
+        mounts = cgroupfs.parse_mountinfo(cgroupfs.read("/proc/self/mountinfo"))
+        paths = cgroupfs.parse_proc_cgroup(cgroupfs.read("/proc/self/cgroup"))
+        for mount in mounts:
+            if mount.fstype == "cgroup2" and cgroupfs.UNIFIED in paths:
+                return cls(mount, cgroupfs.host_path(mount, paths[cgroupfs.UNIFIED]))
+        return cls(None, None)
+
+    def controllers(self, path: str) -> set[str]:
+        return set((cgroupfs.try_read(os.path.join(path, "cgroup.controllers")) or "").split())
+
+    def placement(self) -> Placement:
+        if self.mount is None or self.self_dir is None:
+            return Placement("none", None, "no cgroup2 hierarchy is mounted")
+        if self.mount.read_only:
+            return Placement("none", None, f"{self.mount.path} is mounted read-only")
+        self_dir = self.self_dir
+        parent = os.path.dirname(self_dir)
+        procs = cgroupfs.parse_pids(cgroupfs.try_read(os.path.join(self_dir, "cgroup.procs")) or "")
+        writable = {path: _writable(path) for path in (self_dir, parent)}
+        return plan_placement(self.mount.path, self_dir, procs, os.getpid(), writable)
+
+
+def _writable(path: str) -> bool:
+    return os.access(path, os.W_OK) and os.access(os.path.join(path, "cgroup.procs"), os.W_OK)
+
+
+class Cgroup2Backend(Backend):
+    name = "cgroup2"
+
+    def probe(self) -> Probe:
+        try:
+            layout = Cgroup2Layout.current()
+        except Exception as err:  # noqa: BLE001 - probing must not fail
+            return Probe(self.name, False, f"cannot read the cgroup layout: {err}")
+        if layout.mount is None or layout.self_dir is None:
+            return Probe(self.name, False, "no cgroup2 hierarchy is mounted")
+        details: dict[str, object] = {"mount": layout.mount.path, "cgroup": layout.self_dir}
+        available = layout.controllers(layout.self_dir)
+        details["controllers"] = sorted(available)
+        if "memory" not in available:
+            return Probe(self.name, False,
+                         f"the memory controller is not available in {layout.self_dir} "
+                         "(hybrid layout: memory is on cgroup v1)", details)
+        placement = layout.placement()
+        details["placement"] = placement.kind
+        details["base"] = placement.base
+        if placement.base is None:
+            return Probe(self.name, False, placement.reason, details)
+        details["swap_accounting"] = os.path.exists(os.path.join(layout.self_dir, "memory.swap.max")) \
+            or placement.kind == "root"
+        return Probe(self.name, True, f"cgroup v2 with the memory controller; {placement.reason}",
+                     details)
+
+    def create(self, limits: Limits, run_id: str) -> Sandbox:
+        layout = Cgroup2Layout.current()
+        placement = layout.placement()
+        if placement.base is None:
+            raise BackendError(f"cgroup2: {placement.reason}")
+        supervisor_leaf = None
+        if placement.kind == "leaf" and layout.self_dir == placement.base:
+            supervisor_leaf = _move_self_into_leaf(placement.base)
+        try:
+            _enable_controllers(placement.base, limits, first=True)
+            return Cgroup2Sandbox(placement.base, limits, run_id, supervisor_leaf)
+        except BaseException:
+            if supervisor_leaf is not None:
+                _leave_leaf(supervisor_leaf)
+            raise
+
+
+def _move_self_into_leaf(base: str) -> str:
+    leaf = os.path.join(base, f"{SUPERVISOR_PREFIX}{os.getpid()}")
+    try:
+        os.mkdir(leaf)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise BackendError(f"cannot create cgroup {leaf}: {err.strerror}") from None
+    cgroupfs.write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+    return leaf
+
+
+def _leave_leaf(leaf: str) -> None:
+    """Move seqbox back where it was and remove its leaf, when no other run
+    still needs the base's controllers. Best effort: ``seqbox clean`` removes a
+    leaf whose supervisor has exited."""
+    base = os.path.dirname(leaf)
+    others = [name for name in os.listdir(base)
+              if os.path.isdir(os.path.join(base, name)) and os.path.join(base, name) != leaf]
+    if others:
+        return
+    try:
+        enabled = (cgroupfs.try_read(os.path.join(base, "cgroup.subtree_control")) or "").split()
+        if enabled:
+            cgroupfs.write(os.path.join(base, "cgroup.subtree_control"),
+                           " ".join("-" + name for name in enabled))
+        cgroupfs.write(os.path.join(base, "cgroup.procs"), str(os.getpid()))
+        os.rmdir(leaf)
+    except (BackendError, OSError):
+        pass
+
+
+def _enable_controllers(path: str, limits: Limits, *, first: bool) -> None:
+    """Enable in ``path``'s children the controllers the limits need."""
+    available = set((cgroupfs.try_read(os.path.join(path, "cgroup.controllers")) or "").split())
+    enabled = set((cgroupfs.try_read(os.path.join(path, "cgroup.subtree_control")) or "").split())
+    wanted = {"memory"}
+    if "pids" in available:
+        wanted.add("pids")
+    elif limits.pids is not None:
+        raise BackendError(f"cgroup2: --pids needs the pids controller, which {path} does not offer")
+    if limits.cpus is not None:
+        if "cpu" not in available:
+            raise BackendError(f"cgroup2: --cpus needs the cpu controller, which {path} does not offer")
+        wanted.add("cpu")
+    missing = wanted - enabled
+    if "memory" not in available:
+        raise BackendError(f"cgroup2: the memory controller is not available in {path}")
+    if not missing:
+        return
+    control = os.path.join(path, "cgroup.subtree_control")
+    try:
+        fd = os.open(control, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, " ".join("+" + name for name in sorted(missing)).encode())
+        finally:
+            os.close(fd)
+    except OSError as err:
+        if err.errno == errno.EBUSY:
+            raise BackendError(
+                f"cgroup2: cannot enable {', '.join(sorted(missing))} in {path}: it holds processes "
+                "(the no-internal-processes rule)") from None
+        raise BackendError(f"cgroup2: cannot write {control}: {err.strerror}") from None
+
+
+class Cgroup2Sandbox(Sandbox):
+    backend = "cgroup2"
+
+    def __init__(self, base: str, limits: Limits, run_id: str, supervisor_leaf: str | None) -> None:
+        self.limits = limits
+        self.node = os.path.join(base, f"{NODE_PREFIX}{run_id}")
+        self.leaf = os.path.join(self.node, LEAF)
+        self.supervisor_leaf = supervisor_leaf
+        self.leftovers = []
+        self._sampled_peak = 0
+        self._oom_seen = False
+        try:
+            cgroupfs.make_dir(self.node)
+            self.leftovers.append(self.node)
+            self._set_limits()
+            _enable_controllers(self.node, limits, first=False)
+            cgroupfs.make_dir(self.leaf)
+            self._into: Into | None = cgroupfs.open_into(self.leaf)
+        except BaseException:
+            self.close()
+            raise
+        self.has_kill = os.path.exists(os.path.join(self.node, "cgroup.kill"))
+        self.has_peak = os.path.exists(os.path.join(self.node, "memory.peak"))
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.node, name)
+
+    def _set_limits(self) -> None:
+        limits = self.limits
+        if limits.mem is not None:
+            _write_checked(self._file("memory.max"), str(limits.mem))
+            if os.path.exists(self._file("memory.swap.max")):
+                _write_checked(self._file("memory.swap.max"), "0")
+        if limits.mem_high is not None:
+            _write_checked(self._file("memory.high"), str(limits.mem_high))
+        if os.path.exists(self._file("memory.oom.group")):
+            _write_checked(self._file("memory.oom.group"), "1")
+        if limits.pids is not None:
+            _write_checked(self._file("pids.max"), str(limits.pids))
+        if limits.cpus is not None:
+            quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
+            _write_checked(self._file("cpu.max"), f"{quota} {CPU_PERIOD_US}")
+
+    def spawn(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
+              stdio: Stdio, new_session: bool) -> int:
+        try:
+            return spawn(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session, into=self._into)
+        finally:
+            cgroupfs.close_into(self._into)
+            self._into = None
+
+    def sample(self) -> Usage:
+        mem = _read_int_or(self._file("memory.current"), 0)
+        self._sampled_peak = max(self._sampled_peak, mem)
+        procs = cgroupfs.try_read(os.path.join(self.leaf, "cgroup.procs")) or ""
+        return Usage(mem, len(procs.split()))
+
+    def memory_exceeded(self, usage: Usage | None) -> bool:
+        if not self._oom_seen:
+            local = cgroupfs.try_read(self._file("memory.events.local"))
+            if local is not None:
+                events = cgroupfs.parse_flat_keyed(local)
+                hit = events.get("oom", 0) + events.get("oom_kill", 0) + events.get("oom_group_kill", 0)
+            else:
+                hit = cgroupfs.parse_flat_keyed(
+                    cgroupfs.try_read(self._file("memory.events")) or "").get("oom_kill", 0)
+            leaf = cgroupfs.parse_flat_keyed(
+                cgroupfs.try_read(os.path.join(self.leaf, "memory.events")) or "")
+            self._oom_seen = hit > 0 or leaf.get("oom_kill", 0) > 0
+        return self._oom_seen
+
+    def peak_mem(self) -> int | None:
+        if self.has_peak:
+            peak = _read_int_or(self._file("memory.peak"), None)
+            if peak is not None:
+                return peak
+        return self._sampled_peak or None
+
+    def cpu_seconds(self) -> float | None:
+        stat = cgroupfs.parse_flat_keyed(cgroupfs.try_read(self._file("cpu.stat")) or "")
+        usage = stat.get("usage_usec")
+        return None if usage is None else usage / 1e6
+
+    def pids(self) -> list[int]:
+        pids: list[int] = []
+        for dirpath, _, _ in os.walk(self.node):
+            pids.extend(cgroupfs.parse_pids(cgroupfs.try_read(os.path.join(dirpath, "cgroup.procs")) or ""))
+        return pids
+
+    def kill_all(self) -> None:
+        if self.has_kill:
+            try:
+                cgroupfs.write(self._file("cgroup.kill"), "1")
+                return
+            except BackendError:
+                pass
+        self._freeze_and_kill()
+
+    def _freeze_and_kill(self) -> None:
+        freeze = self._file("cgroup.freeze")
+        frozen = os.path.exists(freeze)
+        try:
+            if frozen:
+                cgroupfs.write(freeze, "1")
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline:
+                    events = cgroupfs.parse_flat_keyed(cgroupfs.try_read(self._file("cgroup.events")) or "")
+                    if events.get("frozen") == 1:
+                        break
+                    time.sleep(0.001)
+            for _ in range(100):
+                pids = self.pids()
+                if not pids:
+                    break
+                kill_pids(pids)
+                if frozen:
+                    break
+        finally:
+            if frozen:
+                try:
+                    cgroupfs.write(freeze, "0")
+                except BackendError:
+                    pass
+
+    def is_empty(self) -> bool:
+        text = cgroupfs.try_read(self._file("cgroup.events"))
+        if text is None:
+            return not os.path.isdir(self.node) or not self.pids()
+        return cgroupfs.parse_flat_keyed(text).get("populated", 0) == 0
+
+    def close(self) -> None:
+        try:
+            for path in reversed(self.leftovers):
+                _remove_tree(path)
+            self.leftovers = []
+        finally:
+            if self.supervisor_leaf is not None:
+                _leave_leaf(self.supervisor_leaf)
+                self.supervisor_leaf = None
+
+
+def _write_checked(path: str, value: str) -> None:
+    """Write a limit and read it back: a silently ignored limit is the worst failure."""
+    cgroupfs.write(path, value)
+    got = cgroupfs.read(path).strip()
+    if path.endswith("cpu.max"):
+        ok = got.split() == value.split()
+    elif value.isdigit() and got.isdigit():
+        ok = abs(int(got) - int(value)) <= 4096  # the kernel rounds memory to pages
+    else:
+        ok = got == value
+    if not ok:
+        raise BackendError(f"{path}: wrote {value}, the kernel kept {got}")
+
+
+def _read_int_or(path: str, default: int | None) -> int | None:
+    text = cgroupfs.try_read(path)
+    try:
+        return int(text.split()[0]) if text else default
+    except ValueError:
+        return default
+
+
+def _remove_tree(path: str) -> None:
+    if not os.path.isdir(path):
+        return
+    for dirpath, _, _ in os.walk(path, topdown=False):
+        cgroupfs.remove_dir(dirpath)

@@ -1,0 +1,227 @@
+"""The cgroup filesystem: pure parsers of the kernel's text files, and small
+read/write helpers that turn OSErrors into BackendErrors naming the file.
+
+Parsers take text and return data, so they are tested on canned kernel output.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from seqbox.errors import BackendError
+from seqbox.spawn import Into
+
+V1_CONTROLLERS = frozenset(
+    {"memory", "pids", "cpu", "cpuacct", "freezer", "cpuset", "blkio", "devices",
+     "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc"}
+)
+UNIFIED = ""  # the key of the cgroup v2 hierarchy in parse_proc_cgroup's result
+
+
+class Mount:
+    """One cgroup or cgroup2 mount from /proc/self/mountinfo."""
+
+    __slots__ = ("controllers", "fstype", "path", "read_only", "root")
+
+    def __init__(
+        self, path: str, root: str, fstype: str, controllers: frozenset[str], read_only: bool
+    ) -> None:
+        self.path = path
+        self.root = root
+        self.fstype = fstype
+        self.controllers = controllers
+        self.read_only = read_only
+
+    def __repr__(self) -> str:
+        return f"Mount({self.path!r}, {self.fstype}, {sorted(self.controllers)}, ro={self.read_only})"
+
+
+def _unescape(field: str) -> str:
+    r"""mountinfo escapes space, tab, newline and backslash as \040 \011 \012 \134."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """The cgroup (v1) and cgroup2 mounts in /proc/self/mountinfo's text."""
+    mounts = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields, tail = left.split(), right.split()
+        if len(fields) < 6 or len(tail) < 3:
+            continue
+        fstype = tail[0]
+        if fstype not in ("cgroup", "cgroup2"):
+            continue
+        mount_options = fields[5].split(",")
+        super_options = tail[2].split(",")
+        read_only = "ro" in mount_options or "ro" in super_options
+        controllers = frozenset(opt for opt in super_options if opt in V1_CONTROLLERS)
+        mounts.append(Mount(_unescape(fields[4]), _unescape(fields[3]), fstype, controllers, read_only))
+    return mounts
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """/proc/<pid>/cgroup -> {controller: path}; the v2 hierarchy's key is ``""``.
+
+    ``4:memory:/a`` gives ``{"memory": "/a"}``; ``2:cpu,cpuacct:/`` gives both
+    ``cpu`` and ``cpuacct``; ``0::/b`` gives ``{"": "/b"}``.
+    """
+    paths: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if not controllers:
+            paths[UNIFIED] = path
+            continue
+        for name in controllers.split(","):
+            paths[name] = path
+    return paths
+
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """``key value`` lines (memory.events, memory.oom_control, cpu.stat,
+    cgroup.events, memory.stat) -> {key: int}. Non-numeric values are skipped."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        value = value.strip()
+        if key and (value.isdigit() or (value.startswith("-") and value[1:].isdigit())):
+            values[key] = int(value)
+    return values
+
+
+def parse_limit(text: str) -> int | None:
+    """``max`` or a number (memory.max, pids.max, memory.swap.max) -> int or None."""
+    word = text.strip()
+    return None if word == "max" else int(word)
+
+
+def parse_cpu_max(text: str) -> tuple[int | None, int]:
+    """cpu.max ``"150000 100000"`` or ``"max 100000"`` -> (quota or None, period)."""
+    quota, _, period = text.strip().partition(" ")
+    return (None if quota == "max" else int(quota)), int(period or 100000)
+
+
+def parse_pids(text: str) -> list[int]:
+    """cgroup.procs / tasks -> pids."""
+    return [int(word) for word in text.split()]
+
+
+def host_path(mount: Mount, cgroup_path: str) -> str:
+    """Where the cgroup ``cgroup_path`` (as in /proc/self/cgroup) is on disk."""
+    root = mount.root.rstrip("/")
+    rel = cgroup_path
+    if root and (rel == root or rel.startswith(root + "/")):
+        rel = rel[len(root):]
+    return mount.path.rstrip("/") + (rel if rel.startswith("/") else "/" + rel).rstrip("/")
+
+
+# -- reading and writing, with errors that name the file ---------------------
+
+def read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read()
+    except OSError as err:
+        raise BackendError(f"cannot read {path}: {err.strerror}") from None
+
+
+def read_int(path: str) -> int:
+    return int(read(path).split()[0])
+
+
+def try_read(path: str) -> str | None:
+    """The file's text, or None when it does not exist or cannot be read."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def write(path: str, value: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise BackendError(f"cannot open {path}: {err.strerror}") from None
+    try:
+        os.write(fd, value.encode())
+    except OSError as err:
+        raise BackendError(f"cannot write {value!r} to {path}: {err.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def make_dir(path: str) -> None:
+    try:
+        os.mkdir(path)
+    except OSError as err:
+        raise BackendError(f"cannot create cgroup {path}: {err.strerror}") from None
+
+
+def remove_dir(path: str, attempts: int = 200) -> None:
+    """rmdir a cgroup, retrying while the kernel finishes tearing down its tasks."""
+    import time
+
+    delay = 0.0005
+    for _ in range(attempts):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            if err.errno != errno.EBUSY:
+                raise BackendError(f"cannot remove cgroup {path}: {err.strerror}") from None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    raise BackendError(f"cannot remove cgroup {path}: still busy")
+
+
+def open_into(path: str) -> Into:
+    """What spawn() needs to create a child inside the cgroup v2 ``path``."""
+    try:
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise BackendError(f"cannot open {path}: {err.strerror}") from None
+    try:
+        return Into(dir_fd, open_procs(path))
+    except BaseException:
+        os.close(dir_fd)
+        raise
+
+
+def close_into(into: Into | None) -> None:
+    if into is not None:
+        os.close(into.dir_fd)
+        os.close(into.procs_fd)
+
+
+def open_procs(path: str, v1: bool = False) -> int:
+    """An O_WRONLY fd for a freshly forked child to join ``path`` before exec.
+
+    On cgroup v1 that is ``tasks``: moving one thread (the single-threaded
+    child, writing ``0``) skips the kernel's global threadgroup lock, whose
+    write side waits for an RCU grace period (5-15 ms measured) on every
+    ``cgroup.procs`` write.
+    """
+    target = os.path.join(path, "tasks" if v1 else "cgroup.procs")
+    try:
+        return os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise BackendError(f"cannot open {target}: {err.strerror}") from None

@@ -1,0 +1,89 @@
+"""Every command but ``run`` (which is parsed on the fast path), with typer."""
+
+from __future__ import annotations
+
+import typer
+
+from seqbox._version import __version__
+from seqbox.cli import handle_errors
+
+app = typer.Typer(
+    name="seqbox",
+    help="Run commands one at a time per project, with memory, process and time limits "
+    "on the whole process tree.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"seqbox {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Show the version and exit."),
+) -> None:
+    """Run commands one at a time per project, with whole-tree limits."""
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                      "help_option_names": []},
+    add_help_option=False,
+)
+def run(ctx: typer.Context) -> None:
+    """Wait for the project's lock, then run CMD under limits (see 'seqbox run --help').
+
+    \b
+    examples:
+      seqbox run --mem 2G -- pytest -x
+      seqbox run --mem 512M --timeout 5m --pids 256 -- make -j8
+    """
+    from seqbox.cli.run import run_main
+
+    raise typer.Exit(run_main(list(ctx.args)))
+
+
+@app.command()
+def doctor(
+    json: bool = typer.Option(False, "--json", help="Print the facts as one JSON object."),
+) -> None:
+    """Explain which backend 'auto' picks here and why.
+
+    Exit status 0 when a kernel-enforced backend (cgroup2 or cgroup1) is usable,
+    1 when only polling is.
+
+    \b
+    examples:
+      seqbox doctor
+      seqbox doctor --json | jq .backend
+    """
+    from seqbox.cli.doctor import doctor_main
+
+    raise typer.Exit(handle_errors(lambda: doctor_main(json), debug=False))
+
+
+def app_main(args: list[str]) -> int:
+    """Run the typer app; a usage error is one line and exit 125, like ``run``'s."""
+    from seqbox.errors import EXIT_SEQBOX_FAILED
+    from seqbox.output import Output
+
+    try:
+        result = app(args=args, prog_name="seqbox", standalone_mode=False)
+    except typer.Exit as exit_:
+        return int(exit_.exit_code)
+    except typer.Abort:
+        return 130
+    except Exception as err:
+        # typer's (or click's, in older typer) usage errors carry format_message()
+        format_message = getattr(err, "format_message", None)
+        if format_message is None:
+            raise
+        Output().error(" ".join(str(format_message()).split()))
+        return EXIT_SEQBOX_FAILED
+    return result if isinstance(result, int) else 0

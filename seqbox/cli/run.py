@@ -1,0 +1,50 @@
+"""``seqbox run [OPTIONS] -- CMD [ARGS...]``: the hot path."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from seqbox.cli import handle_errors
+from seqbox.errors import UsageError
+from seqbox.output import NORMAL, QUIET, VERBOSE, Output
+
+
+def run_main(args: list[str]) -> int:
+    out = Output()
+    debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args
+    return handle_errors(lambda: _run(args, out), debug, out)
+
+
+def _run(args: list[str], out: Output) -> int:
+    from seqbox.config import resolve
+    from seqbox.options import run_help, split_command_line
+    from seqbox.project import project_root
+
+    raw, command, wants_help = split_command_line(args)
+    if wants_help:
+        sys.stdout.write(run_help())
+        return 0
+    if raw.get("quiet"):
+        out.level = QUIET
+    elif raw.get("verbose"):
+        out.level = VERBOSE
+    if not command:
+        raise UsageError("seqbox run: no command given (usage: seqbox run [OPTIONS] -- CMD [ARGS...])")
+    cwd = str(raw["cwd"]) if raw.get("cwd") else os.getcwd()
+    root = project_root(cwd)
+    options = resolve(raw, root, os.environ)
+    out.level = QUIET if options.quiet else VERBOSE if options.verbose else NORMAL
+
+    from seqbox.runner import execute
+
+    result = execute(command, options, out, os.environ)
+    if options.json:
+        from seqbox.summary import dumps
+
+        document = dict(result.summary)
+        document["stdout"] = result.stdout or ""
+        document["stderr"] = result.stderr or ""
+        sys.stdout.write(dumps(document) + "\n")
+        sys.stdout.flush()
+    return result.exit_code

@@ -1,0 +1,196 @@
+"""Resolve ``seqbox run``'s options from every layer.
+
+Precedence, highest first: command line > ``SEQBOX_*`` environment > the old
+recipe's variables (``MEMORY_LIMIT_MB``, ``TIMEOUT``, ``KILL_TIMEOUT``,
+``CHECK_INTERVAL``) > the chosen profile > the config file > defaults.
+
+The config is ``seqbox.toml`` at the project root (keys at top level,
+``[profiles.NAME]`` tables) or ``[tool.seqbox]`` in the project's pyproject.toml
+(``[tool.seqbox.profiles.NAME]``). When both exist, seqbox.toml wins.
+"""
+
+from __future__ import annotations
+
+import os
+
+from seqbox.errors import ConfigError, UsageError
+from seqbox.options import BY_KEY, CONFIG_KEYS, OPTIONS, RunOptions, parse_value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+RECIPE_VARIABLES = {
+    "MEMORY_LIMIT_MB": ("mem", lambda v: f"{v}M"),
+    "TIMEOUT": ("timeout", lambda v: v),
+    "KILL_TIMEOUT": ("grace", lambda v: v),
+    "CHECK_INTERVAL": ("poll_interval", lambda v: v),
+}
+
+
+class FileConfig:
+    """What a project's config file says: top-level keys and profiles."""
+
+    __slots__ = ("path", "profiles", "profiles_prefix", "top", "prefix")
+
+    def __init__(
+        self,
+        path: str | None,
+        top: dict[str, object],
+        profiles: dict[str, dict[str, object]],
+        prefix: str = "",
+        profiles_prefix: str = "profiles",
+    ) -> None:
+        self.path = path
+        self.top = top
+        self.profiles = profiles
+        self.prefix = prefix
+        self.profiles_prefix = profiles_prefix
+
+
+def load_file_config(root: str) -> FileConfig:
+    """Read ``seqbox.toml`` or ``[tool.seqbox]`` from the project root."""
+    toml_path = os.path.join(root, "seqbox.toml")
+    if os.path.isfile(toml_path):
+        data = _load_toml(toml_path, _read(toml_path))
+        return _split(toml_path, data, prefix="", profiles_prefix="profiles")
+    pyproject = os.path.join(root, "pyproject.toml")
+    if os.path.isfile(pyproject):
+        text = _read(pyproject)
+        if "tool.seqbox" not in text:  # skip tomllib's 15 ms import when we are not configured
+            return FileConfig(None, {}, {})
+        tool = _load_toml(pyproject, text).get("tool", {})
+        section = tool.get("seqbox") if isinstance(tool, dict) else None
+        if section is None:
+            return FileConfig(None, {}, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{pyproject}: [tool.seqbox] must be a table")
+        return _split(pyproject, section, prefix="tool.seqbox.", profiles_prefix="tool.seqbox.profiles")
+    return FileConfig(None, {}, {})
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from None
+
+
+def _load_toml(path: str, text: str) -> dict[str, object]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        data: dict[str, object] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    return data
+
+
+def _split(path: str, data: dict[str, object], prefix: str, profiles_prefix: str) -> FileConfig:
+    top = {k: v for k, v in data.items() if k != "profiles"}
+    raw_profiles = data.get("profiles", {})
+    if not isinstance(raw_profiles, dict):
+        raise ConfigError(f"{path}: key '{profiles_prefix}': expected a table of profiles")
+    profiles: dict[str, dict[str, object]] = {}
+    for name, table in raw_profiles.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: key '{profiles_prefix}.{name}': expected a table")
+        profiles[name] = table
+    return FileConfig(path, top, profiles, prefix, profiles_prefix)
+
+
+def _check_layer(values: Mapping[str, object], where: str, key_prefix: str) -> dict[str, object]:
+    parsed: dict[str, object] = {}
+    for key, raw in values.items():
+        if key not in CONFIG_KEYS:
+            known = ", ".join(sorted(CONFIG_KEYS))
+            raise ConfigError(f"{where}: unknown key '{key_prefix}{key}' (known keys: {known})")
+        try:
+            parsed[key] = parse_value(key, raw, f"{where}: key '{key_prefix}{key}'")
+        except UsageError as err:
+            raise ConfigError(err.message) from None
+    return parsed
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, object]:
+    """``SEQBOX_<KEY>`` variables, parsed."""
+    parsed: dict[str, object] = {}
+    for key in CONFIG_KEYS:
+        name = "SEQBOX_" + key.upper()
+        if name in environ:
+            try:
+                parsed[key] = parse_value(key, environ[name], name)
+            except UsageError as err:
+                raise ConfigError(err.message) from None
+    return parsed
+
+
+def recipe_layer(environ: Mapping[str, str]) -> dict[str, object]:
+    """The old bash recipe's variables, so its users keep their settings."""
+    parsed: dict[str, object] = {}
+    for name, (key, convert) in RECIPE_VARIABLES.items():
+        value = environ.get(name)
+        if value:
+            try:
+                parsed[key] = parse_value(key, convert(value), name)
+            except UsageError as err:
+                raise ConfigError(err.message) from None
+    return parsed
+
+
+def resolve(
+    cli_raw: Mapping[str, object],
+    root: str,
+    environ: Mapping[str, str],
+) -> RunOptions:
+    """Merge every layer into a :class:`RunOptions`."""
+    cli = {key: parse_value(key, raw, f"--{key.replace('_', '-')}") for key, raw in cli_raw.items()}
+    file_config = load_file_config(root)
+    where = file_config.path or "config"
+    file_layer = _check_layer(file_config.top, where, file_config.prefix)
+
+    profile_name = cli.get("profile") or environ.get("SEQBOX_PROFILE")
+    explicit = profile_name is not None
+    if profile_name is None and environ.get("CI", "").lower() == "true":
+        profile_name = "ci"
+    profile_layer: dict[str, object] = {}
+    if profile_name is not None:
+        table = file_config.profiles.get(str(profile_name))
+        if table is not None:
+            profile_layer = _check_layer(
+                table, where, f"{file_config.profiles_prefix}.{profile_name}."
+            )
+        elif explicit:
+            known = ", ".join(sorted(file_config.profiles)) or "none defined"
+            raise ConfigError(f"{where}: no profile named {profile_name!r} (profiles: {known})")
+
+    values: dict[str, object] = {}
+    for opt in OPTIONS:
+        values[opt.key] = parse_value(opt.key, opt.default, f"default {opt.key}")
+    for layer in (file_layer, profile_layer, recipe_layer(environ), env_layer(environ), cli):
+        values.update(layer)
+    values["profile"] = profile_name if (explicit or profile_layer) else None
+    options = RunOptions(values)
+    _check_combination(options)
+    return options
+
+
+def _check_combination(options: RunOptions) -> None:
+    if options.quiet and options.verbose:
+        raise UsageError("-q and -v cannot be used together")
+    if options.mem_high is not None and options.mem is not None and options.mem_high > options.mem:
+        raise UsageError("--mem-high must not be above --mem")
+    options.extra_env()  # validates K=V
+    if options.cwd is not None and not os.path.isdir(options.cwd):
+        raise UsageError(f"--cwd: not a directory: {options.cwd}")
+
+
+def default_options() -> RunOptions:
+    """Every option at its default (for tests and the API)."""
+    return RunOptions({opt.key: parse_value(opt.key, opt.default, opt.key) for opt in OPTIONS})
+
+
+__all__ = ["BY_KEY", "FileConfig", "default_options", "env_layer", "load_file_config", "resolve"]

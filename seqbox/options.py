@@ -1,0 +1,311 @@
+"""The options of ``seqbox run``: one table, used by the command line, the config
+file, the environment and the Python API alike.
+
+Kept free of heavy imports (no argparse, typing, dataclasses): this module is on
+the start-up path of every wrapped command.
+"""
+
+from __future__ import annotations
+
+import re
+
+from seqbox import units
+from seqbox.errors import UsageError
+
+TYPE_CHECKING = False  # typing costs ~9 ms to import; mypy honours this name
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    Parser = Callable[[object, str], object]
+
+BACKEND_NAMES = ("auto", "cgroup2", "cgroup1", "poll")
+_LOCK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _lock_name(value: object, what: str) -> str:
+    text = str(value)
+    if not _LOCK_NAME_RE.match(text):
+        raise UsageError(
+            f"{what}: expected a lock name of letters, digits, '.', '_' or '-', got {value!r}"
+        )
+    return text
+
+
+def _backend(value: object, what: str) -> str:
+    text = str(value).strip().lower()
+    if text not in BACKEND_NAMES:
+        raise UsageError(f"{what}: expected one of {', '.join(BACKEND_NAMES)}, got {value!r}")
+    return text
+
+
+def _bool(value: object, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise UsageError(f"{what}: expected true or false, got {value!r}")
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{what}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _count_min1(value: object, what: str) -> int:
+    return units.parse_count(value, what, minimum=1)  # type: ignore[arg-type]
+
+
+def _count(value: object, what: str) -> int:
+    return units.parse_count(value, what)  # type: ignore[arg-type]
+
+
+def _poll_interval(value: object, what: str) -> float:
+    seconds = units.parse_duration(value, what)  # type: ignore[arg-type]
+    if seconds is None or seconds < 0.01:
+        raise UsageError(f"{what}: expected a duration of at least 10ms, got {value!r}")
+    return seconds
+
+
+class Option:
+    """One option of ``seqbox run``.
+
+    ``takes`` is the metavar for options with a value, "" for flags.
+    ``config`` says whether the key may come from a config file, a profile and a
+    ``SEQBOX_<KEY>`` environment variable.
+    """
+
+    __slots__ = ("config", "default", "flags", "help", "key", "parse", "takes")
+
+    def __init__(
+        self,
+        key: str,
+        flags: tuple[str, ...],
+        takes: str,
+        parse: Parser,
+        default: object,
+        help: str,
+        *,
+        config: bool = True,
+    ) -> None:
+        self.key = key
+        self.flags = flags
+        self.takes = takes
+        self.parse = parse
+        self.default = default
+        self.help = help
+        self.config = config
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("mem", ("--mem",), "SIZE", units.parse_size, "2G",  # type: ignore[arg-type]
+           "memory limit of the whole tree (512M, 2G, 1.5GiB; 0/none: no limit)"),
+    Option("mem_high", ("--mem-high",), "SIZE", units.parse_size, None,  # type: ignore[arg-type]
+           "soft limit: throttle above it (cgroup2), warn (other backends)"),
+    Option("warn_at", ("--warn-at",), "FRACTION", units.parse_fraction, "0.5",  # type: ignore[arg-type]
+           "print one warning when the tree passes this share of --mem"),
+    Option("timeout", ("--timeout",), "DURATION", units.parse_duration, "30m",  # type: ignore[arg-type]
+           "stop the command after this long (90, 90s, 5m, 1h30m; 0/none: never)"),
+    Option("grace", ("--grace",), "DURATION", units.parse_grace, "10s",  # type: ignore[arg-type]
+           "after the timeout signal, wait this long, then SIGKILL the whole tree"),
+    Option("signal", ("--signal",), "SIG", units.parse_signal, "TERM",  # type: ignore[arg-type]
+           "signal sent to the tree on timeout (TERM, INT, 9)"),
+    Option("pids", ("--pids",), "N", units.parse_positive_int, None,  # type: ignore[arg-type]
+           "max processes+threads in the tree (fork-bomb guard)"),
+    Option("cpus", ("--cpus",), "N", units.parse_cpus, None,  # type: ignore[arg-type]
+           "CPU quota in cores, e.g. 1.5 (cgroup backends only)"),
+    Option("retry", ("--retry",), "N", _count, 0,
+           "run again up to N more times after a non-zero exit or a timeout"),
+    Option("retry_on_oom", ("--retry-on-oom",), "", _bool, False,
+           "also retry after a memory kill"),
+    Option("lock", ("--lock",), "NAME", _lock_name, "default",
+           "which project queue to wait in"),
+    Option("no_lock", ("--no-lock",), "", _bool, False,
+           "do not wait in any queue"),
+    Option("slots", ("--slots",), "N", _count_min1, 1,
+           "let up to N runs hold the same lock at once"),
+    Option("wait_timeout", ("--wait-timeout",), "DURATION", units.parse_duration, None,  # type: ignore[arg-type]
+           "give up waiting for the lock after this long (exit 75)"),
+    Option("backend", ("--backend",), "NAME", _backend, "auto",
+           "enforcement backend: auto, cgroup2, cgroup1 or poll"),
+    Option("json", ("--json",), "", _bool, False,
+           "capture stdout/stderr and print one JSON summary instead", config=False),
+    Option("report", ("--report",), "FILE", _text, None,
+           "write the JSON summary to FILE; output stays live", config=False),
+    Option("log", ("--log",), "FILE", _text, None,
+           "append the command's output and exit status per try to FILE", config=False),
+    Option("quiet", ("-q", "--quiet"), "", _bool, False,
+           "only print errors", config=False),
+    Option("verbose", ("-v", "--verbose"), "", _bool, False,
+           "show what seqbox does", config=False),
+    Option("cwd", ("--cwd",), "DIR", _text, None,
+           "working directory of the command", config=False),
+    Option("env", ("--env",), "K=V", _text, (),
+           "extra environment variable (repeatable)", config=False),
+    Option("profile", ("--profile",), "NAME", _text, None,
+           "use a profile from the config (default: 'ci' when CI=true)", config=False),
+    Option("debug", ("--debug",), "", _bool, False,
+           "show a traceback when seqbox itself fails", config=False),
+    # Config-only keys (no command-line flag).
+    Option("poll_interval", (), "DURATION", _poll_interval, "0.1s",
+           "how often the poll backend samples the tree"),
+    Option("log_dir", (), "DIR", _text, None, "where run logs go"),
+    Option("keep_logs", (), "N", _count, 200, "how many run logs to keep"),
+)
+
+BY_KEY = {opt.key: opt for opt in OPTIONS}
+BY_FLAG = {flag: opt for opt in OPTIONS for flag in opt.flags}
+CONFIG_KEYS = frozenset(opt.key for opt in OPTIONS if opt.config)
+
+
+class RunOptions:
+    """Every option of ``seqbox run``, parsed and resolved."""
+
+    mem: int | None
+    mem_high: int | None
+    warn_at: float | None
+    timeout: float | None
+    grace: float
+    signal: int
+    pids: int | None
+    cpus: float | None
+    retry: int
+    retry_on_oom: bool
+    lock: str
+    no_lock: bool
+    slots: int
+    wait_timeout: float | None
+    backend: str
+    json: bool
+    report: str | None
+    log: str | None
+    quiet: bool
+    verbose: bool
+    cwd: str | None
+    env: tuple[str, ...]
+    profile: str | None
+    debug: bool
+    poll_interval: float
+    log_dir: str | None
+    keep_logs: int
+
+    def __init__(self, values: dict[str, object]) -> None:
+        for opt in OPTIONS:
+            setattr(self, opt.key, values[opt.key])
+
+    def as_dict(self) -> dict[str, object]:
+        return {opt.key: getattr(self, opt.key) for opt in OPTIONS}
+
+    def extra_env(self) -> dict[str, str]:
+        """``--env K=V`` pairs as a dict."""
+        out: dict[str, str] = {}
+        for pair in self.env:
+            name, sep, value = pair.partition("=")
+            if not sep or not name:
+                raise UsageError(f"--env: expected K=V, got {pair!r}")
+            out[name] = value
+        return out
+
+
+def parse_value(key: str, raw: object, source: str) -> object:
+    """Parse one raw value (from the CLI, env or config) for ``key``.
+
+    ``source`` names where it came from, for the error message.
+    """
+    opt = BY_KEY[key]
+    if raw is None:
+        return None
+    if key == "env":
+        if isinstance(raw, str):
+            return (raw,)
+        return tuple(str(item) for item in raw)  # type: ignore[attr-defined]
+    return opt.parse(raw, source)
+
+
+def split_command_line(argv: list[str]) -> tuple[dict[str, object], list[str], bool]:
+    """Split ``seqbox run`` arguments into raw option values and the command.
+
+    Returns (raw values keyed by option key, command, help_requested). Options
+    end at ``--`` or at the first word that is not an option.
+    """
+    raw: dict[str, object] = {}
+    envs: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            i += 1
+            break
+        if word in ("-h", "--help"):
+            return raw, [], True
+        if not word.startswith("-") or word == "-":
+            break
+        name, eq, inline = word.partition("=")
+        opt = BY_FLAG.get(name)
+        if opt is None:
+            if not eq and len(word) > 2 and word[1] != "-" and all(f"-{c}" in BY_FLAG for c in word[1:]):
+                for char in word[1:]:  # bundled short flags: -qv
+                    raw[BY_FLAG[f"-{char}"].key] = True
+                i += 1
+                continue
+            raise UsageError(f"seqbox run: unknown option {name} (see 'seqbox run --help')")
+        if not opt.takes:
+            if eq:
+                raise UsageError(f"seqbox run: {name} takes no value")
+            raw[opt.key] = True
+            i += 1
+            continue
+        if eq:
+            value = inline
+            i += 1
+        else:
+            if i + 1 >= len(argv):
+                raise UsageError(f"seqbox run: {name} needs a value ({opt.takes})")
+            value = argv[i + 1]
+            i += 2
+        if opt.key == "env":
+            envs.append(value)
+        else:
+            raw[opt.key] = value
+    if envs:
+        raw["env"] = tuple(envs)
+    return raw, argv[i:], False
+
+
+RUN_EXAMPLES = """\
+examples:
+  seqbox run --mem 2G -- pytest -x
+  seqbox run --mem 512M --timeout 5m --pids 256 -- make -j8
+  seqbox run --json --mem 256M -- python -c 'print("hi")'
+  seqbox run --retry 2 --timeout 90s --report out.json -- ./flaky-test.sh
+"""
+
+
+def run_help() -> str:
+    """``seqbox run --help``, generated from the table."""
+    lines = [
+        "usage: seqbox run [OPTIONS] -- CMD [ARGS...]",
+        "",
+        "Wait for the project's lock, then run CMD with memory, process and time",
+        "limits applied to its whole process tree.",
+        "",
+        "options:",
+    ]
+    for opt in OPTIONS:
+        if not opt.flags:
+            continue
+        flags = ", ".join(opt.flags) + (f" {opt.takes}" if opt.takes else "")
+        default = f" [default: {opt.default}]" if opt.default not in (None, False, (), "") else ""
+        lines.append(f"  {flags:<26} {opt.help}{default}")
+    lines += [
+        "",
+        "exit status: the command's own; 124 timeout; 137 memory limit; 128+N signal N;",
+        "130/143 seqbox interrupted; 75 lock wait timed out; 125 seqbox failed;",
+        "126/127 command not executable / not found.",
+        "",
+        RUN_EXAMPLES,
+    ]
+    return "\n".join(lines)

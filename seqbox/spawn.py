@@ -1,0 +1,171 @@
+"""Start the command: fork, join the sandbox, exec. And reap what exits.
+
+Not ``subprocess``: it costs 14 ms to import, and the child must write itself
+into the sandbox's cgroups between fork and exec (``preexec_fn`` would force the
+same fork path anyway). The supervisor is single-threaded when it forks.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+#: wait statuses of children reaped so far, by pid (see :func:`reap`)
+_exited: dict[int, int] = {}
+
+#: signals that were ignored when seqbox started; the command inherits that
+_inherited_ignored: list[int] = []
+
+
+class Stdio:
+    """File descriptors for the command's stdin, stdout, stderr (None: inherit)."""
+
+    __slots__ = ("stderr", "stdin", "stdout")
+
+    def __init__(self, stdin: int | None = None, stdout: int | None = None, stderr: int | None = None) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class SpawnError(Exception):
+    """The child could not join the sandbox, change directory or exec."""
+
+    def __init__(self, stage: str, err: int, argv0: str) -> None:
+        super().__init__(f"{stage}: {os.strerror(err)}")
+        self.stage = stage
+        self.errno = err
+        self.argv0 = argv0
+
+    @property
+    def exit_code(self) -> int:
+        """127 for a command not found, 126 for one that cannot be executed."""
+        return 127 if self.errno in (errno.ENOENT, errno.ENOTDIR) else 126
+
+
+def remember_ignored_signals() -> None:
+    """Note which signals seqbox was started with ignored (nohup, ``&``), before
+    installing its own handlers, so the command inherits the same."""
+    _inherited_ignored.clear()
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            _inherited_ignored.append(sig)
+
+
+class Into:
+    """A cgroup v2 directory to create the child in: ``dir_fd`` for
+    clone3(CLONE_INTO_CGROUP), ``procs_fd`` (its cgroup.procs) for the fallback."""
+
+    __slots__ = ("dir_fd", "procs_fd")
+
+    def __init__(self, dir_fd: int, procs_fd: int) -> None:
+        self.dir_fd = dir_fd
+        self.procs_fd = procs_fd
+
+
+def spawn(
+    argv: list[str],
+    *,
+    cwd: str | None,
+    env: dict[str, str],
+    stdio: Stdio,
+    new_session: bool,
+    join_fds: tuple[int, ...] = (),
+    into: Into | None = None,
+) -> int:
+    """Start ``argv``: the child is created in the cgroup v2 directory ``into``
+    (if given), writes ``0`` to every ``join_fds`` (v1 ``tasks`` files opened by
+    the parent), sets up stdio, session and cwd, and execs.
+
+    Returns the pid. Raises :class:`SpawnError` when the child failed before exec.
+    """
+    err_r, err_w = os.pipe()
+    pid = -1
+    if into is not None:
+        from seqbox.clone3 import clone_into_cgroup
+
+        pid = clone_into_cgroup(into.dir_fd)
+        if pid < 0:  # not available here: fork, then join through cgroup.procs
+            join_fds = (into.procs_fd, *join_fds)
+    if pid < 0:
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        _child(argv, cwd, env, stdio, new_session, join_fds, err_w)
+    os.close(err_w)
+    try:
+        data = b""
+        while True:
+            chunk = os.read(err_r, 64)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(err_r)
+    if data:
+        _, status = os.waitpid(pid, 0)
+        stage, _, number = data.decode().partition(":")
+        raise SpawnError(stage, int(number or 0), argv[0])
+    return pid
+
+
+def _child(
+    argv: list[str],
+    cwd: str | None,
+    env: dict[str, str],
+    stdio: Stdio,
+    new_session: bool,
+    join_fds: tuple[int, ...],
+    err_w: int,
+) -> None:  # pragma: no cover - runs in the forked child
+    stage = "join"
+    try:
+        for fd in join_fds:
+            os.write(fd, b"0")
+        stage = "setup"
+        if new_session:
+            os.setsid()
+        for target, fd in ((0, stdio.stdin), (1, stdio.stdout), (2, stdio.stderr)):
+            if fd is not None and fd != target:
+                os.dup2(fd, target)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
+                    signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)
+        for sig in _inherited_ignored:
+            signal.signal(sig, signal.SIG_IGN)
+        stage = "chdir"
+        if cwd is not None:
+            os.chdir(cwd)
+        stage = "exec"
+        os.execvpe(argv[0], argv, env)
+    except OSError as err:
+        os.write(err_w, f"{stage}:{err.errno or 0}".encode())
+    except BaseException:
+        os.write(err_w, f"{stage}:0".encode())
+    finally:
+        os._exit(127)
+
+
+def reap() -> None:
+    """Reap every exited child (also orphans we inherit as subreaper) without
+    blocking, remembering each status for :func:`exit_status`."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+        if pid == 0:
+            return
+        _exited[pid] = status
+
+
+def exit_status(pid: int) -> int | None:
+    """The wait status of ``pid`` once it has been reaped, else None."""
+    return _exited.get(pid)
+
+
+def forget(pid: int) -> None:
+    _exited.pop(pid, None)

@@ -1,0 +1,87 @@
+"""The per-user state directory: ``$XDG_RUNTIME_DIR/seqbox``, else
+``~/.cache/seqbox``. Mode 0700, owned by the user, never a symlink, never in a
+shared, predictable /tmp path.
+
+Everything below it is reached through a directory file descriptor and opened
+with ``O_NOFOLLOW``, so a planted symlink cannot redirect seqbox's writes.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from seqbox.errors import StateError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def state_dir_path(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    override = env.get("SEQBOX_STATE_DIR")
+    if override:
+        return os.path.abspath(override)
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        try:
+            info = os.stat(runtime)
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+                return os.path.join(runtime, "seqbox")
+        except OSError:
+            pass
+    home = env.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, ".cache", "seqbox")
+
+
+def log_dir_default(environ: Mapping[str, str] | None = None) -> str:
+    return os.path.join(state_dir_path(environ), "logs")
+
+
+def open_state_dir(environ: Mapping[str, str] | None = None) -> int:
+    """Create (mode 0700) and open the state directory; return a directory fd.
+
+    Refuses a symlink, a directory owned by someone else, and fixes a mode that
+    lets others in.
+    """
+    path = state_dir_path(environ)
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    except OSError as err:
+        raise StateError(f"cannot create {parent}: {err.strerror}") from None
+    try:
+        parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise StateError(f"cannot open {parent}: {err.strerror}") from None
+    try:
+        return open_private_dir(parent_fd, os.path.basename(path), path)
+    finally:
+        os.close(parent_fd)
+
+
+def open_private_dir(dir_fd: int, name: str, shown: str) -> int:
+    """mkdir ``name`` (0700) under ``dir_fd`` if needed and open it safely."""
+    try:
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise StateError(f"cannot create {shown}: {err.strerror}") from None
+    try:
+        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as err:
+        if os.path.islink(shown) or err.errno in (40, 20):  # ELOOP, ENOTDIR: a symlink or a file
+            raise StateError(f"refusing to use {shown}: it is a symlink or not a directory",
+                             hint="remove it; seqbox will recreate it") from None
+        raise StateError(f"cannot open {shown}: {err.strerror}") from None
+    info = os.fstat(fd)
+    if info.st_uid != os.getuid():
+        os.close(fd)
+        raise StateError(f"refusing to use {shown}: it belongs to uid {info.st_uid}, not to you")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.fchmod(fd, 0o700)
+    return fd

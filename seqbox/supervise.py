@@ -1,0 +1,260 @@
+"""Supervise one try of the command inside a sandbox.
+
+The loop sleeps in ``select`` until a signal arrives (a child exited, seqbox
+was asked to stop, ``seqbox kill``) or the next deadline: a sample of the tree
+(every ``poll_interval``), the timeout, the end of the grace period. When the
+command's main process ends, whatever is left of its tree is killed: the
+sandbox never outlives the command.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+
+from seqbox.backends.base import Sandbox
+from seqbox.interrupts import KILL_REQUEST, STOP_SIGNALS, Interrupts
+from seqbox.spawn import SpawnError, Stdio, exit_status, forget, reap
+from seqbox.units import format_duration, format_size
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from seqbox.output import Output
+
+    SampleHook = Callable[[float, int, int], None]
+
+
+class Policy:
+    """What the supervisor enforces beyond the sandbox's own limits."""
+
+    __slots__ = ("grace", "mem", "mem_high", "pids", "poll_interval", "signal", "timeout", "warn_at")
+
+    def __init__(
+        self,
+        *,
+        mem: int | None,
+        mem_high: int | None = None,
+        pids: int | None = None,
+        timeout: float | None = None,
+        grace: float = 10.0,
+        signal: int = 15,
+        warn_at: float | None = None,
+        poll_interval: float = 0.1,
+    ) -> None:
+        self.mem = mem
+        self.mem_high = mem_high
+        self.pids = pids
+        self.timeout = timeout
+        self.grace = grace
+        self.signal = signal
+        self.warn_at = warn_at
+        self.poll_interval = poll_interval
+
+
+class Outcome:
+    """How one try ended (the section 4 fields that belong to a try)."""
+
+    __slots__ = ("cpu_s", "exit_code", "interrupted", "peak_mem_bytes", "procs_peak",
+                 "signal", "status", "wall_s")
+
+    def __init__(self, status: str, exit_code: int, signal: int | None = None, wall_s: float = 0.0,
+                 cpu_s: float | None = None, peak_mem_bytes: int | None = None,
+                 procs_peak: int = 0, interrupted: bool = False) -> None:
+        self.status = status
+        self.exit_code = exit_code
+        self.signal = signal
+        self.wall_s = wall_s
+        self.cpu_s = cpu_s
+        self.peak_mem_bytes = peak_mem_bytes
+        self.procs_peak = procs_peak
+        self.interrupted = interrupted
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.status!r}, exit_code={self.exit_code}, signal={self.signal})"
+
+
+def terminal_foreground() -> bool:
+    """True when seqbox runs in the foreground of its terminal: the command
+    then stays in seqbox's process group, so Ctrl-C, Ctrl-Z and /dev/tty work
+    as if seqbox were not there. Otherwise the command gets its own session."""
+    try:
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+class Supervisor:
+    """Runs one try: spawn in the sandbox, enforce, tear down."""
+
+    def __init__(self, sandbox: Sandbox, policy: Policy, out: Output, interrupts: Interrupts,
+                 on_sample: SampleHook | None = None) -> None:
+        self.sandbox = sandbox
+        self.policy = policy
+        self.out = out
+        self.interrupts = interrupts
+        self.on_sample = on_sample
+        self.reason: str | None = None  # memory | pids | timeout | interrupt | killed
+        self.stop_signal: int | None = None
+        self.kill_at: float | None = None
+        self.procs_peak = 0
+        self.warned_at = False
+        self.warned_high = False
+
+    def run(self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio,
+            started: Callable[[], None] | None = None) -> Outcome:
+        sandbox, policy = self.sandbox, self.policy
+        foreground = terminal_foreground()
+        self.interrupts.recording()
+        rusage_before = _children_cpu()
+        start = time.monotonic()
+        try:
+            pid = sandbox.spawn(argv, cwd=cwd, env=env, stdio=stdio, new_session=not foreground)
+        except SpawnError as err:
+            return self._spawn_failed(err)
+        if started is not None:
+            started()
+        skip_pgrp = os.getpgrp() if foreground else None
+        deadline = start + policy.timeout if policy.timeout else None
+        next_sample = start + min(policy.poll_interval, 0.05)
+        status: int | None = None
+        while True:
+            reap()
+            status = exit_status(pid)
+            if status is not None:
+                break
+            self._handle_signals(skip_pgrp)
+            now = time.monotonic()
+            if now >= next_sample:
+                self._sample()
+                next_sample = now + policy.poll_interval
+            if deadline is not None and now >= deadline and self.reason is None:
+                self._timeout()
+            if self.kill_at is not None and now >= self.kill_at:
+                self.kill_at = None
+                sandbox.kill_all()
+            wake = [next_sample]
+            if deadline is not None and self.reason is None:
+                wake.append(deadline)
+            if self.kill_at is not None:
+                wake.append(self.kill_at)
+            try:
+                select.select([self.interrupts.wake_r], [], [], max(0.0, min(wake) - time.monotonic()))
+            except InterruptedError:  # pragma: no cover - PEP 475 retries select
+                pass
+        wall = time.monotonic() - start
+        forget(pid)
+        # The final kill: nothing of the tree outlives the command.
+        if not sandbox.is_empty():
+            sandbox.kill_all()
+        sandbox.wait_empty()
+        self._handle_signals(skip_pgrp)
+        if self.reason is None and sandbox.memory_exceeded(None):
+            self.reason = "memory"
+        cpu = sandbox.cpu_seconds()
+        if cpu is None:
+            cpu = _children_cpu() - rusage_before
+        return self._outcome(status, wall, cpu)
+
+    # -- events -----------------------------------------------------------------
+
+    def _handle_signals(self, skip_pgrp: int | None) -> None:
+        for signum in self.interrupts.take():
+            if signum == KILL_REQUEST:
+                if self.reason not in ("memory", "interrupt"):
+                    self.reason = "killed"
+                self.sandbox.kill_all()
+            elif signum in STOP_SIGNALS:
+                if self.stop_signal is None:
+                    self.stop_signal = signum
+                    self.reason = "interrupt"
+                    # From a terminal, the command's process group got it too.
+                    from_tty = signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
+                    self.sandbox.signal_all(signum, skip_pgrp if from_tty else None)
+                    self.kill_at = time.monotonic() + self.policy.grace
+                else:  # a second stop signal: no more grace
+                    self.sandbox.kill_all()
+
+    def _sample(self) -> None:
+        sandbox, policy = self.sandbox, self.policy
+        usage = sandbox.sample()
+        self.procs_peak = max(self.procs_peak, usage.procs)
+        if self.on_sample is not None:
+            self.on_sample(time.monotonic(), usage.mem, usage.procs)
+        if self.reason not in ("memory", "interrupt") and sandbox.memory_exceeded(usage):
+            self.reason = "memory"
+            sandbox.kill_all()
+            return
+        if self.reason is None and sandbox.pids_exceeded(usage):
+            self.reason = "pids"
+            sandbox.kill_all()
+            return
+        if policy.mem and policy.warn_at and not self.warned_at and usage.mem > policy.warn_at * policy.mem:
+            self.warned_at = True
+            share = 100 * usage.mem / policy.mem
+            self.out.warn(f"warning: memory at {share:.0f}% of the limit "
+                          f"({format_size(usage.mem)} of {format_size(policy.mem)})")
+        if (policy.mem_high and not self.warned_high and sandbox.backend != "cgroup2"
+                and usage.mem > policy.mem_high):
+            self.warned_high = True
+            self.out.warn(f"warning: memory above --mem-high {format_size(policy.mem_high)} "
+                          f"({format_size(usage.mem)})")
+
+    def _timeout(self) -> None:
+        self.reason = "timeout"
+        self.sandbox.signal_all(self.policy.signal)
+        self.kill_at = time.monotonic() + self.policy.grace
+
+    # -- results ----------------------------------------------------------------
+
+    def _spawn_failed(self, err: SpawnError) -> Outcome:
+        if err.stage == "exec":
+            what = "command not found" if err.exit_code == 127 else "cannot execute"
+            self.out.error(f"{what}: {err.argv0} ({os.strerror(err.errno)})")
+            return Outcome("error", err.exit_code)
+        if err.stage == "chdir":
+            self.out.error(f"cannot change directory: {os.strerror(err.errno)}")
+        else:
+            self.out.error(f"cannot start the command in the sandbox ({err.stage}: "
+                           f"{os.strerror(err.errno)})")
+        return Outcome("error", 125)
+
+    def _outcome(self, status: int, wall: float, cpu: float) -> Outcome:
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        peak = self.sandbox.peak_mem()
+        kind, code = self._verdict(status, sig, peak)
+        return Outcome(kind, code, signal=sig, wall_s=wall, cpu_s=cpu, peak_mem_bytes=peak,
+                       procs_peak=max(self.procs_peak, 1), interrupted=self.reason == "interrupt")
+
+    def _verdict(self, status: int, sig: int | None, peak: int | None) -> tuple[str, int]:
+        """(status, exit code) by the first reason the tree was stopped for."""
+        policy, reason = self.policy, self.reason
+        if reason == "memory":
+            limit = format_size(policy.mem) if policy.mem else "of the enclosing sandbox"
+            self.out.error(f"killed: memory limit {limit} exceeded (peak {format_size(peak)})")
+            return "memory", 137
+        if reason == "interrupt" and self.stop_signal is not None:
+            return "signal", 128 + self.stop_signal
+        if reason == "timeout":
+            self.out.error(f"timeout: stopped after {format_duration(policy.timeout or 0)}")
+            return "timeout", 124
+        if reason == "pids":
+            self.out.error(f"killed: process limit {policy.pids} exceeded")
+            return "signal", 128 + signal.SIGKILL
+        if reason == "killed":
+            self.out.error("killed by 'seqbox kill'")
+            return "signal", 128 + (sig or signal.SIGKILL)
+        if sig is not None:
+            return "signal", 128 + sig
+        code = os.WEXITSTATUS(status)
+        return ("ok" if code == 0 else "failed"), code
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

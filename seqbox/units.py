@@ -1,0 +1,172 @@
+"""Pure parsers and formatters for sizes, durations and signals."""
+
+from __future__ import annotations
+
+import re
+
+from seqbox.errors import UsageError
+
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgtpe])(?:i?b)?|b)?$", re.IGNORECASE)
+_SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
+_NONE_WORDS = ("none", "0", "off", "unlimited", "infinity", "max")
+
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?", re.IGNORECASE)
+_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
+
+
+def parse_size(text: str | int | float, what: str = "size") -> int | None:
+    """``512M``, ``2G``, ``1.5GiB``, ``2048MB``, bytes -> bytes; ``0``/``none`` -> None.
+
+    Units are binary and case-insensitive: K, KB and KiB all mean 1024.
+    """
+    if isinstance(text, bool):
+        raise UsageError(f"{what}: expected a size like 512M or 2G, got {text!r}")
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise UsageError(f"{what}: a size cannot be negative, got {text}")
+        return int(text) or None
+    word = text.strip().lower()
+    if word in _NONE_WORDS:
+        return None
+    match = _SIZE_RE.match(word)
+    if match is None:
+        raise UsageError(f"{what}: expected a size like 512M, 2G, 1.5GiB or a number of bytes, got {text!r}")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    value = int(number * (1024 ** _SIZE_POWERS[unit]))
+    return value or None
+
+
+def parse_duration(text: str | int | float, what: str = "duration") -> float | None:
+    """``90``, ``90s``, ``5m``, ``1h30m``, ``500ms`` -> seconds; ``0``/``none`` -> None."""
+    if isinstance(text, bool):
+        raise UsageError(f"{what}: expected a duration like 90s or 5m, got {text!r}")
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise UsageError(f"{what}: a duration cannot be negative, got {text}")
+        return float(text) or None
+    word = text.strip().lower()
+    if word in _NONE_WORDS:
+        return None
+    total, pos = 0.0, 0
+    compact = word.replace(" ", "")
+    while pos < len(compact):
+        match = _DURATION_PART_RE.match(compact, pos)
+        if match is None or match.end() == pos:
+            raise UsageError(f"{what}: expected a duration like 90, 90s, 5m or 1h30m, got {text!r}")
+        total += float(match.group(1)) * _DURATION_SECONDS[(match.group(2) or "").lower()]
+        pos = match.end()
+    if not compact:
+        raise UsageError(f"{what}: expected a duration like 90, 90s, 5m or 1h30m, got {text!r}")
+    return total or None
+
+
+def parse_grace(text: str | int | float, what: str = "grace") -> float:
+    """Like :func:`parse_duration`, but ``0`` means "no grace" rather than "none"."""
+    return parse_duration(text, what) or 0.0
+
+
+def parse_signal(text: str | int, what: str = "signal") -> int:
+    """``TERM``, ``SIGINT``, ``int``, ``9`` -> a signal number."""
+    import signal
+
+    if isinstance(text, int) and not isinstance(text, bool):
+        number = text
+    else:
+        word = str(text).strip().upper()
+        if word.isdigit():
+            number = int(word)
+        else:
+            name = word if word.startswith("SIG") else "SIG" + word
+            sig = getattr(signal, name, None)
+            if not isinstance(sig, signal.Signals):
+                raise UsageError(f"{what}: unknown signal {text!r} (try TERM, INT, KILL or a number)")
+            number = int(sig)
+    if not 1 <= number < signal.NSIG:
+        raise UsageError(f"{what}: signal number out of range: {text!r}")
+    return number
+
+
+def parse_positive_int(text: str | int, what: str) -> int | None:
+    """A count such as ``--pids 64``; ``0``/``none`` -> None."""
+    if isinstance(text, bool):
+        raise UsageError(f"{what}: expected a whole number, got {text!r}")
+    if isinstance(text, int):
+        value = text
+    else:
+        word = text.strip().lower()
+        if word in _NONE_WORDS:
+            return None
+        if not word.isdigit():
+            raise UsageError(f"{what}: expected a whole number, got {text!r}")
+        value = int(word)
+    if value < 0:
+        raise UsageError(f"{what}: expected a whole number, got {text!r}")
+    return value or None
+
+
+def parse_count(text: str | int, what: str, minimum: int = 0) -> int:
+    """A count where 0 is a real value (``--retry 0``)."""
+    if isinstance(text, bool) or not (isinstance(text, int) or str(text).strip().isdigit()):
+        raise UsageError(f"{what}: expected a whole number, got {text!r}")
+    value = int(text)
+    if value < minimum:
+        raise UsageError(f"{what}: expected a whole number of at least {minimum}, got {text!r}")
+    return value
+
+
+def parse_fraction(text: str | int | float, what: str) -> float | None:
+    """``0.5`` or ``50%`` -> 0.5; ``0``/``none`` -> None (no warning)."""
+    if isinstance(text, bool):
+        raise UsageError(f"{what}: expected a fraction like 0.5 or 50%, got {text!r}")
+    try:
+        if isinstance(text, (int, float)):
+            value = float(text)
+        else:
+            word = text.strip().lower()
+            if word in _NONE_WORDS:
+                return None
+            value = float(word[:-1]) / 100 if word.endswith("%") else float(word)
+    except ValueError:
+        raise UsageError(f"{what}: expected a fraction like 0.5 or 50%, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise UsageError(f"{what}: expected a fraction between 0 and 1, got {text!r}")
+    return value or None
+
+
+def parse_cpus(text: str | int | float, what: str = "cpus") -> float | None:
+    """``1.5`` cores -> 1.5; ``0``/``none`` -> None."""
+    if isinstance(text, bool):
+        raise UsageError(f"{what}: expected a number of cores like 1.5, got {text!r}")
+    try:
+        if isinstance(text, str) and text.strip().lower() in _NONE_WORDS:
+            return None
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{what}: expected a number of cores like 1.5, got {text!r}") from None
+    if value < 0 or value != value:
+        raise UsageError(f"{what}: expected a number of cores like 1.5, got {text!r}")
+    return value or None
+
+
+def format_size(n: int | None) -> str:
+    """1.5 GiB, 256.0 MiB, 12.0 KiB, 512 B."""
+    if n is None:
+        return "none"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_duration(seconds: float) -> str:
+    """1h02m, 1m12s, 4.2s."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
