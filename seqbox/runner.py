@@ -1,5 +1,9 @@
-"""``seqbox run`` as a library function: pick the backend, take a turn in the
-project's queue, run each try in a fresh sandbox, build the summary.
+"""``seqbox run`` as a library function.
+
+For each try: make a sandbox and fork the command into it, parked; on the
+first try, take a turn in the project's queue (unless nested or ``--no-lock``)
+and pass the git guard; launch; supervise until the tree is gone. The turn is
+given back as soon as the last try's tree is gone, before the bookkeeping.
 
 Raises SeqboxError for what stops seqbox from doing its job; a command's
 failure is a result, never an exception.
@@ -12,12 +16,12 @@ import time
 
 from seqbox import summary as summary_mod
 from seqbox.backends import Limits, Sandbox, Selection, select
-from seqbox.errors import BackendError
+from seqbox.errors import BackendError, SeqboxError
 from seqbox.interrupts import Interrupts
 from seqbox.options import RunOptions
 from seqbox.output import Output
-from seqbox.spawn import Stdio, remember_ignored_signals
-from seqbox.supervise import Outcome, Policy, Supervisor
+from seqbox.spawn import Prepared, Stdio, abandon, remember_ignored_signals
+from seqbox.supervise import Outcome, Policy, Supervisor, terminal_foreground
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,8 +29,9 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
     from seqbox.capture import Capture
+    from seqbox.queue import Turn
 
-PARENT_ENV = "SEQBOX_PARENT"
+RUN_ID_ENV = "SEQBOX_RUN_ID"
 
 
 class RunResult:
@@ -42,8 +47,10 @@ class RunResult:
         self.stderr = stderr
 
 
-def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+class CancelledRun(SeqboxError):
+    """``seqbox kill --all`` cancelled this run while it waited."""
+
+    exit_code = 143
 
 
 def limits_for(options: RunOptions) -> Limits:
@@ -62,58 +69,98 @@ def choose_backend(options: RunOptions, out: Output) -> Selection:
     return selection
 
 
-def make_sandbox(selection: Selection, options: RunOptions, run_id: str, out: Output) -> Sandbox:
+def make_sandbox(selection: Selection, options: RunOptions, name: str, out: Output) -> Sandbox:
     """The sandbox for one try. With ``--backend auto`` a cgroup backend that
     fails here falls back to polling, saying so."""
     limits = limits_for(options)
     try:
-        return selection.backend.create(limits, run_id)
+        return selection.backend.create(limits, name)
     except BackendError as err:
         if options.backend != "auto" or selection.backend.name == "poll":
             raise
         from seqbox.backends.poll import PollBackend
 
         out.note(f"{selection.backend.name} failed ({err}); enforcing limits by polling instead")
-        selection.backend = PollBackend(subreaper=selection.backend.name.startswith("cgroup"))
-        return selection.backend.create(limits, run_id)
+        selection.backend = PollBackend(subreaper=True)
+        return selection.backend.create(limits, name)
 
 
-def child_env(options: RunOptions, environ: Mapping[str, str], run_id: str) -> dict[str, str]:
-    env = dict(environ)
-    env.update(options.extra_env())
-    env[PARENT_ENV] = f"{os.getpid()}:{run_id}"
-    return env
+def nest_limits(options: RunOptions, holder: Mapping[str, object], out: Output) -> None:
+    """A nested run never gets more than the run it is inside."""
+    for key in ("mem", "pids"):
+        outer = holder.get(key)
+        mine = getattr(options, key)
+        if isinstance(outer, int) and (mine is None or mine > outer):
+            setattr(options, key, outer)
+    out.info(f"nested inside pid {holder.get('pid')} (lock {holder.get('lock')!r}): "
+             "not queueing; limits nest inside its sandbox")
 
 
-def execute(argv: list[str], options: RunOptions, out: Output, environ: Mapping[str, str]) -> RunResult:
-    """Run ``argv`` under ``options``; return the summary and exit code."""
+def execute(argv: list[str], options: RunOptions, out: Output, environ: Mapping[str, str],
+            root: str) -> RunResult:
+    """Run ``argv`` under ``options`` in the project at ``root``."""
+    from seqbox import leftovers, procinfo
+    from seqbox.project import project_key
+
     remember_ignored_signals()
     interrupts = Interrupts()
     interrupts.raising()
-    run_id = new_run_id()
+    key = project_key(root)
+    run_id = f"{leftovers.run_stamp()}-{os.getpid()}"
+    for path in leftovers.find(key):
+        out.info(f"removing {path}, left by a crashed run")
+        leftovers.remove(path)
     selection = choose_backend(options, out)
+    holder = None
+    if not options.no_lock:
+        from seqbox.nesting import enclosing_holder
+
+        holder = enclosing_holder(key, environ)
+        if holder is not None:
+            nest_limits(options, holder, out)
+    queued = not options.no_lock and holder is None
     policy = Policy(mem=options.mem, mem_high=options.mem_high, pids=options.pids,
                     timeout=options.timeout, grace=options.grace, signal=options.signal,
                     warn_at=options.warn_at, poll_interval=options.poll_interval)
-    env = child_env(options, environ, run_id)
+    env = dict(environ)
+    env.update(options.extra_env())
+    env[RUN_ID_ENV] = run_id
+    me = {"pid": os.getpid(), "start": procinfo.start_time(os.getpid()), "command": argv,
+          "run_id": run_id, "lock": options.lock, "mem": options.mem, "pids": options.pids}
     log = _open_log(options.log, out)
+    turn: Turn | None = None
+    waited = 0.0
     outcome: Outcome | None = None
-    attempts = 0
-    wall = cpu = 0.0
-    peak: int | None = None
-    procs_peak = 0
+    attempts, wall, cpu, peak, procs_peak = 0, 0.0, 0.0, 0, 0
     stdout = stderr = None
     try:
         for attempt in range(1, options.retry + 2):
             attempts = attempt
-            sandbox = make_sandbox(selection, options, run_id if attempt == 1 else f"{run_id}-{attempt}", out)
+            name = f"{key}-{run_id}" + (f"-{attempt}" if attempt > 1 else "")
+            sandbox = make_sandbox(selection, options, name, out)
             capture = _capture(options, log)
             try:
                 stdio = capture.stdio() if capture is not None else Stdio()
+                foreground = terminal_foreground()
+                prepared = sandbox.prepare(argv, cwd=options.cwd, env=env, stdio=stdio,
+                                           new_session=not foreground)
+                if attempt == 1:
+                    turn, waited = _take_turn(prepared, options, key, me, out, queued,
+                                              nested=holder is not None)
+
+                def started(pid: int, sandbox: Sandbox = sandbox, capture: Capture | None = capture) -> None:
+                    if capture is not None:
+                        capture.started()
+                    if turn is not None and turn.ticket_fd is not None:
+                        turn.started({**me, "since": time.time(), "child": pid, **sandbox.describe()})
+
                 _log_line(log, f"=== seqbox try {attempt}/{options.retry + 1}: {_shell_join(argv)}\n")
                 outcome = Supervisor(sandbox, policy, out, interrupts).run(
-                    argv, cwd=options.cwd, env=env, stdio=stdio,
-                    started=capture.started if capture is not None else None)
+                    prepared, foreground=foreground, started=started)
+                retry = _should_retry(outcome, options, attempt)
+                if not retry and turn is not None:
+                    turn.release()  # the next run starts now; our bookkeeping can wait
+                    turn = None
             finally:
                 try:
                     if capture is not None:
@@ -122,22 +169,25 @@ def execute(argv: list[str], options: RunOptions, out: Output, environ: Mapping[
                     sandbox.close()
             wall += outcome.wall_s
             cpu += outcome.cpu_s or 0.0
-            peak = max(peak or 0, outcome.peak_mem_bytes or 0) or None
+            peak = max(peak, outcome.peak_mem_bytes or 0)
             procs_peak = max(procs_peak, outcome.procs_peak)
             _log_line(log, f"=== seqbox exit: status={outcome.status} exit_code={outcome.exit_code} "
                            f"wall_s={outcome.wall_s:.3f}\n")
-            if not _should_retry(outcome, options, attempt):
+            if not retry:
                 break
             out.note(f"try {attempt} ended with status {outcome.status} "
                      f"(exit {outcome.exit_code}); retrying")
     finally:
+        if turn is not None:
+            turn.release()
         interrupts.restore()
     assert outcome is not None
     summary = summary_mod.build(
         command=argv, status=outcome.status, exit_code=outcome.exit_code, signal=outcome.signal,
-        wall_s=wall, cpu_s=cpu, peak_mem_bytes=peak, mem_limit_bytes=options.mem,
-        procs_peak=procs_peak, backend=selection.backend.name, lock=None,
-        lock_wait_s=0.0, attempts=attempts, run_id=run_id,
+        wall_s=wall, cpu_s=cpu, peak_mem_bytes=peak or None, mem_limit_bytes=options.mem,
+        procs_peak=procs_peak, backend=selection.backend.name,
+        lock=None if options.no_lock else options.lock,
+        lock_wait_s=waited, attempts=attempts, run_id=run_id,
         log=os.path.abspath(options.log) if options.log else None,
     )
     if log is not None:
@@ -146,6 +196,41 @@ def execute(argv: list[str], options: RunOptions, out: Output, environ: Mapping[
     if options.report:
         summary_mod.write_report(options.report, summary)
     return RunResult(summary, outcome.exit_code, stdout, stderr)
+
+
+def _take_turn(prepared: Prepared, options: RunOptions, key: str, me: dict[str, object],
+               out: Output, queued: bool, *, nested: bool) -> tuple[Turn | None, float]:
+    """Wait for our turn (and the git guard) with the command parked; return
+    the turn and how long it took. On any failure the parked child is
+    abandoned before the error goes up.
+    """
+    from seqbox import gitguard, queue
+
+    turn = None
+    start = time.monotonic()
+    try:
+        if queued:
+            from seqbox.waitline import WaitLine
+
+            turn = queue.arrive(key, options.lock, options.slots, {**me, "arrived": time.time()})
+            out.info(f"in the queue of lock {options.lock!r} as number {turn.number}")
+            line = WaitLine(out, options.lock, turn.number)
+            try:
+                turn.wait(timeout=options.wait_timeout, on_wait=line, tick=line.tick)
+            except queue.Cancelled:
+                raise CancelledRun("cancelled by 'seqbox kill --all' before it started") from None
+            finally:
+                line.done()
+        if not nested and gitguard.is_git(me["command"]):  # type: ignore[arg-type]
+            gitguard.wait_for_index_lock(
+                options.cwd or os.getcwd(),
+                on_wait=lambda path: out.note(f"waiting for {path} to go away"))
+    except BaseException:
+        if turn is not None:
+            turn.release()
+        abandon(prepared)
+        raise
+    return turn, time.monotonic() - start
 
 
 def _should_retry(outcome: Outcome, options: RunOptions, attempt: int) -> bool:

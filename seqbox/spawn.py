@@ -64,7 +64,19 @@ class Into:
         self.procs_fd = procs_fd
 
 
-def spawn(
+class Prepared:
+    """A child forked into its sandbox, set up, and parked until :func:`launch`."""
+
+    __slots__ = ("argv0", "err_r", "go_w", "pid")
+
+    def __init__(self, pid: int, go_w: int, err_r: int, argv0: str) -> None:
+        self.pid = pid
+        self.go_w = go_w
+        self.err_r = err_r
+        self.argv0 = argv0
+
+
+def prepare(
     argv: list[str],
     *,
     cwd: str | None,
@@ -73,14 +85,15 @@ def spawn(
     new_session: bool,
     join_fds: tuple[int, ...] = (),
     into: Into | None = None,
-) -> int:
-    """Start ``argv``: the child is created in the cgroup v2 directory ``into``
-    (if given), writes ``0`` to every ``join_fds`` (v1 ``tasks`` files opened by
-    the parent), sets up stdio, session and cwd, and execs.
-
-    Returns the pid. Raises :class:`SpawnError` when the child failed before exec.
+) -> Prepared:
+    """Start the child: created in the cgroup v2 directory ``into`` (if given),
+    it writes ``0`` to every ``join_fds`` (v1 ``tasks`` files opened by the
+    parent), sets up stdio, session and cwd, then waits for :func:`launch` to
+    exec ``argv``. Preparing while waiting for the lock leaves only a wake-up
+    and an exec for the handoff.
     """
     err_r, err_w = os.pipe()
+    go_r, go_w = os.pipe()
     pid = -1
     if into is not None:
         from seqbox.clone3 import clone_into_cgroup
@@ -91,22 +104,58 @@ def spawn(
     if pid < 0:
         pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
-        _child(argv, cwd, env, stdio, new_session, join_fds, err_w)
+        os.close(go_w)
+        _child(argv, cwd, env, stdio, new_session, join_fds, err_w, go_r)
     os.close(err_w)
+    os.close(go_r)
+    return Prepared(pid, go_w, err_r, argv[0])
+
+
+def launch(prepared: Prepared) -> int:
+    """Let the prepared child exec; return its pid once it has.
+
+    Raises :class:`SpawnError` when it failed to join, set up or exec.
+    """
     try:
-        data = b""
+        os.write(prepared.go_w, b"g")
+    except BrokenPipeError:
+        pass  # it already failed: the error pipe says how
+    finally:
+        os.close(prepared.go_w)
+    data = b""
+    try:
         while True:
-            chunk = os.read(err_r, 64)
+            chunk = os.read(prepared.err_r, 64)
             if not chunk:
                 break
             data += chunk
     finally:
-        os.close(err_r)
+        os.close(prepared.err_r)
     if data:
-        _, status = os.waitpid(pid, 0)
+        _, status = os.waitpid(prepared.pid, 0)
         stage, _, number = data.decode().partition(":")
-        raise SpawnError(stage, int(number or 0), argv[0])
-    return pid
+        raise SpawnError(stage, int(number or 0), prepared.argv0)
+    return prepared.pid
+
+
+def abandon(prepared: Prepared) -> None:
+    """The prepared child will not run: it exits when its pipe closes; reap it."""
+    for fd in (prepared.go_w, prepared.err_r):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        os.waitpid(prepared.pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def spawn(argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio,
+          new_session: bool, join_fds: tuple[int, ...] = (), into: Into | None = None) -> int:
+    """prepare() and launch() at once."""
+    return launch(prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session,
+                          join_fds=join_fds, into=into))
 
 
 def _child(
@@ -117,6 +166,7 @@ def _child(
     new_session: bool,
     join_fds: tuple[int, ...],
     err_w: int,
+    go_r: int,
 ) -> None:  # pragma: no cover - runs in the forked child
     stage = "join"
     try:
@@ -129,14 +179,16 @@ def _child(
             if fd is not None and fd != target:
                 os.dup2(fd, target)
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
-                    signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1):
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                    signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGALRM):
             signal.signal(sig, signal.SIG_DFL)
         for sig in _inherited_ignored:
             signal.signal(sig, signal.SIG_IGN)
         stage = "chdir"
         if cwd is not None:
             os.chdir(cwd)
+        if os.read(go_r, 1) != b"g":  # the parent gave up
+            os._exit(127)
         stage = "exec"
         os.execvpe(argv[0], argv, env)
     except OSError as err:

@@ -16,7 +16,7 @@ import time
 
 from seqbox.backends.base import Sandbox
 from seqbox.interrupts import KILL_REQUEST, STOP_SIGNALS, Interrupts
-from seqbox.spawn import SpawnError, Stdio, exit_status, forget, reap
+from seqbox.spawn import Prepared, SpawnError, exit_status, forget, launch, reap
 from seqbox.units import format_duration, format_size
 
 TYPE_CHECKING = False
@@ -104,19 +104,24 @@ class Supervisor:
         self.warned_at = False
         self.warned_high = False
 
-    def run(self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio,
-            started: Callable[[], None] | None = None) -> Outcome:
+    def run(self, prepared: Prepared, *, foreground: bool,
+            started: Callable[[int], None] | None = None) -> Outcome:
+        """Launch the prepared child and supervise it until its tree is gone.
+
+        ``foreground`` says the child stays in seqbox's process group (see
+        :func:`terminal_foreground`). ``started`` is called with its pid once
+        it has exec'ed.
+        """
         sandbox, policy = self.sandbox, self.policy
-        foreground = terminal_foreground()
         self.interrupts.recording()
         rusage_before = _children_cpu()
         start = time.monotonic()
         try:
-            pid = sandbox.spawn(argv, cwd=cwd, env=env, stdio=stdio, new_session=not foreground)
+            pid = launch(prepared)
         except SpawnError as err:
             return self._spawn_failed(err)
         if started is not None:
-            started()
+            started(pid)
         skip_pgrp = os.getpgrp() if foreground else None
         deadline = start + policy.timeout if policy.timeout else None
         next_sample = start + min(policy.poll_interval, 0.05)

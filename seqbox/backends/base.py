@@ -16,7 +16,7 @@ from seqbox.spawn import reap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seqbox.spawn import Stdio
+    from seqbox.spawn import Prepared, Stdio
 
 
 class Limits:
@@ -75,9 +75,14 @@ class Sandbox(abc.ABC):
     leftovers: list[str]
 
     @abc.abstractmethod
-    def spawn(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
-              stdio: Stdio, new_session: bool) -> int:
-        """Start ``argv`` inside the sandbox; return its pid."""
+    def prepare(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
+                stdio: Stdio, new_session: bool) -> Prepared:
+        """Fork the command's process inside the sandbox, parked until
+        :func:`seqbox.spawn.launch` lets it exec."""
+
+    def describe(self) -> dict[str, object]:
+        """Where ``seqbox status`` reads this sandbox's usage from."""
+        return {"backend": self.backend, "cgroups": list(self.leftovers)}
 
     @abc.abstractmethod
     def sample(self) -> Usage:
@@ -151,8 +156,8 @@ class Backend(abc.ABC):
         """Can this backend work here? Cheap: no cgroup is created."""
 
     @abc.abstractmethod
-    def create(self, limits: Limits, run_id: str) -> Sandbox:
-        """Make a sandbox for one run. Raises BackendError when it cannot."""
+    def create(self, limits: Limits, name: str) -> Sandbox:
+        """Make a sandbox ``seqbox-<name>`` for one try. Raises BackendError when it cannot."""
 
 
 def kill_pids(pids: list[int], sig: int = signal.SIGKILL) -> None:

@@ -18,11 +18,11 @@ import time
 from seqbox.backends import cgroupfs
 from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage, kill_pids
 from seqbox.errors import BackendError
-from seqbox.spawn import spawn
+from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seqbox.spawn import Stdio
+    from seqbox.spawn import Prepared, Stdio
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 CFS_PERIOD_US = 100_000
@@ -78,18 +78,18 @@ class Cgroup1Backend(Backend):
         details["unified"] = layout.usable("unified")
         return Probe(self.name, True, f"cgroup v1 memory controller writable at {memory}", details)
 
-    def create(self, limits: Limits, run_id: str) -> Sandbox:
-        return Cgroup1Sandbox(Cgroup1Layout.current(), limits, run_id)
+    def create(self, limits: Limits, name: str) -> Sandbox:
+        return Cgroup1Sandbox(Cgroup1Layout.current(), limits, name)
 
 
 class Cgroup1Sandbox(Sandbox):
     backend = "cgroup1"
 
-    def __init__(self, layout: Cgroup1Layout, limits: Limits, run_id: str) -> None:
+    def __init__(self, layout: Cgroup1Layout, limits: Limits, name: str) -> None:
         if not layout.usable("memory"):
             raise BackendError("cgroup1: the v1 memory controller is not mounted or not writable")
         self.limits = limits
-        name = f"seqbox-{run_id}"
+        name = f"seqbox-{name}"
         wanted = ["memory"]
         if layout.usable("pids"):
             wanted.append("pids")
@@ -148,17 +148,22 @@ class Cgroup1Sandbox(Sandbox):
 
     # -- running --------------------------------------------------------------
 
-    def spawn(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
-              stdio: Stdio, new_session: bool) -> int:
+    def prepare(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
+                stdio: Stdio, new_session: bool) -> Prepared:
         try:
-            return spawn(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session,
-                         join_fds=self._join_fds, into=self._into)
+            return prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session,
+                           join_fds=self._join_fds, into=self._into)
         finally:
             for fd in self._join_fds:
                 os.close(fd)
             self._join_fds = ()
             cgroupfs.close_into(self._into)
             self._into = None
+
+    def describe(self) -> dict[str, object]:
+        return {"backend": self.backend, "cgroups": list(self.leftovers),
+                "mem_file": os.path.join(self.memory, "memory.usage_in_bytes"),
+                "procs_file": os.path.join(self.memory, "cgroup.procs")}
 
     def sample(self) -> Usage:
         mem = _read_int_or(os.path.join(self.memory, "memory.usage_in_bytes"), 0)

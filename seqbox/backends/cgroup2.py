@@ -31,11 +31,11 @@ import time
 from seqbox.backends import cgroupfs
 from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage, kill_pids
 from seqbox.errors import BackendError
-from seqbox.spawn import Into, spawn
+from seqbox.spawn import Into, prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seqbox.spawn import Stdio
+    from seqbox.spawn import Prepared, Stdio
 
 CPU_PERIOD_US = 100_000
 NODE_PREFIX = "seqbox-"
@@ -148,7 +148,7 @@ class Cgroup2Backend(Backend):
         return Probe(self.name, True, f"cgroup v2 with the memory controller; {placement.reason}",
                      details)
 
-    def create(self, limits: Limits, run_id: str) -> Sandbox:
+    def create(self, limits: Limits, name: str) -> Sandbox:
         layout = Cgroup2Layout.current()
         placement = layout.placement()
         if placement.base is None:
@@ -158,7 +158,7 @@ class Cgroup2Backend(Backend):
             supervisor_leaf = _move_self_into_leaf(placement.base)
         try:
             _enable_controllers(placement.base, limits, first=True)
-            return Cgroup2Sandbox(placement.base, limits, run_id, supervisor_leaf)
+            return Cgroup2Sandbox(placement.base, limits, name, supervisor_leaf)
         except BaseException:
             if supervisor_leaf is not None:
                 _leave_leaf(supervisor_leaf)
@@ -233,9 +233,9 @@ def _enable_controllers(path: str, limits: Limits, *, first: bool) -> None:
 class Cgroup2Sandbox(Sandbox):
     backend = "cgroup2"
 
-    def __init__(self, base: str, limits: Limits, run_id: str, supervisor_leaf: str | None) -> None:
+    def __init__(self, base: str, limits: Limits, name: str, supervisor_leaf: str | None) -> None:
         self.limits = limits
-        self.node = os.path.join(base, f"{NODE_PREFIX}{run_id}")
+        self.node = os.path.join(base, f"{NODE_PREFIX}{name}")
         self.leaf = os.path.join(self.node, LEAF)
         self.supervisor_leaf = supervisor_leaf
         self.leftovers = []
@@ -273,13 +273,19 @@ class Cgroup2Sandbox(Sandbox):
             quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
             _write_checked(self._file("cpu.max"), f"{quota} {CPU_PERIOD_US}")
 
-    def spawn(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
-              stdio: Stdio, new_session: bool) -> int:
+    def prepare(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
+                stdio: Stdio, new_session: bool) -> Prepared:
         try:
-            return spawn(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session, into=self._into)
+            return prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session,
+                           into=self._into)
         finally:
             cgroupfs.close_into(self._into)
             self._into = None
+
+    def describe(self) -> dict[str, object]:
+        return {"backend": self.backend, "cgroups": list(self.leftovers),
+                "mem_file": self._file("memory.current"),
+                "procs_file": os.path.join(self.leaf, "cgroup.procs")}
 
     def sample(self) -> Usage:
         mem = _read_int_or(self._file("memory.current"), 0)

@@ -15,13 +15,13 @@ import os
 import signal
 
 from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage
-from seqbox.spawn import spawn
+from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import psutil
 
-    from seqbox.spawn import Stdio
+    from seqbox.spawn import Prepared, Stdio
 
 PR_SET_CHILD_SUBREAPER = 36
 IDENTITY_CHECK_EVERY = 10  # samples between pid-reuse checks of tracked processes
@@ -53,7 +53,7 @@ class PollBackend(Backend):
         return Probe(self.name, True, f"psutil polling; descendants tracked as {how}",
                      {"subreaper": self.subreaper})
 
-    def create(self, limits: Limits, run_id: str) -> Sandbox:
+    def create(self, limits: Limits, name: str) -> Sandbox:
         return PollSandbox(limits, self.subreaper)
 
 
@@ -75,11 +75,11 @@ class PollSandbox(Sandbox):
         self._samples = 0
         self._tasks = 0
 
-    def spawn(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
-              stdio: Stdio, new_session: bool) -> int:
-        pid = spawn(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session)
-        self._track(pid)
-        return pid
+    def prepare(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
+                stdio: Stdio, new_session: bool) -> Prepared:
+        prepared = prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session)
+        self._track(prepared.pid)
+        return prepared
 
     # -- the tree ---------------------------------------------------------------
 

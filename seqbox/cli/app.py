@@ -68,6 +68,56 @@ def doctor(
     raise typer.Exit(handle_errors(lambda: doctor_main(json), debug=False))
 
 
+@app.command()
+def status(
+    json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show the running command and the queue, per lock of this project.
+
+    \b
+    examples:
+      seqbox status
+      seqbox status --json
+    """
+    from seqbox.cli.admin import status_main
+
+    raise typer.Exit(handle_errors(lambda: status_main(json), debug=False))
+
+
+@app.command()
+def kill(
+    lock: str = typer.Option(None, "--lock", metavar="NAME",
+                             help="Only this lock's run (default: every lock of the project)."),
+    all_: bool = typer.Option(False, "--all", help="Also cancel the waiters first, so none starts."),
+) -> None:
+    """Kill the running command's whole tree at once.
+
+    Exit status 0 when something was killed or cancelled, 1 when nothing was running.
+
+    \b
+    examples:
+      seqbox kill
+      seqbox kill --lock gpu
+      seqbox kill --all
+    """
+    from seqbox.cli.admin import kill_main
+
+    raise typer.Exit(handle_errors(lambda: kill_main(lock, all_), debug=False))
+
+
+@app.command()
+def clean() -> None:
+    """Remove what crashed runs left behind (cgroups, queue state) and say what.
+
+    \b
+    examples:
+      seqbox clean
+    """
+    from seqbox.cli.admin import clean_main
+
+    raise typer.Exit(handle_errors(clean_main, debug=False))
+
+
 def app_main(args: list[str]) -> int:
     """Run the typer app; a usage error is one line and exit 125, like ``run``'s."""
     from seqbox.errors import EXIT_SEQBOX_FAILED

@@ -38,7 +38,7 @@ def _run(args: list[str], out: Output) -> int:
 
     from seqbox.runner import execute
 
-    result = execute(command, options, out, os.environ)
+    result = execute(command, options, out, os.environ, root)
     if options.json:
         from seqbox.summary import dumps
 

@@ -1,0 +1,70 @@
+"""``seqbox status``, ``seqbox kill``, ``seqbox clean``: thin wrappers."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from seqbox.project import project_key, project_root
+from seqbox.units import format_duration, format_size
+from seqbox.waitline import describe_command
+
+
+def _project() -> tuple[str, str]:
+    root = project_root(os.getcwd())
+    return project_key(root), root
+
+
+def status_main(as_json: bool) -> int:
+    from seqbox.status import collect
+
+    key, root = _project()
+    data = collect(key, root)
+    if as_json:
+        sys.stdout.write(json.dumps(data) + "\n")
+        return 0
+    locks = data["locks"]
+    if not locks:
+        sys.stdout.write(f"nothing running or waiting in {root}\n")
+        return 0
+    for lock in locks:  # type: ignore[attr-defined]
+        sys.stdout.write(f'lock "{lock["lock"]}" ({root})\n')
+        for run in lock["running"]:
+            mem = format_size(run["mem_bytes"]) if run["mem_bytes"] is not None else "?"
+            elapsed = format_duration(run["elapsed_s"]) if run["elapsed_s"] is not None else "?"
+            sys.stdout.write(f'  running  pid {run["pid"]} "{describe_command(run["command"], 60)}" '
+                             f'for {elapsed}, {mem}, {run["procs"]} processes, {run["backend"]}\n')
+        for waiter in lock["waiting"]:
+            sys.stdout.write(f'  waiting  {waiter["position"]}. pid {waiter["pid"]} '
+                             f'"{describe_command(waiter["command"], 60)}" '
+                             f'for {format_duration(waiter["waiting_s"])}\n')
+    return 0
+
+
+def kill_main(lock: str | None, cancel_all: bool) -> int:
+    from seqbox.control import kill
+
+    key, root = _project()
+    killed, cancelled = kill(key, lock, cancel_all)
+    for waiter in cancelled:
+        sys.stdout.write(f'cancelled pid {waiter["pid"]} "{describe_command(waiter["command"], 60)}" '
+                         f'(waiting for lock "{waiter["lock"]}")\n')
+    for holder in killed:
+        sys.stdout.write(f'killed pid {holder["pid"]} "{describe_command(holder["command"], 60)}" '
+                         f'(lock "{holder["lock"]}") and its whole tree\n')
+    if not killed and not cancelled:
+        sys.stdout.write(f"nothing running in {root}\n")
+        return 1
+    return 0
+
+
+def clean_main() -> int:
+    from seqbox.control import clean
+
+    removed = clean()
+    for item in removed:
+        sys.stdout.write(f"removed {item}\n")
+    if not removed:
+        sys.stdout.write("nothing to clean\n")
+    return 0

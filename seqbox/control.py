@@ -1,0 +1,69 @@
+"""``seqbox kill`` and ``seqbox clean``: acting on other seqbox runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from seqbox import leftovers, procinfo, queue
+from seqbox.interrupts import KILL_REQUEST
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+def _signal(entry: dict[str, object], sig: int) -> bool:
+    """Signal the seqbox process an entry names, if it is still that process."""
+    pid, start = entry.get("pid"), entry.get("start")
+    if not isinstance(pid, int) or not procinfo.is_alive(pid, start if isinstance(start, (int, float)) else None):
+        return False
+    try:
+        os.kill(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def kill(project_key: str, lock: str | None, cancel_waiters: bool,
+         environ: Mapping[str, str] | None = None) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Kill the running sandbox(es) of the project's lock(s) at once; with
+    ``cancel_waiters``, first make every waiter give up so none starts.
+
+    Returns (killed holders, cancelled waiters).
+    """
+    killed, cancelled = [], []
+    for lockdir in queue.project_locks(project_key, environ):
+        try:
+            if lock is not None and lockdir.lock != lock:
+                continue
+            if cancel_waiters:
+                for waiter in queue.cancel_waiters(lockdir):
+                    if _signal(waiter, signal.SIGTERM):
+                        cancelled.append({**waiter, "lock": lockdir.lock})
+            for holder in queue.view(lockdir).holders:
+                if _signal(holder, KILL_REQUEST):
+                    killed.append({**holder, "lock": lockdir.lock})
+        finally:
+            lockdir.close()
+    return killed, cancelled
+
+
+def clean(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Remove what crashed runs left: cgroups, dead tickets, idle lock files."""
+    removed = []
+    for path in leftovers.find():
+        if leftovers.remove(path):
+            removed.append(f"cgroup {path}")
+    for key in queue.all_projects(environ):
+        for lockdir in queue.project_locks(key, environ):
+            try:
+                before = set(lockdir.tickets())
+                queue.view(lockdir, prune=True)
+                for number in sorted(before - set(lockdir.tickets())):
+                    removed.append(f"ticket {number} of a dead waiter (lock {lockdir.lock!r})")
+                if queue.tidy(lockdir):
+                    removed.append(f"idle lock files of {lockdir.lock!r} ({key})")
+            finally:
+                lockdir.close()
+    return removed

@@ -1,0 +1,92 @@
+"""flock(2) helpers: locks the kernel releases when their holder dies, however
+it dies. Files are opened relative to a directory fd, with O_NOFOLLOW, and
+close-on-exec (a command's leftover daemon never inherits a lock).
+
+Blocking waits happen in the main thread, woken every ``tick`` seconds by an
+interval timer so the caller can redraw its status line or give up: no polling
+loop, no threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+
+FILE_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Tick(Exception):
+    """The wait's interval timer fired."""
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise Tick
+
+
+def open_file(dir_fd: int, name: str, *, create: bool = True) -> int | None:
+    """Open ``name`` under ``dir_fd`` for locking; None when it does not exist."""
+    flags = FILE_FLAGS | (os.O_CREAT if create else 0)
+    try:
+        return os.open(name, flags, 0o600, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+
+
+def try_lock(fd: int, *, exclusive: bool = True) -> bool:
+    """Take the lock without waiting; False when someone else holds it."""
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError as err:
+        if err.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+
+
+def wait_lock(fd: int, *, exclusive: bool, tick: float | None) -> bool:
+    """Block until the lock is ours (True), or until ``tick`` seconds pass (False)."""
+    operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    if tick is None:
+        fcntl.flock(fd, operation)
+        return True
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, max(tick, 0.001))
+        try:
+            fcntl.flock(fd, operation)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        return True
+    except Tick:
+        # The timer may fire just after flock succeeded: a retry then returns at once.
+        return try_lock(fd, exclusive=exclusive)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+def still_linked(dir_fd: int, name: str, fd: int) -> bool:
+    """Whether ``name`` in ``dir_fd`` is still the file open as ``fd``.
+
+    A lock on a file that was unlinked (and maybe recreated) protects nothing:
+    after taking a lock on a shared file, check this and start over if not.
+    """
+    try:
+        on_disk = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def read_fd(fd: int, limit: int = 65536) -> bytes:
+    return os.pread(fd, limit, 0)
+
+
+def write_fd(fd: int, data: bytes) -> None:
+    """Replace the file's content (readers tolerate a torn read and retry)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)

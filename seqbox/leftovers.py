@@ -1,0 +1,123 @@
+"""What crashed runs leave behind, and removing it.
+
+A run's cgroups are named ``seqbox-<project key>-<UTC time>-<supervisor pid>``
+(``-<try>`` for retries): the name says whose they are. A cgroup whose
+supervisor is gone (that pid is dead, or now belongs to a process that started
+later) is a leftover: its processes are killed and the cgroup removed. So is a
+cgroup v2 ``seqbox-sup-<pid>`` leaf whose seqbox has exited.
+
+``seqbox run`` removes its own project's leftovers before it starts;
+``seqbox clean`` removes everyone's (that it may) and the queue's dead tickets.
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import re
+import signal
+import time
+
+from seqbox import procinfo
+from seqbox.backends import cgroupfs
+
+NAME_RE = re.compile(r"^seqbox-(?P<key>.+)-(?P<time>\d{8}T\d{6})-(?P<pid>\d+)(?:-\d+)?$")
+SUP_RE = re.compile(r"^seqbox-sup-(?P<pid>\d+)$")
+TIME_FORMAT = "%Y%m%dT%H%M%S"
+CLOCK_SLACK_S = 2.0
+
+
+def run_stamp() -> str:
+    """The time part of a run id (UTC, so clock zones never matter)."""
+    return time.strftime(TIME_FORMAT, time.gmtime())
+
+
+def owner_alive(pid: int, stamp: str) -> bool:
+    """Whether the seqbox that made a cgroup at ``stamp`` (UTC) with ``pid`` still runs."""
+    started = procinfo.started_epoch(pid)
+    if started is None or not procinfo.is_alive(pid, None):
+        return False
+    made = calendar.timegm(time.strptime(stamp, TIME_FORMAT))
+    return started <= made + CLOCK_SLACK_S
+
+
+def is_leftover(name: str, project_key: str | None = None) -> bool:
+    match = NAME_RE.match(name)
+    if match is not None:
+        if project_key is not None and match.group("key") != project_key:
+            return False
+        return not owner_alive(int(match.group("pid")), match.group("time"))
+    match = SUP_RE.match(name)
+    if match is not None and project_key is None:
+        return procinfo.started_epoch(int(match.group("pid"))) is None
+    return False
+
+
+def places() -> list[str]:
+    """Directories where seqbox creates cgroups, as seen from this process."""
+    paths: set[str] = set()
+    mountinfo = cgroupfs.try_read("/proc/self/mountinfo")
+    own = cgroupfs.try_read("/proc/self/cgroup")
+    if mountinfo is None or own is None:
+        return []
+    self_paths = cgroupfs.parse_proc_cgroup(own)
+    for mount in cgroupfs.parse_mountinfo(mountinfo):
+        if mount.read_only:
+            continue
+        if mount.fstype == "cgroup":
+            for controller in mount.controllers:
+                if controller in self_paths:
+                    paths.add(cgroupfs.host_path(mount, self_paths[controller]))
+        elif cgroupfs.UNIFIED in self_paths:
+            here = cgroupfs.host_path(mount, self_paths[cgroupfs.UNIFIED])
+            paths.update({here, os.path.dirname(here) if here != mount.path else here, mount.path})
+    return sorted(p for p in paths if os.path.isdir(p))
+
+
+def find(project_key: str | None = None) -> list[str]:
+    """Leftover cgroup directories (of one project, or of any)."""
+    found = []
+    for place in places():
+        try:
+            names = os.listdir(place)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("seqbox-") and is_leftover(name, project_key):
+                path = os.path.join(place, name)
+                if os.path.isdir(path):
+                    found.append(path)
+    return sorted(found)
+
+
+def remove(path: str) -> bool:
+    """Kill every process in the leftover cgroup tree and remove it."""
+    kill = os.path.join(path, "cgroup.kill")
+    if os.path.exists(kill):
+        try:
+            cgroupfs.write(kill, "1")
+        except Exception:  # noqa: BLE001 - fall back to killing by pid
+            pass
+    for _ in range(50):
+        pids = _tree_pids(path)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.01)
+    try:
+        for dirpath, _, _ in os.walk(path, topdown=False):
+            cgroupfs.remove_dir(dirpath, attempts=50)
+        return True
+    except Exception:  # noqa: BLE001 - reported by the caller
+        return False
+
+
+def _tree_pids(path: str) -> list[int]:
+    pids: set[int] = set()
+    for dirpath, _, _ in os.walk(path):
+        pids.update(cgroupfs.parse_pids(cgroupfs.try_read(os.path.join(dirpath, "cgroup.procs")) or ""))
+    return sorted(pids)

@@ -1,0 +1,112 @@
+"""Who a process is: its parent and its start time (pid + start time identify a
+process across pid reuse). /proc where it exists, psutil elsewhere (macOS)."""
+
+from __future__ import annotations
+
+import os
+
+
+def parse_proc_stat(text: str) -> tuple[int, int]:
+    """/proc/<pid>/stat -> (ppid, start time in clock ticks since boot).
+
+    The command name (field 2) may hold spaces and parentheses: split after
+    its last ')'.
+    """
+    rest = text[text.rindex(")") + 2:].split()
+    return int(rest[1]), int(rest[19])
+
+
+def identity(pid: int) -> tuple[int, float] | None:
+    """(ppid, start time) of ``pid``, or None when it does not exist.
+
+    The start time is comparable only with other values from this function.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            ppid, start = parse_proc_stat(f.read())
+        return ppid, float(start)
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None
+    except (OSError, ValueError, IndexError):
+        return None
+    return _identity_psutil(pid)
+
+
+def _identity_psutil(pid: int) -> tuple[int, float] | None:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc.ppid(), proc.create_time()
+    except psutil.Error:
+        return None
+
+
+def start_time(pid: int) -> float | None:
+    info = identity(pid)
+    return None if info is None else info[1]
+
+
+def is_alive(pid: int, started: float | None) -> bool:
+    """Whether the process ``pid`` that started at ``started`` still runs (not a zombie)."""
+    if pid <= 0:
+        return False
+    info = identity(pid)
+    if info is None or (started is not None and info[1] != started):
+        return False
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("State:"):
+                    return "Z" not in line.split()[1]
+    except OSError:
+        pass
+    return True
+
+
+def ancestors(pid: int | None = None) -> list[tuple[int, float]]:
+    """(pid, start time) of every ancestor of ``pid`` (default: this process)."""
+    chain = []
+    current = os.getpid() if pid is None else pid
+    seen = set()
+    while current > 1 and current not in seen:
+        seen.add(current)
+        info = identity(current)
+        if info is None:
+            break
+        ppid = info[0]
+        if ppid <= 0:
+            break
+        parent = identity(ppid)
+        if parent is None:
+            break
+        chain.append((ppid, parent[1]))
+        current = ppid
+    return chain
+
+
+_BOOT_TIME: float | None = None
+
+
+def _boot_time() -> float:
+    global _BOOT_TIME
+    if _BOOT_TIME is None:
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("btime "):
+                    _BOOT_TIME = float(line.split()[1])
+                    break
+            else:  # pragma: no cover - every Linux has btime
+                _BOOT_TIME = 0.0
+    return _BOOT_TIME
+
+
+def started_epoch(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since the epoch (None: not running)."""
+    info = identity(pid)
+    if info is None:
+        return None
+    if os.path.isdir("/proc/self"):
+        return _boot_time() + info[1] / os.sysconf("SC_CLK_TCK")
+    return info[1]  # psutil's create_time is already an epoch

@@ -1,0 +1,459 @@
+"""The project queue: one FIFO queue per project and lock name.
+
+Layout, under the per-user state directory (all 0700, opened O_NOFOLLOW)::
+
+    projects/<project key>/locks/<lock name>/
+        door        flock'd for a moment by each arrival; holds the next number
+        t-<number>  a waiter's ticket: flock'd (exclusive) while it waits
+        slot-<k>    flock'd (exclusive) by the k-th holder while it runs
+        cancel      ``seqbox kill --all``: waiters numbered up to this give up
+
+Order: an arrival takes the next number under the door lock and creates its
+ticket, already locked, by renaming a locked temporary file into place. A
+waiter blocks on the ticket of the live waiter just ahead of it; only the head
+of the line competes for a slot. So waiters start in arrival order, the kernel
+wakes exactly one process per handoff, and a waiter or holder that dies (even
+by SIGKILL) frees its place at once: its flock goes with it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+
+from seqbox import flocks
+from seqbox.errors import LockTimeout, StateError
+from seqbox.state import open_private_dir, open_state_dir
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+    WaitHook = Callable[["QueueView", float], None]
+
+TICKET_PREFIX = "t-"
+SLOT_PREFIX = "slot-"
+DOOR = "door"
+CANCEL = "cancel"
+HEAD_POLL_S = 0.002  # only the head of the line, and only with --slots > 1
+
+
+class Cancelled(Exception):
+    """``seqbox kill --all`` cancelled this waiter before it started."""
+
+
+def _number(name: str) -> int:
+    return int(name[len(TICKET_PREFIX):])
+
+
+class LockDir:
+    """An open ``projects/<key>/locks/<name>`` directory."""
+
+    def __init__(self, project_key: str, lock: str, environ: Mapping[str, str] | None = None,
+                 create: bool = True) -> None:
+        self.project_key = project_key
+        self.lock = lock
+        self.environ = environ
+        self.fd = _open_lock_dir(project_key, lock, environ, create)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def names(self) -> list[str]:
+        try:
+            return os.listdir(self.fd)
+        except FileNotFoundError:
+            return []
+
+    def tickets(self) -> list[int]:
+        return sorted(_number(n) for n in self.names()
+                      if n.startswith(TICKET_PREFIX) and n[len(TICKET_PREFIX):].isdigit())
+
+    def slots(self) -> list[int]:
+        return sorted(int(n[len(SLOT_PREFIX):]) for n in self.names()
+                      if n.startswith(SLOT_PREFIX) and n[len(SLOT_PREFIX):].isdigit())
+
+    def cancel_mark(self) -> int:
+        fd = flocks.open_file(self.fd, CANCEL, create=False)
+        if fd is None:
+            return -1
+        try:
+            text = flocks.read_fd(fd).decode().strip()
+            return int(text) if text.isdigit() else -1
+        finally:
+            os.close(fd)
+
+
+def _open_lock_dir(project_key: str, lock: str, environ: Mapping[str, str] | None, create: bool) -> int:
+    state = open_state_dir(environ)
+    path = "<state>"
+    try:
+        fd = state
+        for part in ("projects", project_key, "locks", lock):
+            path = f"{path}/{part}"
+            if not create:
+                try:
+                    nxt = os.open(part, flocks.FILE_FLAGS & ~os.O_RDWR | os.O_DIRECTORY, dir_fd=fd)
+                except FileNotFoundError:
+                    raise StateError(f"no such lock directory {path}") from None
+            else:
+                nxt = open_private_dir(fd, part, path)
+            if fd != state:
+                os.close(fd)
+            fd = nxt
+        return fd
+    finally:
+        if state != fd:
+            os.close(state)
+
+
+# -- reading entries --------------------------------------------------------------
+
+
+def read_entry(dir_fd: int, name: str) -> dict[str, object] | None:
+    """The JSON a ticket or slot holds; None when absent or torn."""
+    fd = flocks.open_file(dir_fd, name, create=False)
+    if fd is None:
+        return None
+    try:
+        for _ in range(3):
+            try:
+                data = json.loads(flocks.read_fd(fd) or b"null")
+                return data if isinstance(data, dict) else None
+            except ValueError:
+                time.sleep(0.001)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _held(dir_fd: int, name: str) -> bool:
+    """Whether someone holds ``name``'s lock (a live waiter or holder)."""
+    fd = flocks.open_file(dir_fd, name, create=False)
+    if fd is None:
+        return False
+    try:
+        if flocks.try_lock(fd, exclusive=False):
+            return False
+        return True
+    finally:
+        os.close(fd)
+
+
+class QueueView:
+    """Who holds a lock and who waits for it, now."""
+
+    __slots__ = ("holders", "waiters")
+
+    def __init__(self, holders: list[dict[str, object]], waiters: list[dict[str, object]]) -> None:
+        self.holders = holders
+        self.waiters = waiters
+
+
+def view(lockdir: LockDir, *, prune: bool = False) -> QueueView:
+    """The live holders (by slot) and waiters (in order) of a lock.
+
+    With ``prune``, the tickets of dead waiters are removed.
+    """
+    holders = []
+    for k in lockdir.slots():
+        name = f"{SLOT_PREFIX}{k}"
+        if _held(lockdir.fd, name):
+            entry = read_entry(lockdir.fd, name)
+            if entry is not None:
+                entry["slot"] = k
+                holders.append(entry)
+    waiters = []
+    for number in lockdir.tickets():
+        name = f"{TICKET_PREFIX}{number}"
+        if _held(lockdir.fd, name):
+            entry = read_entry(lockdir.fd, name)
+            if entry is not None:
+                waiters.append(entry)
+        elif prune:
+            _unlink(lockdir.fd, name)
+    return QueueView(holders, waiters)
+
+
+def _unlink(dir_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+# -- taking a turn ----------------------------------------------------------------
+
+
+class Turn:
+    """A place in the queue, then (after :meth:`wait`) a held slot."""
+
+    def __init__(self, lockdir: LockDir, number: int, ticket_fd: int, slots: int) -> None:
+        self.lockdir = lockdir
+        self.number = number
+        self.ticket_fd: int | None = ticket_fd
+        self.slots = slots
+        self.slot_fd: int | None = None
+        self.slot: int | None = None
+        self.wait_s = 0.0
+
+    @property
+    def lock(self) -> str:
+        return self.lockdir.lock
+
+    def wait(self, *, timeout: float | None, on_wait: WaitHook | None, tick: float) -> None:
+        """Block until this turn holds a slot. Raises LockTimeout or Cancelled.
+
+        ``on_wait`` is called with the queue's state whenever the wait goes on
+        (at least every ``tick`` seconds); it decides what to print.
+        """
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        while True:
+            ahead = self._predecessor()
+            if ahead is None and self._take_free_slot():
+                break
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                if ahead is not None:
+                    os.close(ahead)
+                raise LockTimeout(f"gave up waiting for lock {self.lock!r} after {timeout:g}s")
+            if on_wait is not None:
+                on_wait(view(self.lockdir), now - start)
+            wait_for = tick if deadline is None else max(0.001, min(tick, deadline - now))
+            if ahead is not None:  # woken when the waiter ahead starts or dies
+                try:
+                    flocks.wait_lock(ahead, exclusive=False, tick=wait_for)
+                finally:
+                    os.close(ahead)
+            elif self.slots == 1:
+                if self._wait_slot(wait_for):
+                    break
+            else:
+                time.sleep(HEAD_POLL_S)
+        self.wait_s = time.monotonic() - start
+        if self.number <= self.lockdir.cancel_mark():
+            self.release()
+            raise Cancelled
+
+    def _predecessor(self) -> int | None:
+        """A locked fd of the live waiter just ahead (dead ones are removed), or None."""
+        for number in reversed(self.lockdir.tickets()):
+            if number >= self.number:
+                continue
+            name = f"{TICKET_PREFIX}{number}"
+            fd = flocks.open_file(self.lockdir.fd, name, create=False)
+            if fd is None:
+                continue
+            if flocks.try_lock(fd, exclusive=False):  # nobody holds it: its waiter is gone
+                _unlink(self.lockdir.fd, name)
+                os.close(fd)
+                continue
+            return fd
+        return None
+
+    def _take_free_slot(self) -> bool:
+        for k in range(self.slots):
+            name = f"{SLOT_PREFIX}{k}"
+            fd = flocks.open_file(self.lockdir.fd, name)
+            assert fd is not None
+            if flocks.try_lock(fd) and flocks.still_linked(self.lockdir.fd, name, fd):
+                self._took(k, fd)
+                return True
+            os.close(fd)
+        return False
+
+    def _wait_slot(self, tick: float) -> bool:
+        """As the head of the line with one slot: block until it is ours."""
+        name = f"{SLOT_PREFIX}0"
+        fd = flocks.open_file(self.lockdir.fd, name)
+        assert fd is not None
+        if flocks.wait_lock(fd, exclusive=True, tick=tick) and flocks.still_linked(self.lockdir.fd, name, fd):
+            self._took(0, fd)
+            return True
+        os.close(fd)
+        return False
+
+    def _took(self, k: int, fd: int) -> None:
+        self.slot, self.slot_fd = k, fd
+
+    @property
+    def held(self) -> bool:
+        return self.slot_fd is not None
+
+    def started(self, info: dict[str, object]) -> None:
+        """Record who holds the slot, and leave the line: the next waiter wakes."""
+        if self.slot_fd is not None:
+            flocks.write_fd(self.slot_fd, json.dumps(info).encode())
+        self._leave_line()
+
+    def _leave_line(self) -> None:
+        if self.ticket_fd is not None:
+            _unlink(self.lockdir.fd, f"{TICKET_PREFIX}{self.number}")
+            os.close(self.ticket_fd)
+            self.ticket_fd = None
+
+    def release(self) -> None:
+        """Give the slot back (the next holder starts at once) and tidy up."""
+        self._leave_line()
+        if self.slot_fd is not None:
+            os.close(self.slot_fd)
+            self.slot_fd = None
+        tidy(self.lockdir)
+        self.lockdir.close()
+
+
+def arrive(project_key: str, lock: str, slots: int, info: dict[str, object],
+           environ: Mapping[str, str] | None = None) -> Turn:
+    """Join the end of the queue: take a number and a locked ticket."""
+    for _ in range(100):
+        lockdir = LockDir(project_key, lock, environ)
+        door = flocks.open_file(lockdir.fd, DOOR)
+        if door is None:  # the directory was tidied away under us
+            lockdir.close()
+            continue
+        try:
+            flocks.wait_lock(door, exclusive=True, tick=None)
+            if not flocks.still_linked(lockdir.fd, DOOR, door):
+                lockdir.close()
+                continue
+            text = flocks.read_fd(door).decode().strip()
+            number = int(text) if text.isdigit() else 1
+            flocks.write_fd(door, str(number + 1).encode())
+            ticket = _make_ticket(lockdir.fd, number, {**info, "number": number})
+            return Turn(lockdir, number, ticket, slots)
+        except BaseException:
+            lockdir.close()
+            raise
+        finally:
+            os.close(door)
+    raise StateError(f"cannot join the queue of lock {lock!r}: its directory keeps disappearing")
+
+
+def _make_ticket(dir_fd: int, number: int, info: dict[str, object]) -> int:
+    """Create ``t-<number>`` already locked: lock a temporary file, then rename."""
+    temporary = f".new-{os.getpid()}-{number}"
+    fd = os.open(temporary, flocks.FILE_FLAGS | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd)
+    try:
+        if not flocks.try_lock(fd):
+            raise StateError("cannot lock a new ticket")
+        flocks.write_fd(fd, json.dumps(info).encode())
+        os.rename(temporary, f"{TICKET_PREFIX}{number}", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return fd
+    except BaseException:
+        os.close(fd)
+        _unlink(dir_fd, temporary)
+        raise
+
+
+def cancel_waiters(lockdir: LockDir) -> list[dict[str, object]]:
+    """``seqbox kill --all``: every waiter that has arrived gives up, none starts."""
+    door = flocks.open_file(lockdir.fd, DOOR)
+    assert door is not None
+    try:
+        flocks.wait_lock(door, exclusive=True, tick=None)
+        text = flocks.read_fd(door).decode().strip()
+        last = (int(text) if text.isdigit() else 1) - 1
+        fd = flocks.open_file(lockdir.fd, CANCEL)
+        assert fd is not None
+        try:
+            flocks.write_fd(fd, str(last).encode())
+        finally:
+            os.close(fd)
+        return view(lockdir).waiters
+    finally:
+        os.close(door)
+
+
+def tidy(lockdir: LockDir) -> bool:
+    """When nobody holds or waits for the lock any more, remove its files and
+    directory (the last one out turns off the light). Safe against newcomers:
+    they re-check that the files they locked are still linked."""
+    fd = lockdir.fd
+    door = flocks.open_file(fd, DOOR, create=False)
+    if door is None:
+        return False
+    locked: list[int] = []
+    try:
+        if not flocks.try_lock(door):
+            return False
+        for name in lockdir.names():
+            if name.startswith(TICKET_PREFIX) or name.startswith(".new-"):
+                if name.startswith(".new-") or _held(fd, name):
+                    return False
+                _unlink(fd, name)
+        for k in lockdir.slots():
+            slot = flocks.open_file(fd, f"{SLOT_PREFIX}{k}", create=False)
+            if slot is None:
+                continue
+            locked.append(slot)
+            if not flocks.try_lock(slot):
+                return False
+        for name in lockdir.names():
+            if name != DOOR:
+                _unlink(fd, name)
+        _unlink(fd, DOOR)
+        _remove_empty_parents(lockdir)
+        return True
+    finally:
+        for slot in locked:
+            os.close(slot)
+        os.close(door)
+
+
+def _remove_empty_parents(lockdir: LockDir) -> None:
+    """rmdir locks/<name>, then locks/ and projects/<key> when empty."""
+    try:
+        state = open_state_dir(lockdir.environ)
+    except StateError:
+        return
+    try:
+        for path in (f"projects/{lockdir.project_key}/locks/{lockdir.lock}",
+                     f"projects/{lockdir.project_key}/locks",
+                     f"projects/{lockdir.project_key}"):
+            try:
+                os.rmdir(path, dir_fd=state)
+            except OSError as err:
+                if err.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                if err.errno != errno.ENOENT:
+                    return
+    finally:
+        os.close(state)
+
+
+def project_locks(project_key: str, environ: Mapping[str, str] | None = None) -> Iterator[LockDir]:
+    """Every lock directory of a project that exists now."""
+    state = open_state_dir(environ)
+    try:
+        names = _listdir_at(state, f"projects/{project_key}/locks")
+    finally:
+        os.close(state)
+    for name in sorted(names):
+        try:
+            yield LockDir(project_key, name, environ, create=False)
+        except StateError:
+            continue
+
+
+def _listdir_at(dir_fd: int, relative: str) -> list[str]:
+    try:
+        fd = os.open(relative, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return []
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+def all_projects(environ: Mapping[str, str] | None = None) -> list[str]:
+    state = open_state_dir(environ)
+    try:
+        return sorted(_listdir_at(state, "projects"))
+    finally:
+        os.close(state)

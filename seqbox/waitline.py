@@ -1,0 +1,61 @@
+"""The line shown while waiting for the lock:
+
+    seqbox: waiting for lock "default": 2 ahead; held by pid 4121 "pytest -x" for 1m12s
+
+redrawn in place every second on a TTY, printed every 30 s otherwise."""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+from seqbox.output import Output
+from seqbox.units import format_duration
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seqbox.queue import QueueView
+
+TTY_EVERY_S = 1.0
+LOG_EVERY_S = 30.0
+
+
+def describe_command(command: object, width: int = 40) -> str:
+    text = shlex.join(command) if isinstance(command, list) else str(command)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+class WaitLine:
+    def __init__(self, out: Output, lock: str, number: int) -> None:
+        self.out = out
+        self.lock = lock
+        self.number = number
+        self.tty = out.is_tty()
+        self.every = TTY_EVERY_S if self.tty else LOG_EVERY_S
+        self.last: float | None = None
+
+    @property
+    def tick(self) -> float:
+        return self.every
+
+    def __call__(self, queue: QueueView, waited: float) -> None:
+        now = time.monotonic()
+        if self.last is not None and now - self.last < self.every:
+            return
+        self.last = now
+        self.out.live(self.render(queue))
+
+    def render(self, queue: QueueView) -> str:
+        ahead = len(queue.holders) + sum(
+            1 for w in queue.waiters if isinstance(w.get("number"), int) and w["number"] < self.number)  # type: ignore[operator]
+        text = f'waiting for lock "{self.lock}": {ahead} ahead'
+        if queue.holders:
+            holder = queue.holders[0]
+            since = holder.get("since")
+            held = format_duration(max(0.0, time.time() - since)) if isinstance(since, (int, float)) else "?"
+            text += (f'; held by pid {holder.get("pid")} "{describe_command(holder.get("command"))}" '
+                     f"for {held}")
+        return text
+
+    def done(self) -> None:
+        self.out.end_live()
