@@ -25,8 +25,24 @@ from seqbox.options import BY_KEY, parse_value
 
 __all__ = ["Result", "run", "run_async"]
 
-_PASSED = ("mem", "mem_high", "warn_at", "timeout", "grace", "signal", "pids", "cpus", "retry",
-           "lock", "slots", "wait_timeout", "backend", "log", "profile", "cwd")
+_PASSED = (
+    "mem",
+    "mem_high",
+    "warn_at",
+    "timeout",
+    "grace",
+    "signal",
+    "pids",
+    "cpus",
+    "retry",
+    "lock",
+    "slots",
+    "wait_timeout",
+    "backend",
+    "log",
+    "profile",
+    "cwd",
+)
 _FLAGS = ("retry_on_oom", "no_lock", "quiet", "verbose")
 
 
@@ -58,11 +74,17 @@ class Result:
 
     @classmethod
     def from_summary(cls, data: Mapping[str, Any]) -> Result:
-        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+        fields: dict[str, Any] = {name: data.get(name) for name in cls.__dataclass_fields__}
+        return cls(**fields)
 
 
-def _command_line(command: Sequence[str], capture: bool, report: str | None,
-                  env: Mapping[str, str] | None, options: Mapping[str, object]) -> list[str]:
+def _command_line(
+    command: Sequence[str],
+    capture: bool,
+    report: str | None,
+    env: Mapping[str, str] | None,
+    options: Mapping[str, object],
+) -> list[str]:
     if isinstance(command, str) or not command:
         raise UsageError("command must be a non-empty list of strings, e.g. ['pytest', '-x']")
     argv = [sys.executable, "-m", "seqbox", "run"]
@@ -87,8 +109,9 @@ def _command_line(command: Sequence[str], capture: bool, report: str | None,
     return [*argv, "--", *map(str, command)]
 
 
-def _result(returncode: int, stdout: bytes | None, report_path: str, capture: bool,
-            command: Sequence[str]) -> Result:
+def _result(
+    returncode: int, stdout: bytes | None, report_path: str, capture: bool, command: Sequence[str]
+) -> Result:
     text = (stdout or b"").decode("utf-8", "replace") if capture else ""
     if not capture:
         try:
@@ -101,15 +124,29 @@ def _result(returncode: int, stdout: bytes | None, report_path: str, capture: bo
     except ValueError:
         data = None
     if not isinstance(data, dict):  # seqbox itself failed before a summary (its stderr says why)
-        return Result(command=list(command), status="error", exit_code=returncode, signal=None,
-                      wall_s=0.0, cpu_s=None, peak_mem_bytes=None, mem_limit_bytes=None,
-                      procs_peak=0, backend=None, lock=None, lock_wait_s=0.0, attempts=0,
-                      run_id="", log=None)
+        return Result(
+            command=list(command),
+            status="error",
+            exit_code=returncode,
+            signal=None,
+            wall_s=0.0,
+            cpu_s=None,
+            peak_mem_bytes=None,
+            mem_limit_bytes=None,
+            procs_peak=0,
+            backend=None,
+            lock=None,
+            lock_wait_s=0.0,
+            attempts=0,
+            run_id="",
+            log=None,
+        )
     return Result.from_summary(data)
 
 
-def run(command: Sequence[str], *, capture: bool = False, env: Mapping[str, str] | None = None,
-        **options: object) -> Result:
+def run(
+    command: Sequence[str], *, capture: bool = False, env: Mapping[str, str] | None = None, **options: object
+) -> Result:
     """Run ``command`` under seqbox and wait for it.
 
     ``capture=True`` collects its stdout and stderr into the result (as
@@ -130,8 +167,9 @@ def run(command: Sequence[str], *, capture: bool = False, env: Mapping[str, str]
         return _result(proc.returncode, proc.stdout, report or "", capture, command)
 
 
-async def run_async(command: Sequence[str], *, capture: bool = False,
-                    env: Mapping[str, str] | None = None, **options: object) -> Result:
+async def run_async(
+    command: Sequence[str], *, capture: bool = False, env: Mapping[str, str] | None = None, **options: object
+) -> Result:
     """``run`` for asyncio. Cancelling the task stops the command's whole tree
     (seqbox gets SIGTERM and tears it down) before the cancellation propagates."""
     import asyncio
@@ -140,7 +178,8 @@ async def run_async(command: Sequence[str], *, capture: bool = False,
         report = None if capture else os.path.join(tmp, "report.json")
         argv = _command_line(command, capture, report, env, options)
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE if capture else None)
+            *argv, stdout=asyncio.subprocess.PIPE if capture else None
+        )
         try:
             stdout, _ = await proc.communicate()
         except asyncio.CancelledError:

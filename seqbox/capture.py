@@ -37,7 +37,8 @@ class Capture:
         if self.capture:
             import tempfile
 
-            out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+            out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
+            err = tempfile.TemporaryFile()  # noqa: SIM115
             self._files = [out, err]
             return Stdio(None, out.fileno(), err.fileno())
         if self.log is not None:

@@ -16,15 +16,33 @@ import ctypes
 import signal
 
 CLONE_INTO_CGROUP = 0x200000000
-SYS_CLONE3 = {"x86_64": 435, "aarch64": 435, "armv7l": 435, "ppc64le": 435, "s390x": 435,
-              "riscv64": 435, "i686": 435}
+SYS_CLONE3 = {
+    "x86_64": 435,
+    "aarch64": 435,
+    "armv7l": 435,
+    "ppc64le": 435,
+    "s390x": 435,
+    "riscv64": 435,
+    "i686": 435,
+}
 
-_FIELDS = ("flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
-           "tls", "set_tid", "set_tid_size", "cgroup")
+_FIELDS = (
+    "flags",
+    "pidfd",
+    "child_tid",
+    "parent_tid",
+    "exit_signal",
+    "stack",
+    "stack_size",
+    "tls",
+    "set_tid",
+    "set_tid_size",
+    "cgroup",
+)
 
 
 class _CloneArgs(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint64) for name in _FIELDS]  # noqa: RUF012 - ctypes layout
+    _fields_ = [(name, ctypes.c_uint64) for name in _FIELDS]
 
 
 _syscall = None

@@ -12,6 +12,7 @@ The config is ``seqbox.toml`` at the project root (keys at top level,
 from __future__ import annotations
 
 import os
+import sys
 
 from seqbox.errors import ConfigError, UsageError
 from seqbox.options import BY_KEY, CONFIG_KEYS, OPTIONS, RunOptions, parse_value
@@ -20,18 +21,28 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+
+def _megabytes(value: str) -> str:
+    return f"{value}M" if value.strip().isdigit() else value
+
+
+def _as_is(value: str) -> str:
+    return value
+
+
+#: the old recipe's variable -> (option key, how to read its value)
 RECIPE_VARIABLES = {
-    "MEMORY_LIMIT_MB": ("mem", lambda v: f"{v}M"),
-    "TIMEOUT": ("timeout", lambda v: v),
-    "KILL_TIMEOUT": ("grace", lambda v: v),
-    "CHECK_INTERVAL": ("poll_interval", lambda v: v),
+    "MEMORY_LIMIT_MB": ("mem", _megabytes),
+    "TIMEOUT": ("timeout", _as_is),
+    "KILL_TIMEOUT": ("grace", _as_is),
+    "CHECK_INTERVAL": ("poll_interval", _as_is),
 }
 
 
 class FileConfig:
     """What a project's config file says: top-level keys and profiles."""
 
-    __slots__ = ("path", "profiles", "profiles_prefix", "top", "prefix")
+    __slots__ = ("path", "prefix", "profiles", "profiles_prefix", "top")
 
     def __init__(
         self,
@@ -78,9 +89,9 @@ def _read(path: str) -> str:
 
 
 def _load_toml(path: str, text: str) -> dict[str, object]:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     try:
         data: dict[str, object] = tomllib.loads(text)
@@ -160,9 +171,7 @@ def resolve(
     if profile_name is not None:
         table = file_config.profiles.get(str(profile_name))
         if table is not None:
-            profile_layer = _check_layer(
-                table, where, f"{file_config.profiles_prefix}.{profile_name}."
-            )
+            profile_layer = _check_layer(table, where, f"{file_config.profiles_prefix}.{profile_name}.")
         elif explicit:
             known = ", ".join(sorted(file_config.profiles)) or "none defined"
             raise ConfigError(f"{where}: no profile named {profile_name!r} (profiles: {known})")

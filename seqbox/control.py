@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 def _signal(entry: dict[str, object], sig: int) -> bool:
     """Signal the seqbox process an entry names, if it is still that process."""
     pid, start = entry.get("pid"), entry.get("start")
-    if not isinstance(pid, int) or not procinfo.is_alive(pid, start if isinstance(start, (int, float)) else None):
+    if not isinstance(pid, int) or not procinfo.is_alive(
+        pid, start if isinstance(start, (int, float)) else None
+    ):
         return False
     try:
         os.kill(pid, sig)
@@ -25,8 +27,9 @@ def _signal(entry: dict[str, object], sig: int) -> bool:
         return False
 
 
-def kill(project_key: str, lock: str | None, cancel_waiters: bool,
-         environ: Mapping[str, str] | None = None) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+def kill(
+    project_key: str, lock: str | None, cancel_waiters: bool, environ: Mapping[str, str] | None = None
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """Kill the running sandbox(es) of the project's lock(s) at once; with
     ``cancel_waiters``, first make every waiter give up so none starts.
 

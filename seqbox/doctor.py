@@ -14,8 +14,7 @@ def diagnose() -> dict[str, object]:
     probes = probe_all()
     chosen = next((p for p in probes if p.usable), None)
     facts["backends"] = [
-        {"name": p.name, "usable": p.usable, "reason": p.reason, "details": p.details}
-        for p in probes
+        {"name": p.name, "usable": p.usable, "reason": p.reason, "details": p.details} for p in probes
     ]
     facts["backend"] = chosen.name if chosen else None
     if chosen is None:

@@ -18,8 +18,7 @@ def is_git(argv: list[str]) -> bool:
     return bool(argv) and os.path.basename(argv[0]) == "git"
 
 
-def wait_for_index_lock(cwd: str, timeout: float = INDEX_LOCK_WAIT_S,
-                        on_wait: object | None = None) -> float:
+def wait_for_index_lock(cwd: str, timeout: float = INDEX_LOCK_WAIT_S, on_wait: object | None = None) -> float:
     """Return how long we waited; raise GitLockBusy if the lock stayed."""
     directory = git_dir(cwd)
     if directory is None:
@@ -30,8 +29,10 @@ def wait_for_index_lock(cwd: str, timeout: float = INDEX_LOCK_WAIT_S,
     while os.path.lexists(lock):
         waited = time.monotonic() - start
         if waited >= timeout:
-            raise GitLockBusy(f"{lock} still exists after {timeout:g}s: another git command is "
-                              "running, or one crashed (remove the file yourself if you are sure)")
+            raise GitLockBusy(
+                f"{lock} still exists after {timeout:g}s: another git command is "
+                "running, or one crashed (remove the file yourself if you are sure)"
+            )
         if not told and callable(on_wait):
             on_wait(lock)
             told = True

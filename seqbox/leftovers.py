@@ -96,7 +96,7 @@ def remove(path: str) -> bool:
     if os.path.exists(kill):
         try:
             cgroupfs.write(kill, "1")
-        except Exception:  # noqa: BLE001 - fall back to killing by pid
+        except Exception:
             pass
     for _ in range(50):
         pids = _tree_pids(path)
@@ -112,7 +112,7 @@ def remove(path: str) -> bool:
         for dirpath, _, _ in os.walk(path, topdown=False):
             cgroupfs.remove_dir(dirpath, attempts=50)
         return True
-    except Exception:  # noqa: BLE001 - reported by the caller
+    except Exception:
         return False
 
 

@@ -54,6 +54,7 @@ def enclosing_holder(project_key: str, environ: Mapping[str, str] | None = None)
             return holder
         cgroups = holder.get("cgroups")
         if isinstance(cgroups, list) and any(
-                isinstance(path, str) and os.path.basename(path) in my_cgroups for path in cgroups):
+            isinstance(path, str) and os.path.basename(path) in my_cgroups for path in cgroups
+        ):
             return holder
     return None

@@ -16,7 +16,7 @@ TYPE_CHECKING = False  # typing costs ~9 ms to import; mypy honours this name
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    Parser = Callable[[object, str], object]
+    Parser = Callable[..., object]
 
 BACKEND_NAMES = ("auto", "cgroup2", "cgroup1", "poll")
 _LOCK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -25,9 +25,7 @@ _LOCK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 def _lock_name(value: object, what: str) -> str:
     text = str(value)
     if not _LOCK_NAME_RE.match(text):
-        raise UsageError(
-            f"{what}: expected a lock name of letters, digits, '.', '_' or '-', got {value!r}"
-        )
+        raise UsageError(f"{what}: expected a lock name of letters, digits, '.', '_' or '-', got {value!r}")
     return text
 
 
@@ -55,16 +53,16 @@ def _text(value: object, what: str) -> str:
     return value
 
 
-def _count_min1(value: object, what: str) -> int:
-    return units.parse_count(value, what, minimum=1)  # type: ignore[arg-type]
+def _count_min1(value: str | int, what: str) -> int:
+    return units.parse_count(value, what, minimum=1)
 
 
-def _count(value: object, what: str) -> int:
-    return units.parse_count(value, what)  # type: ignore[arg-type]
+def _count(value: str | int, what: str) -> int:
+    return units.parse_count(value, what)
 
 
-def _poll_interval(value: object, what: str) -> float:
-    seconds = units.parse_duration(value, what)  # type: ignore[arg-type]
+def _poll_interval(value: str | float, what: str) -> float:
+    seconds = units.parse_duration(value, what)
     if seconds is None or seconds < 0.01:
         raise UsageError(f"{what}: expected a duration of at least 10ms, got {value!r}")
     return seconds
@@ -101,57 +99,145 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("mem", ("--mem",), "SIZE", units.parse_size, "2G",  # type: ignore[arg-type]
-           "memory limit of the whole tree (512M, 2G, 1.5GiB; 0/none: no limit)"),
-    Option("mem_high", ("--mem-high",), "SIZE", units.parse_size, None,  # type: ignore[arg-type]
-           "soft limit: throttle above it (cgroup2), warn (other backends)"),
-    Option("warn_at", ("--warn-at",), "FRACTION", units.parse_fraction, "0.5",  # type: ignore[arg-type]
-           "print one warning when the tree passes this share of --mem"),
-    Option("timeout", ("--timeout",), "DURATION", units.parse_duration, "30m",  # type: ignore[arg-type]
-           "stop the command after this long (90, 90s, 5m, 1h30m; 0/none: never)"),
-    Option("grace", ("--grace",), "DURATION", units.parse_grace, "10s",  # type: ignore[arg-type]
-           "after the timeout signal, wait this long, then SIGKILL the whole tree"),
-    Option("signal", ("--signal",), "SIG", units.parse_signal, "TERM",  # type: ignore[arg-type]
-           "signal sent to the tree on timeout (TERM, INT, 9)"),
-    Option("pids", ("--pids",), "N", units.parse_positive_int, None,  # type: ignore[arg-type]
-           "max processes+threads in the tree (fork-bomb guard)"),
-    Option("cpus", ("--cpus",), "N", units.parse_cpus, None,  # type: ignore[arg-type]
-           "CPU quota in cores, e.g. 1.5 (cgroup backends only)"),
-    Option("retry", ("--retry",), "N", _count, 0,
-           "run again up to N more times after a non-zero exit or a timeout"),
-    Option("retry_on_oom", ("--retry-on-oom",), "", _bool, False,
-           "also retry after a memory kill"),
-    Option("lock", ("--lock",), "NAME", _lock_name, "default",
-           "which project queue to wait in"),
-    Option("no_lock", ("--no-lock",), "", _bool, False,
-           "do not wait in any queue"),
-    Option("slots", ("--slots",), "N", _count_min1, 1,
-           "let up to N runs hold the same lock at once"),
-    Option("wait_timeout", ("--wait-timeout",), "DURATION", units.parse_duration, None,  # type: ignore[arg-type]
-           "give up waiting for the lock after this long (exit 75)"),
-    Option("backend", ("--backend",), "NAME", _backend, "auto",
-           "enforcement backend: auto, cgroup2, cgroup1 or poll"),
-    Option("json", ("--json",), "", _bool, False,
-           "capture stdout/stderr and print one JSON summary instead", config=False),
-    Option("report", ("--report",), "FILE", _text, None,
-           "write the JSON summary to FILE; output stays live", config=False),
-    Option("log", ("--log",), "FILE", _text, None,
-           "append the command's output and exit status per try to FILE", config=False),
-    Option("quiet", ("-q", "--quiet"), "", _bool, False,
-           "only print errors", config=False),
-    Option("verbose", ("-v", "--verbose"), "", _bool, False,
-           "show what seqbox does", config=False),
-    Option("cwd", ("--cwd",), "DIR", _text, None,
-           "working directory of the command", config=False),
-    Option("env", ("--env",), "K=V", _text, (),
-           "extra environment variable (repeatable)", config=False),
-    Option("profile", ("--profile",), "NAME", _text, None,
-           "use a profile from the config (default: 'ci' when CI=true)", config=False),
-    Option("debug", ("--debug",), "", _bool, False,
-           "show a traceback when seqbox itself fails", config=False),
+    Option(
+        "mem",
+        ("--mem",),
+        "SIZE",
+        units.parse_size,
+        "2G",
+        "memory limit of the whole tree (512M, 2G, 1.5GiB; 0/none: no limit)",
+    ),
+    Option(
+        "mem_high",
+        ("--mem-high",),
+        "SIZE",
+        units.parse_size,
+        None,
+        "soft limit: throttle above it (cgroup2), warn (other backends)",
+    ),
+    Option(
+        "warn_at",
+        ("--warn-at",),
+        "FRACTION",
+        units.parse_fraction,
+        "0.5",
+        "print one warning when the tree passes this share of --mem",
+    ),
+    Option(
+        "timeout",
+        ("--timeout",),
+        "DURATION",
+        units.parse_duration,
+        "30m",
+        "stop the command after this long (90, 90s, 5m, 1h30m; 0/none: never)",
+    ),
+    Option(
+        "grace",
+        ("--grace",),
+        "DURATION",
+        units.parse_grace,
+        "10s",
+        "after the timeout signal, wait this long, then SIGKILL the whole tree",
+    ),
+    Option(
+        "signal",
+        ("--signal",),
+        "SIG",
+        units.parse_signal,
+        "TERM",
+        "signal sent to the tree on timeout (TERM, INT, 9)",
+    ),
+    Option(
+        "pids",
+        ("--pids",),
+        "N",
+        units.parse_positive_int,
+        None,
+        "max processes+threads in the tree (fork-bomb guard)",
+    ),
+    Option(
+        "cpus",
+        ("--cpus",),
+        "N",
+        units.parse_cpus,
+        None,
+        "CPU quota in cores, e.g. 1.5 (cgroup backends only)",
+    ),
+    Option(
+        "retry",
+        ("--retry",),
+        "N",
+        _count,
+        0,
+        "run again up to N more times after a non-zero exit or a timeout",
+    ),
+    Option("retry_on_oom", ("--retry-on-oom",), "", _bool, False, "also retry after a memory kill"),
+    Option("lock", ("--lock",), "NAME", _lock_name, "default", "which project queue to wait in"),
+    Option("no_lock", ("--no-lock",), "", _bool, False, "do not wait in any queue"),
+    Option("slots", ("--slots",), "N", _count_min1, 1, "let up to N runs hold the same lock at once"),
+    Option(
+        "wait_timeout",
+        ("--wait-timeout",),
+        "DURATION",
+        units.parse_duration,
+        None,
+        "give up waiting for the lock after this long (exit 75)",
+    ),
+    Option(
+        "backend",
+        ("--backend",),
+        "NAME",
+        _backend,
+        "auto",
+        "enforcement backend: auto, cgroup2, cgroup1 or poll",
+    ),
+    Option(
+        "json",
+        ("--json",),
+        "",
+        _bool,
+        False,
+        "capture stdout/stderr and print one JSON summary instead",
+        config=False,
+    ),
+    Option(
+        "report",
+        ("--report",),
+        "FILE",
+        _text,
+        None,
+        "write the JSON summary to FILE; output stays live",
+        config=False,
+    ),
+    Option(
+        "log",
+        ("--log",),
+        "FILE",
+        _text,
+        None,
+        "append the command's output and exit status per try to FILE",
+        config=False,
+    ),
+    Option("quiet", ("-q", "--quiet"), "", _bool, False, "only print errors", config=False),
+    Option("verbose", ("-v", "--verbose"), "", _bool, False, "show what seqbox does", config=False),
+    Option("cwd", ("--cwd",), "DIR", _text, None, "working directory of the command", config=False),
+    Option("env", ("--env",), "K=V", _text, (), "extra environment variable (repeatable)", config=False),
+    Option(
+        "profile",
+        ("--profile",),
+        "NAME",
+        _text,
+        None,
+        "use a profile from the config (default: 'ci' when CI=true)",
+        config=False,
+    ),
+    Option(
+        "debug", ("--debug",), "", _bool, False, "show a traceback when seqbox itself fails", config=False
+    ),
     # Config-only keys (no command-line flag).
-    Option("poll_interval", (), "DURATION", _poll_interval, "0.1s",
-           "how often the poll backend samples the tree"),
+    Option(
+        "poll_interval", (), "DURATION", _poll_interval, "0.1s", "how often the poll backend samples the tree"
+    ),
     Option("log_dir", (), "DIR", _text, None, "where run logs go"),
     Option("keep_logs", (), "N", _count, 200, "how many run logs to keep"),
 )

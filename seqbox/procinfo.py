@@ -12,7 +12,7 @@ def parse_proc_stat(text: str) -> tuple[int, int]:
     The command name (field 2) may hold spaces and parentheses: split after
     its last ')'.
     """
-    rest = text[text.rindex(")") + 2:].split()
+    rest = text[text.rindex(")") + 2 :].split()
     return int(rest[1]), int(rest[19])
 
 

@@ -63,5 +63,5 @@ def _gitdir_from_file(dotgit: str, worktree: str) -> str | None:
         return None
     if not line.startswith("gitdir:"):
         return None
-    target = line[len("gitdir:"):].strip()
+    target = line[len("gitdir:") :].strip()
     return os.path.normpath(os.path.join(worktree, target))

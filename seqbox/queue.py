@@ -45,14 +45,15 @@ class Cancelled(Exception):
 
 
 def _number(name: str) -> int:
-    return int(name[len(TICKET_PREFIX):])
+    return int(name[len(TICKET_PREFIX) :])
 
 
 class LockDir:
     """An open ``projects/<key>/locks/<name>`` directory."""
 
-    def __init__(self, project_key: str, lock: str, environ: Mapping[str, str] | None = None,
-                 create: bool = True) -> None:
+    def __init__(
+        self, project_key: str, lock: str, environ: Mapping[str, str] | None = None, create: bool = True
+    ) -> None:
         self.project_key = project_key
         self.lock = lock
         self.environ = environ
@@ -70,12 +71,18 @@ class LockDir:
             return []
 
     def tickets(self) -> list[int]:
-        return sorted(_number(n) for n in self.names()
-                      if n.startswith(TICKET_PREFIX) and n[len(TICKET_PREFIX):].isdigit())
+        return sorted(
+            _number(n)
+            for n in self.names()
+            if n.startswith(TICKET_PREFIX) and n[len(TICKET_PREFIX) :].isdigit()
+        )
 
     def slots(self) -> list[int]:
-        return sorted(int(n[len(SLOT_PREFIX):]) for n in self.names()
-                      if n.startswith(SLOT_PREFIX) and n[len(SLOT_PREFIX):].isdigit())
+        return sorted(
+            int(n[len(SLOT_PREFIX) :])
+            for n in self.names()
+            if n.startswith(SLOT_PREFIX) and n[len(SLOT_PREFIX) :].isdigit()
+        )
 
     def cancel_mark(self) -> int:
         fd = flocks.open_file(self.fd, CANCEL, create=False)
@@ -137,9 +144,7 @@ def _held(dir_fd: int, name: str) -> bool:
     if fd is None:
         return False
     try:
-        if flocks.try_lock(fd, exclusive=False):
-            return False
-        return True
+        return not flocks.try_lock(fd, exclusive=False)
     finally:
         os.close(fd)
 
@@ -307,8 +312,9 @@ class Turn:
         self.lockdir.close()
 
 
-def arrive(project_key: str, lock: str, slots: int, info: dict[str, object],
-           environ: Mapping[str, str] | None = None) -> Turn:
+def arrive(
+    project_key: str, lock: str, slots: int, info: dict[str, object], environ: Mapping[str, str] | None = None
+) -> Turn:
     """Join the end of the queue: take a number and a locked ticket."""
     for _ in range(100):
         lockdir = LockDir(project_key, lock, environ)
@@ -412,9 +418,11 @@ def _remove_empty_parents(lockdir: LockDir) -> None:
     except StateError:
         return
     try:
-        for path in (f"projects/{lockdir.project_key}/locks/{lockdir.lock}",
-                     f"projects/{lockdir.project_key}/locks",
-                     f"projects/{lockdir.project_key}"):
+        for path in (
+            f"projects/{lockdir.project_key}/locks/{lockdir.lock}",
+            f"projects/{lockdir.project_key}/locks",
+            f"projects/{lockdir.project_key}",
+        ):
             try:
                 os.rmdir(path, dir_fd=state)
             except OSError as err:

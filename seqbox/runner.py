@@ -39,8 +39,9 @@ class RunResult:
 
     __slots__ = ("exit_code", "stderr", "stdout", "summary")
 
-    def __init__(self, summary: dict[str, object], exit_code: int,
-                 stdout: str | None = None, stderr: str | None = None) -> None:
+    def __init__(
+        self, summary: dict[str, object], exit_code: int, stdout: str | None = None, stderr: str | None = None
+    ) -> None:
         self.summary = summary
         self.exit_code = exit_code
         self.stdout = stdout
@@ -54,8 +55,13 @@ class CancelledRun(SeqboxError):
 
 
 def limits_for(options: RunOptions) -> Limits:
-    return Limits(mem=options.mem, mem_high=options.mem_high, pids=options.pids,
-                  cpus=options.cpus, poll_interval=options.poll_interval)
+    return Limits(
+        mem=options.mem,
+        mem_high=options.mem_high,
+        pids=options.pids,
+        cpus=options.cpus,
+        poll_interval=options.poll_interval,
+    )
 
 
 def choose_backend(options: RunOptions, out: Output) -> Selection:
@@ -92,12 +98,15 @@ def nest_limits(options: RunOptions, holder: Mapping[str, object], out: Output) 
         mine = getattr(options, key)
         if isinstance(outer, int) and (mine is None or mine > outer):
             setattr(options, key, outer)
-    out.info(f"nested inside pid {holder.get('pid')} (lock {holder.get('lock')!r}): "
-             "not queueing; limits nest inside its sandbox")
+    out.info(
+        f"nested inside pid {holder.get('pid')} (lock {holder.get('lock')!r}): "
+        "not queueing; limits nest inside its sandbox"
+    )
 
 
-def execute(argv: list[str], options: RunOptions, out: Output, environ: Mapping[str, str],
-            root: str) -> RunResult:
+def execute(
+    argv: list[str], options: RunOptions, out: Output, environ: Mapping[str, str], root: str
+) -> RunResult:
     """Run ``argv`` under ``options`` in the project at ``root``."""
     from seqbox import leftovers, procinfo
     from seqbox.project import project_key
@@ -119,14 +128,28 @@ def execute(argv: list[str], options: RunOptions, out: Output, environ: Mapping[
         if holder is not None:
             nest_limits(options, holder, out)
     queued = not options.no_lock and holder is None
-    policy = Policy(mem=options.mem, mem_high=options.mem_high, pids=options.pids,
-                    timeout=options.timeout, grace=options.grace, signal=options.signal,
-                    warn_at=options.warn_at, poll_interval=options.poll_interval)
+    policy = Policy(
+        mem=options.mem,
+        mem_high=options.mem_high,
+        pids=options.pids,
+        timeout=options.timeout,
+        grace=options.grace,
+        signal=options.signal,
+        warn_at=options.warn_at,
+        poll_interval=options.poll_interval,
+    )
     env = dict(environ)
     env.update(options.extra_env())
     env[RUN_ID_ENV] = run_id
-    me = {"pid": os.getpid(), "start": procinfo.start_time(os.getpid()), "command": argv,
-          "run_id": run_id, "lock": options.lock, "mem": options.mem, "pids": options.pids}
+    me: dict[str, object] = {
+        "pid": os.getpid(),
+        "start": procinfo.start_time(os.getpid()),
+        "command": argv,
+        "run_id": run_id,
+        "lock": options.lock,
+        "mem": options.mem,
+        "pids": options.pids,
+    }
     log = _open_log(options.log, out)
     turn: Turn | None = None
     waited = 0.0
@@ -142,13 +165,20 @@ def execute(argv: list[str], options: RunOptions, out: Output, environ: Mapping[
             try:
                 stdio = capture.stdio() if capture is not None else Stdio()
                 foreground = terminal_foreground()
-                prepared = sandbox.prepare(argv, cwd=options.cwd, env=env, stdio=stdio,
-                                           new_session=not foreground)
+                prepared = sandbox.prepare(
+                    argv, cwd=options.cwd, env=env, stdio=stdio, new_session=not foreground
+                )
                 if attempt == 1:
-                    turn, waited = _take_turn(prepared, options, key, me, out, queued,
-                                              nested=holder is not None)
+                    turn, waited = _take_turn(
+                        prepared, options, key, me, out, queued, nested=holder is not None
+                    )
 
-                def started(pid: int, sandbox: Sandbox = sandbox, capture: Capture | None = capture) -> None:
+                def started(
+                    pid: int,
+                    sandbox: Sandbox = sandbox,
+                    capture: Capture | None = capture,
+                    turn: Turn | None = turn,
+                ) -> None:
                     if capture is not None:
                         capture.started()
                     if turn is not None and turn.ticket_fd is not None:
@@ -156,7 +186,8 @@ def execute(argv: list[str], options: RunOptions, out: Output, environ: Mapping[
 
                 _log_line(log, f"=== seqbox try {attempt}/{options.retry + 1}: {_shell_join(argv)}\n")
                 outcome = Supervisor(sandbox, policy, out, interrupts).run(
-                    prepared, foreground=foreground, started=started)
+                    prepared, foreground=foreground, started=started
+                )
                 retry = _should_retry(outcome, options, attempt)
                 if not retry and turn is not None:
                     turn.release()  # the next run starts now; our bookkeeping can wait
@@ -171,23 +202,34 @@ def execute(argv: list[str], options: RunOptions, out: Output, environ: Mapping[
             cpu += outcome.cpu_s or 0.0
             peak = max(peak, outcome.peak_mem_bytes or 0)
             procs_peak = max(procs_peak, outcome.procs_peak)
-            _log_line(log, f"=== seqbox exit: status={outcome.status} exit_code={outcome.exit_code} "
-                           f"wall_s={outcome.wall_s:.3f}\n")
+            _log_line(
+                log,
+                f"=== seqbox exit: status={outcome.status} exit_code={outcome.exit_code} "
+                f"wall_s={outcome.wall_s:.3f}\n",
+            )
             if not retry:
                 break
-            out.note(f"try {attempt} ended with status {outcome.status} "
-                     f"(exit {outcome.exit_code}); retrying")
+            out.note(f"try {attempt} ended with status {outcome.status} (exit {outcome.exit_code}); retrying")
     finally:
         if turn is not None:
             turn.release()
         interrupts.restore()
     assert outcome is not None
     summary = summary_mod.build(
-        command=argv, status=outcome.status, exit_code=outcome.exit_code, signal=outcome.signal,
-        wall_s=wall, cpu_s=cpu, peak_mem_bytes=peak or None, mem_limit_bytes=options.mem,
-        procs_peak=procs_peak, backend=selection.backend.name,
+        command=argv,
+        status=outcome.status,
+        exit_code=outcome.exit_code,
+        signal=outcome.signal,
+        wall_s=wall,
+        cpu_s=cpu,
+        peak_mem_bytes=peak or None,
+        mem_limit_bytes=options.mem,
+        procs_peak=procs_peak,
+        backend=selection.backend.name,
         lock=None if options.no_lock else options.lock,
-        lock_wait_s=waited, attempts=attempts, run_id=run_id,
+        lock_wait_s=waited,
+        attempts=attempts,
+        run_id=run_id,
         log=os.path.abspath(options.log) if options.log else None,
     )
     if log is not None:
@@ -198,8 +240,16 @@ def execute(argv: list[str], options: RunOptions, out: Output, environ: Mapping[
     return RunResult(summary, outcome.exit_code, stdout, stderr)
 
 
-def _take_turn(prepared: Prepared, options: RunOptions, key: str, me: dict[str, object],
-               out: Output, queued: bool, *, nested: bool) -> tuple[Turn | None, float]:
+def _take_turn(
+    prepared: Prepared,
+    options: RunOptions,
+    key: str,
+    me: dict[str, object],
+    out: Output,
+    queued: bool,
+    *,
+    nested: bool,
+) -> tuple[Turn | None, float]:
     """Wait for our turn (and the git guard) with the command parked; return
     the turn and how long it took. On any failure the parked child is
     abandoned before the error goes up.
@@ -223,8 +273,8 @@ def _take_turn(prepared: Prepared, options: RunOptions, key: str, me: dict[str, 
                 line.done()
         if not nested and gitguard.is_git(me["command"]):  # type: ignore[arg-type]
             gitguard.wait_for_index_lock(
-                options.cwd or os.getcwd(),
-                on_wait=lambda path: out.note(f"waiting for {path} to go away"))
+                options.cwd or os.getcwd(), on_wait=lambda path: out.note(f"waiting for {path} to go away")
+            )
     except BaseException:
         if turn is not None:
             turn.release()
@@ -255,7 +305,7 @@ def _open_log(path: str | None, out: Output) -> BinaryIO | None:
     if path is None:
         return None
     try:
-        return open(path, "ab")  # noqa: SIM115 - closed at the end of execute()
+        return open(path, "ab")
     except OSError as err:
         out.warn(f"warning: cannot write the log {path}: {err.strerror}; running without it")
         return None

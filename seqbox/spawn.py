@@ -23,7 +23,9 @@ class Stdio:
 
     __slots__ = ("stderr", "stdin", "stdout")
 
-    def __init__(self, stdin: int | None = None, stdout: int | None = None, stderr: int | None = None) -> None:
+    def __init__(
+        self, stdin: int | None = None, stdout: int | None = None, stderr: int | None = None
+    ) -> None:
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
@@ -132,7 +134,7 @@ def launch(prepared: Prepared) -> int:
     finally:
         os.close(prepared.err_r)
     if data:
-        _, status = os.waitpid(prepared.pid, 0)
+        os.waitpid(prepared.pid, 0)
         stage, _, number = data.decode().partition(":")
         raise SpawnError(stage, int(number or 0), prepared.argv0)
     return prepared.pid
@@ -151,11 +153,20 @@ def abandon(prepared: Prepared) -> None:
         pass
 
 
-def spawn(argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio,
-          new_session: bool, join_fds: tuple[int, ...] = (), into: Into | None = None) -> int:
+def spawn(
+    argv: list[str],
+    *,
+    cwd: str | None,
+    env: dict[str, str],
+    stdio: Stdio,
+    new_session: bool,
+    join_fds: tuple[int, ...] = (),
+    into: Into | None = None,
+) -> int:
     """prepare() and launch() at once."""
-    return launch(prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session,
-                          join_fds=join_fds, into=into))
+    return launch(
+        prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session, join_fds=join_fds, into=into)
+    )
 
 
 def _child(
@@ -175,15 +186,24 @@ def _child(
         stage = "setup"
         if new_session:
             os.setsid()
-        for target, fd in ((0, stdio.stdin), (1, stdio.stdout), (2, stdio.stderr)):
-            if fd is not None and fd != target:
-                os.dup2(fd, target)
+        for target, source in ((0, stdio.stdin), (1, stdio.stdout), (2, stdio.stderr)):
+            if source is not None and source != target:
+                os.dup2(source, target)
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
-                    signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGALRM):
+        for sig in (
+            signal.SIGPIPE,
+            signal.SIGXFSZ,
+            signal.SIGINT,
+            signal.SIGTERM,
+            signal.SIGHUP,
+            signal.SIGQUIT,
+            signal.SIGCHLD,
+            signal.SIGUSR1,
+            signal.SIGALRM,
+        ):
             signal.signal(sig, signal.SIG_DFL)
-        for sig in _inherited_ignored:
-            signal.signal(sig, signal.SIG_IGN)
+        for number in _inherited_ignored:
+            signal.signal(number, signal.SIG_IGN)
         stage = "chdir"
         if cwd is not None:
             os.chdir(cwd)

@@ -75,8 +75,10 @@ def open_private_dir(dir_fd: int, name: str, shown: str) -> int:
         fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     except OSError as err:
         if os.path.islink(shown) or err.errno in (40, 20):  # ELOOP, ENOTDIR: a symlink or a file
-            raise StateError(f"refusing to use {shown}: it is a symlink or not a directory",
-                             hint="remove it; seqbox will recreate it") from None
+            raise StateError(
+                f"refusing to use {shown}: it is a symlink or not a directory",
+                hint="remove it; seqbox will recreate it",
+            ) from None
         raise StateError(f"cannot open {shown}: {err.strerror}") from None
     info = os.fstat(fd)
     if info.st_uid != os.getuid():

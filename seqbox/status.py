@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 
-def collect(project_key: str, project_root: str, environ: Mapping[str, str] | None = None) -> dict[str, object]:
+def collect(
+    project_key: str, project_root: str, environ: Mapping[str, str] | None = None
+) -> dict[str, object]:
     now = time.time()
     locks = []
     for lockdir in project_locks(project_key, environ):
@@ -24,16 +26,26 @@ def collect(project_key: str, project_root: str, environ: Mapping[str, str] | No
             lockdir.close()
         if not queue.holders and not queue.waiters:
             continue
-        locks.append({
-            "lock": lockdir.lock,
-            "running": [_holder(h, now) for h in queue.holders],
-            "waiting": [
-                {"position": i, "pid": w.get("pid"), "command": w.get("command"),
-                 "waiting_s": round(now - float(w.get("arrived", now)), 1)}  # type: ignore[arg-type]
-                for i, w in enumerate(queue.waiters, 1)
-            ],
-        })
+        locks.append(
+            {
+                "lock": lockdir.lock,
+                "running": [_holder(h, now) for h in queue.holders],
+                "waiting": [
+                    {
+                        "position": i,
+                        "pid": w.get("pid"),
+                        "command": w.get("command"),
+                        "waiting_s": round(now - _seconds(w.get("arrived"), now), 1),
+                    }
+                    for i, w in enumerate(queue.waiters, 1)
+                ],
+            }
+        )
     return {"project": project_root, "locks": locks}
+
+
+def _seconds(value: object, default: float) -> float:
+    return float(value) if isinstance(value, (int, float)) else default
 
 
 def _holder(entry: dict[str, object], now: float) -> dict[str, object]:

@@ -5,9 +5,23 @@ from __future__ import annotations
 
 import os
 
-FIELDS = ("command", "status", "exit_code", "signal", "wall_s", "cpu_s", "peak_mem_bytes",
-          "mem_limit_bytes", "procs_peak", "backend", "lock", "lock_wait_s", "attempts",
-          "run_id", "log")
+FIELDS = (
+    "command",
+    "status",
+    "exit_code",
+    "signal",
+    "wall_s",
+    "cpu_s",
+    "peak_mem_bytes",
+    "mem_limit_bytes",
+    "procs_peak",
+    "backend",
+    "lock",
+    "lock_wait_s",
+    "attempts",
+    "run_id",
+    "log",
+)
 
 
 def build(

@@ -58,12 +58,28 @@ class Policy:
 class Outcome:
     """How one try ended (the section 4 fields that belong to a try)."""
 
-    __slots__ = ("cpu_s", "exit_code", "interrupted", "peak_mem_bytes", "procs_peak",
-                 "signal", "status", "wall_s")
+    __slots__ = (
+        "cpu_s",
+        "exit_code",
+        "interrupted",
+        "peak_mem_bytes",
+        "procs_peak",
+        "signal",
+        "status",
+        "wall_s",
+    )
 
-    def __init__(self, status: str, exit_code: int, signal: int | None = None, wall_s: float = 0.0,
-                 cpu_s: float | None = None, peak_mem_bytes: int | None = None,
-                 procs_peak: int = 0, interrupted: bool = False) -> None:
+    def __init__(
+        self,
+        status: str,
+        exit_code: int,
+        signal: int | None = None,
+        wall_s: float = 0.0,
+        cpu_s: float | None = None,
+        peak_mem_bytes: int | None = None,
+        procs_peak: int = 0,
+        interrupted: bool = False,
+    ) -> None:
         self.status = status
         self.exit_code = exit_code
         self.signal = signal
@@ -90,8 +106,14 @@ def terminal_foreground() -> bool:
 class Supervisor:
     """Runs one try: spawn in the sandbox, enforce, tear down."""
 
-    def __init__(self, sandbox: Sandbox, policy: Policy, out: Output, interrupts: Interrupts,
-                 on_sample: SampleHook | None = None) -> None:
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        policy: Policy,
+        out: Output,
+        interrupts: Interrupts,
+        on_sample: SampleHook | None = None,
+    ) -> None:
         self.sandbox = sandbox
         self.policy = policy
         self.out = out
@@ -104,8 +126,9 @@ class Supervisor:
         self.warned_at = False
         self.warned_high = False
 
-    def run(self, prepared: Prepared, *, foreground: bool,
-            started: Callable[[int], None] | None = None) -> Outcome:
+    def run(
+        self, prepared: Prepared, *, foreground: bool, started: Callable[[int], None] | None = None
+    ) -> Outcome:
         """Launch the prepared child and supervise it until its tree is gone.
 
         ``foreground`` says the child stays in seqbox's process group (see
@@ -200,13 +223,20 @@ class Supervisor:
         if policy.mem and policy.warn_at and not self.warned_at and usage.mem > policy.warn_at * policy.mem:
             self.warned_at = True
             share = 100 * usage.mem / policy.mem
-            self.out.warn(f"warning: memory at {share:.0f}% of the limit "
-                          f"({format_size(usage.mem)} of {format_size(policy.mem)})")
-        if (policy.mem_high and not self.warned_high and sandbox.backend != "cgroup2"
-                and usage.mem > policy.mem_high):
+            self.out.warn(
+                f"warning: memory at {share:.0f}% of the limit "
+                f"({format_size(usage.mem)} of {format_size(policy.mem)})"
+            )
+        if (
+            policy.mem_high
+            and not self.warned_high
+            and sandbox.backend != "cgroup2"
+            and usage.mem > policy.mem_high
+        ):
             self.warned_high = True
-            self.out.warn(f"warning: memory above --mem-high {format_size(policy.mem_high)} "
-                          f"({format_size(usage.mem)})")
+            self.out.warn(
+                f"warning: memory above --mem-high {format_size(policy.mem_high)} ({format_size(usage.mem)})"
+            )
 
     def _timeout(self) -> None:
         self.reason = "timeout"
@@ -223,16 +253,23 @@ class Supervisor:
         if err.stage == "chdir":
             self.out.error(f"cannot change directory: {os.strerror(err.errno)}")
         else:
-            self.out.error(f"cannot start the command in the sandbox ({err.stage}: "
-                           f"{os.strerror(err.errno)})")
+            self.out.error(f"cannot start the command in the sandbox ({err.stage}: {os.strerror(err.errno)})")
         return Outcome("error", 125)
 
     def _outcome(self, status: int, wall: float, cpu: float) -> Outcome:
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         peak = self.sandbox.peak_mem()
         kind, code = self._verdict(status, sig, peak)
-        return Outcome(kind, code, signal=sig, wall_s=wall, cpu_s=cpu, peak_mem_bytes=peak,
-                       procs_peak=max(self.procs_peak, 1), interrupted=self.reason == "interrupt")
+        return Outcome(
+            kind,
+            code,
+            signal=sig,
+            wall_s=wall,
+            cpu_s=cpu,
+            peak_mem_bytes=peak,
+            procs_peak=max(self.procs_peak, 1),
+            interrupted=self.reason == "interrupt",
+        )
 
     def _verdict(self, status: int, sig: int | None, peak: int | None) -> tuple[str, int]:
         """(status, exit code) by the first reason the tree was stopped for."""

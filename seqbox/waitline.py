@@ -25,6 +25,11 @@ def describe_command(command: object, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def _number(entry: dict[str, object]) -> int:
+    number = entry.get("number")
+    return number if isinstance(number, int) else 0
+
+
 class WaitLine:
     def __init__(self, out: Output, lock: str, number: int) -> None:
         self.out = out
@@ -46,15 +51,15 @@ class WaitLine:
         self.out.live(self.render(queue))
 
     def render(self, queue: QueueView) -> str:
-        ahead = len(queue.holders) + sum(
-            1 for w in queue.waiters if isinstance(w.get("number"), int) and w["number"] < self.number)  # type: ignore[operator]
+        ahead = len(queue.holders) + sum(1 for w in queue.waiters if _number(w) < self.number)
         text = f'waiting for lock "{self.lock}": {ahead} ahead'
         if queue.holders:
             holder = queue.holders[0]
             since = holder.get("since")
             held = format_duration(max(0.0, time.time() - since)) if isinstance(since, (int, float)) else "?"
-            text += (f'; held by pid {holder.get("pid")} "{describe_command(holder.get("command"))}" '
-                     f"for {held}")
+            text += (
+                f'; held by pid {holder.get("pid")} "{describe_command(holder.get("command"))}" for {held}'
+            )
         return text
 
     def done(self) -> None:

@@ -55,12 +55,12 @@ def select(name: str = "auto") -> Selection:
             if backend.name == name:
                 probe = backend.probe()
                 if not probe.usable:
-                    raise BackendError(f"backend {name} is not usable here: {probe.reason}",
-                                       hint="see 'seqbox doctor'")
+                    raise BackendError(
+                        f"backend {name} is not usable here: {probe.reason}", hint="see 'seqbox doctor'"
+                    )
                 return Selection(backend, probe, [])
-        raise BackendError(f"backend {name} does not exist on {sys.platform}",
-                           hint="see 'seqbox doctor'")
-    rejected = []
+        raise BackendError(f"backend {name} does not exist on {sys.platform}", hint="see 'seqbox doctor'")
+    rejected: list[Probe] = []
     for backend in backends:
         probe = backend.probe()
         if probe.usable:

@@ -39,8 +39,7 @@ class Limits:
         self.poll_interval = poll_interval
 
     def __repr__(self) -> str:
-        return (f"Limits(mem={self.mem}, mem_high={self.mem_high}, pids={self.pids}, "
-                f"cpus={self.cpus})")
+        return f"Limits(mem={self.mem}, mem_high={self.mem_high}, pids={self.pids}, cpus={self.cpus})"
 
 
 class Usage:
@@ -58,7 +57,9 @@ class Probe:
 
     __slots__ = ("details", "name", "reason", "usable")
 
-    def __init__(self, name: str, usable: bool, reason: str, details: dict[str, object] | None = None) -> None:
+    def __init__(
+        self, name: str, usable: bool, reason: str, details: dict[str, object] | None = None
+    ) -> None:
         self.name = name
         self.usable = usable
         self.reason = reason
@@ -75,8 +76,9 @@ class Sandbox(abc.ABC):
     leftovers: list[str]
 
     @abc.abstractmethod
-    def prepare(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
-                stdio: Stdio, new_session: bool) -> Prepared:
+    def prepare(
+        self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
+    ) -> Prepared:
         """Fork the command's process inside the sandbox, parked until
         :func:`seqbox.spawn.launch` lets it exec."""
 

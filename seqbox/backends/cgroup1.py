@@ -65,15 +65,19 @@ class Cgroup1Backend(Backend):
     def probe(self) -> Probe:
         try:
             layout = Cgroup1Layout.current()
-        except Exception as err:  # noqa: BLE001 - probing must not fail
+        except Exception as err:
             return Probe(self.name, False, f"cannot read the cgroup layout: {err}")
         memory = layout.dirs.get("memory")
         details: dict[str, object] = {"dirs": dict(layout.dirs)}
         if memory is None:
             return Probe(self.name, False, "no cgroup v1 memory controller is mounted", details)
         if not layout.usable("memory"):
-            return Probe(self.name, False,
-                         f"{memory} is not writable (run as root, or delegate it to this user)", details)
+            return Probe(
+                self.name,
+                False,
+                f"{memory} is not writable (run as root, or delegate it to this user)",
+                details,
+            )
         details["swap_accounting"] = os.path.exists(os.path.join(memory, "memory.memsw.limit_in_bytes"))
         details["unified"] = layout.usable("unified")
         return Probe(self.name, True, f"cgroup v1 memory controller writable at {memory}", details)
@@ -94,10 +98,14 @@ class Cgroup1Sandbox(Sandbox):
         if layout.usable("pids"):
             wanted.append("pids")
         elif limits.pids is not None:
-            raise BackendError("cgroup1: --pids needs the pids controller, which is not mounted or not writable")
+            raise BackendError(
+                "cgroup1: --pids needs the pids controller, which is not mounted or not writable"
+            )
         if limits.cpus is not None:
             if not layout.usable("cpu"):
-                raise BackendError("cgroup1: --cpus needs the cpu controller, which is not mounted or not writable")
+                raise BackendError(
+                    "cgroup1: --cpus needs the cpu controller, which is not mounted or not writable"
+                )
             wanted.append("cpu")
         if layout.usable("cpuacct"):
             wanted.append("cpuacct")  # co-mounted with cpu: the same directory, made once
@@ -148,11 +156,19 @@ class Cgroup1Sandbox(Sandbox):
 
     # -- running --------------------------------------------------------------
 
-    def prepare(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
-                stdio: Stdio, new_session: bool) -> Prepared:
+    def prepare(
+        self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
+    ) -> Prepared:
         try:
-            return prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session,
-                           join_fds=self._join_fds, into=self._into)
+            return prepare(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdio=stdio,
+                new_session=new_session,
+                join_fds=self._join_fds,
+                into=self._into,
+            )
         finally:
             for fd in self._join_fds:
                 os.close(fd)
@@ -161,14 +177,17 @@ class Cgroup1Sandbox(Sandbox):
             self._into = None
 
     def describe(self) -> dict[str, object]:
-        return {"backend": self.backend, "cgroups": list(self.leftovers),
-                "mem_file": os.path.join(self.memory, "memory.usage_in_bytes"),
-                "procs_file": os.path.join(self.memory, "cgroup.procs")}
+        return {
+            "backend": self.backend,
+            "cgroups": list(self.leftovers),
+            "mem_file": os.path.join(self.memory, "memory.usage_in_bytes"),
+            "procs_file": os.path.join(self.memory, "cgroup.procs"),
+        }
 
     def sample(self) -> Usage:
-        mem = _read_int_or(os.path.join(self.memory, "memory.usage_in_bytes"), 0)
+        mem = cgroupfs.read_int_or_none(os.path.join(self.memory, "memory.usage_in_bytes")) or 0
         text = cgroupfs.try_read(os.path.join(self.memory, "cgroup.procs")) or ""
-        return Usage(mem or 0, len(set(text.split())))  # v1 may repeat a pid per thread
+        return Usage(mem, len(set(text.split())))  # v1 may repeat a pid per thread
 
     def memory_exceeded(self, usage: Usage | None) -> bool:
         if not self._oom_seen:
@@ -177,13 +196,13 @@ class Cgroup1Sandbox(Sandbox):
         return self._oom_seen
 
     def peak_mem(self) -> int | None:
-        return _read_int_or(os.path.join(self.memory, "memory.max_usage_in_bytes"), None)
+        return cgroupfs.read_int_or_none(os.path.join(self.memory, "memory.max_usage_in_bytes"))
 
     def cpu_seconds(self) -> float | None:
         path = self.dirs.get("cpuacct")
         if path is None:
             return None
-        usage_ns = _read_int_or(os.path.join(path, "cpuacct.usage"), None)
+        usage_ns = cgroupfs.read_int_or_none(os.path.join(path, "cpuacct.usage"))
         return None if usage_ns is None else usage_ns / 1e9
 
     def pids(self) -> list[int]:
@@ -216,7 +235,7 @@ class Cgroup1Sandbox(Sandbox):
         errors = []
         for path in reversed(self.leftovers):
             try:
-                remove_tree(path)
+                cgroupfs.remove_tree(path)
             except BackendError as err:
                 errors.append(err)
         self.leftovers = []
@@ -230,14 +249,6 @@ def _write_checked(path: str, value: int, tolerance: int) -> None:
     got = cgroupfs.read_int(path)
     if abs(got - value) > tolerance:
         raise BackendError(f"{path}: wrote {value}, the kernel kept {got}")
-
-
-def _read_int_or(path: str, default: int | None) -> int | None:
-    text = cgroupfs.try_read(path)
-    try:
-        return int(text.split()[0]) if text else default
-    except ValueError:
-        return default
 
 
 def _tree_pids(top: str) -> list[int]:
@@ -263,12 +274,3 @@ def _freeze_and_kill(freezer: str, memory: str) -> None:
             cgroupfs.write(state, "THAWED")
         except BackendError:
             pass
-
-
-def remove_tree(path: str) -> None:
-    """Remove a cgroup and any cgroups below it (nested runs killed mid-way)."""
-    if not os.path.isdir(path):
-        return
-    for dirpath, dirnames, _ in os.walk(path, topdown=False):
-        del dirnames
-        cgroupfs.remove_dir(dirpath)

@@ -13,8 +13,22 @@ from seqbox.errors import BackendError
 from seqbox.spawn import Into
 
 V1_CONTROLLERS = frozenset(
-    {"memory", "pids", "cpu", "cpuacct", "freezer", "cpuset", "blkio", "devices",
-     "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc"}
+    {
+        "memory",
+        "pids",
+        "cpu",
+        "cpuacct",
+        "freezer",
+        "cpuset",
+        "blkio",
+        "devices",
+        "net_cls",
+        "net_prio",
+        "perf_event",
+        "hugetlb",
+        "rdma",
+        "misc",
+    }
 )
 UNIFIED = ""  # the key of the cgroup v2 hierarchy in parse_proc_cgroup's result
 
@@ -127,11 +141,12 @@ def host_path(mount: Mount, cgroup_path: str) -> str:
     root = mount.root.rstrip("/")
     rel = cgroup_path
     if root and (rel == root or rel.startswith(root + "/")):
-        rel = rel[len(root):]
+        rel = rel[len(root) :]
     return mount.path.rstrip("/") + (rel if rel.startswith("/") else "/" + rel).rstrip("/")
 
 
 # -- reading and writing, with errors that name the file ---------------------
+
 
 def read(path: str) -> str:
     try:
@@ -143,6 +158,23 @@ def read(path: str) -> str:
 
 def read_int(path: str) -> int:
     return int(read(path).split()[0])
+
+
+def read_int_or_none(path: str) -> int | None:
+    """The first number in the file, or None when it is missing or not a number."""
+    text = try_read(path)
+    try:
+        return int(text.split()[0]) if text else None
+    except ValueError:
+        return None
+
+
+def remove_tree(path: str) -> None:
+    """Remove a cgroup and the cgroups below it (deepest first)."""
+    if not os.path.isdir(path):
+        return
+    for dirpath, _, _ in os.walk(path, topdown=False):
+        remove_dir(dirpath)
 
 
 def try_read(path: str) -> str | None:

@@ -50,8 +50,9 @@ class PollBackend(Backend):
         except ImportError as err:  # pragma: no cover - psutil is a dependency
             return Probe(self.name, False, f"psutil is not importable: {err}")
         how = "a child subreaper" if self.subreaper else "remembering every pid seen"
-        return Probe(self.name, True, f"psutil polling; descendants tracked as {how}",
-                     {"subreaper": self.subreaper})
+        return Probe(
+            self.name, True, f"psutil polling; descendants tracked as {how}", {"subreaper": self.subreaper}
+        )
 
     def create(self, limits: Limits, name: str) -> Sandbox:
         return PollSandbox(limits, self.subreaper)
@@ -75,8 +76,9 @@ class PollSandbox(Sandbox):
         self._samples = 0
         self._tasks = 0
 
-    def prepare(self, argv: list[str], *, cwd: str | None, env: dict[str, str],
-                stdio: Stdio, new_session: bool) -> Prepared:
+    def prepare(
+        self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
+    ) -> Prepared:
         prepared = prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session)
         self._track(prepared.pid)
         return prepared
@@ -124,7 +126,7 @@ class PollSandbox(Sandbox):
         self._samples += 1
         if self._samples % IDENTITY_CHECK_EVERY == 0:
             self._verify_identities()
-        psutil = self._psutil
+        ps = self._psutil
         total, alive, tasks = 0, 0, 0
         for pid, proc in list(self.tracked.items()):
             try:
@@ -132,7 +134,7 @@ class PollSandbox(Sandbox):
                 if self.limits.pids is not None:
                     tasks += proc.num_threads()
                 alive += 1
-            except psutil.Error:
+            except ps.Error:
                 del self.tracked[pid]
         self._peak = max(self._peak, total)
         self._tasks = tasks
@@ -167,7 +169,7 @@ class PollSandbox(Sandbox):
         """Stop the whole tree first, so a fork bomb cannot outrun us, then
         SIGKILL every member. Stopped processes cannot fork; each round finds
         the children forked before their parent stopped."""
-        psutil = self._psutil
+        ps = self._psutil
         stopped: dict[int, psutil.Process] = {}
         for _ in range(1000):
             self._discover()
@@ -177,23 +179,23 @@ class PollSandbox(Sandbox):
             for proc in fresh:
                 try:
                     proc.send_signal(signal.SIGSTOP)
-                except psutil.Error:
+                except ps.Error:
                     pass
                 stopped[proc.pid] = proc
         for proc in stopped.values():
             try:
                 proc.send_signal(signal.SIGKILL)
-            except psutil.Error:
+            except ps.Error:
                 pass
 
     def is_empty(self) -> bool:
         self._discover()
-        psutil = self._psutil
+        ps = self._psutil
         for proc in self.tracked.values():
             try:
-                if proc.status() != psutil.STATUS_ZOMBIE:
+                if proc.status() != ps.STATUS_ZOMBIE:
                     return False
-            except psutil.Error:
+            except ps.Error:
                 continue
         return True
 

@@ -33,12 +33,16 @@ def status_main(as_json: bool) -> int:
         for run in lock["running"]:
             mem = format_size(run["mem_bytes"]) if run["mem_bytes"] is not None else "?"
             elapsed = format_duration(run["elapsed_s"]) if run["elapsed_s"] is not None else "?"
-            sys.stdout.write(f'  running  pid {run["pid"]} "{describe_command(run["command"], 60)}" '
-                             f'for {elapsed}, {mem}, {run["procs"]} processes, {run["backend"]}\n')
+            sys.stdout.write(
+                f'  running  pid {run["pid"]} "{describe_command(run["command"], 60)}" '
+                f"for {elapsed}, {mem}, {run['procs']} processes, {run['backend']}\n"
+            )
         for waiter in lock["waiting"]:
-            sys.stdout.write(f'  waiting  {waiter["position"]}. pid {waiter["pid"]} '
-                             f'"{describe_command(waiter["command"], 60)}" '
-                             f'for {format_duration(waiter["waiting_s"])}\n')
+            sys.stdout.write(
+                f"  waiting  {waiter['position']}. pid {waiter['pid']} "
+                f'"{describe_command(waiter["command"], 60)}" '
+                f"for {format_duration(waiter['waiting_s'])}\n"
+            )
     return 0
 
 
@@ -48,11 +52,15 @@ def kill_main(lock: str | None, cancel_all: bool) -> int:
     key, root = _project()
     killed, cancelled = kill(key, lock, cancel_all)
     for waiter in cancelled:
-        sys.stdout.write(f'cancelled pid {waiter["pid"]} "{describe_command(waiter["command"], 60)}" '
-                         f'(waiting for lock "{waiter["lock"]}")\n')
+        sys.stdout.write(
+            f'cancelled pid {waiter["pid"]} "{describe_command(waiter["command"], 60)}" '
+            f'(waiting for lock "{waiter["lock"]}")\n'
+        )
     for holder in killed:
-        sys.stdout.write(f'killed pid {holder["pid"]} "{describe_command(holder["command"], 60)}" '
-                         f'(lock "{holder["lock"]}") and its whole tree\n')
+        sys.stdout.write(
+            f'killed pid {holder["pid"]} "{describe_command(holder["command"], 60)}" '
+            f'(lock "{holder["lock"]}") and its whole tree\n'
+        )
     if not killed and not cancelled:
         sys.stdout.write(f"nothing running in {root}\n")
         return 1

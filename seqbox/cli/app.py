@@ -25,15 +25,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     """Run commands one at a time per project, with whole-tree limits."""
 
 
 @app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                      "help_option_names": []},
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
     add_help_option=False,
 )
 def run(ctx: typer.Context) -> None:
@@ -86,8 +86,9 @@ def status(
 
 @app.command()
 def kill(
-    lock: str = typer.Option(None, "--lock", metavar="NAME",
-                             help="Only this lock's run (default: every lock of the project)."),
+    lock: str = typer.Option(
+        None, "--lock", metavar="NAME", help="Only this lock's run (default: every lock of the project)."
+    ),
     all_: bool = typer.Option(False, "--all", help="Also cancel the waiters first, so none starts."),
 ) -> None:
     """Kill the running command's whole tree at once.

@@ -43,7 +43,9 @@ def render(facts: dict[str, object]) -> str:
     lines.append(f"state dir:     {facts['state_dir']}")
     lines.append(f"log dir:       {facts['log_dir']}")
     if not facts["kernel_enforced"]:
-        lines.append("note: only polling is available: limits are checked every 0.1 s, not "
-                     "enforced by the kernel. Run as root, or delegate a cgroup "
-                     "(systemd-run --user --scope -p Delegate=yes), to get a cgroup backend.")
+        lines.append(
+            "note: only polling is available: limits are checked every 0.1 s, not "
+            "enforced by the kernel. Run as root, or delegate a cgroup "
+            "(systemd-run --user --scope -p Delegate=yes), to get a cgroup backend."
+        )
     return "\n".join(lines) + "\n"
