@@ -14,10 +14,6 @@ INDEX_LOCK_WAIT_S = 10.0
 CHECK_EVERY_S = 0.02
 
 
-def is_git(argv: list[str]) -> bool:
-    return bool(argv) and os.path.basename(argv[0]) == "git"
-
-
 def wait_for_index_lock(cwd: str, timeout: float = INDEX_LOCK_WAIT_S, on_wait: object | None = None) -> float:
     """Return how long we waited; raise GitLockBusy if the lock stayed."""
     directory = git_dir(cwd)

@@ -12,7 +12,6 @@ cgroup v2 ``seqbox-sup-<pid>`` leaf whose seqbox has exited.
 
 from __future__ import annotations
 
-import calendar
 import os
 import re
 import signal
@@ -34,6 +33,8 @@ def run_stamp() -> str:
 
 def owner_alive(pid: int, stamp: str) -> bool:
     """Whether the seqbox that made a cgroup at ``stamp`` (UTC) with ``pid`` still runs."""
+    import calendar  # with datetime and locale: 4 ms, so only when a cgroup is in question
+
     started = procinfo.started_epoch(pid)
     if started is None or not procinfo.is_alive(pid, None):
         return False

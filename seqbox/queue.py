@@ -3,7 +3,7 @@
 Layout, under the per-user state directory (all 0700, opened O_NOFOLLOW)::
 
     projects/<project key>/locks/<lock name>/
-        door        flock'd for a moment by each arrival; holds the next number
+        door        flock'd for a moment by each arrival; holds the last number
         t-<number>  a waiter's ticket: flock'd (exclusive) while it waits
         slot-<k>    flock'd (exclusive) by the k-th holder while it runs
         cancel      ``seqbox kill --all``: waiters numbered up to this give up
@@ -328,8 +328,10 @@ def arrive(
                 lockdir.close()
                 continue
             text = flocks.read_fd(door).decode().strip()
-            number = int(text) if text.isdigit() else 1
-            flocks.write_fd(door, str(number + 1).encode())
+            # Numbers are the arrival time in ns, kept increasing: they stay comparable
+            # even after the last one out has tidied the directory away.
+            number = max(time.time_ns(), (int(text) if text.isdigit() else 0) + 1)
+            flocks.write_fd(door, str(number).encode())
             ticket = _make_ticket(lockdir.fd, number, {**info, "number": number})
             return Turn(lockdir, number, ticket, slots)
         except BaseException:
@@ -363,7 +365,7 @@ def cancel_waiters(lockdir: LockDir) -> list[dict[str, object]]:
     try:
         flocks.wait_lock(door, exclusive=True, tick=None)
         text = flocks.read_fd(door).decode().strip()
-        last = (int(text) if text.isdigit() else 1) - 1
+        last = int(text) if text.isdigit() else 0
         fd = flocks.open_file(lockdir.fd, CANCEL)
         assert fd is not None
         try:
@@ -422,6 +424,7 @@ def _remove_empty_parents(lockdir: LockDir) -> None:
             f"projects/{lockdir.project_key}/locks/{lockdir.lock}",
             f"projects/{lockdir.project_key}/locks",
             f"projects/{lockdir.project_key}",
+            "projects",
         ):
             try:
                 os.rmdir(path, dir_fd=state)

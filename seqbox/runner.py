@@ -108,179 +108,219 @@ def execute(
     argv: list[str], options: RunOptions, out: Output, environ: Mapping[str, str], root: str
 ) -> RunResult:
     """Run ``argv`` under ``options`` in the project at ``root``."""
-    from seqbox import leftovers, procinfo
+    from seqbox import leftovers
     from seqbox.project import project_key
 
     remember_ignored_signals()
     interrupts = Interrupts()
     interrupts.raising()
-    key = project_key(root)
-    run_id = f"{leftovers.run_stamp()}-{os.getpid()}"
-    for path in leftovers.find(key):
-        out.info(f"removing {path}, left by a crashed run")
-        leftovers.remove(path)
-    selection = choose_backend(options, out)
-    holder = None
-    if not options.no_lock:
+    try:
+        key = project_key(root)
+        run = Run(argv, options, out, environ, key, f"{leftovers.run_stamp()}-{os.getpid()}")
+        run.join_queue()  # first, so arrival order is start order; the rest happens while waiting
+        try:
+            for path in leftovers.find(key):
+                out.info(f"removing {path}, left by a crashed run")
+                leftovers.remove(path)
+            return run.execute(choose_backend(options, out), interrupts)
+        finally:
+            run.release()
+    finally:
+        interrupts.restore()
+
+
+class Run:
+    """One ``seqbox run``: its place in the queue and its tries."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        options: RunOptions,
+        out: Output,
+        environ: Mapping[str, str],
+        key: str,
+        run_id: str,
+    ) -> None:
+        from seqbox import procinfo
+
+        self.argv = argv
+        self.options = options
+        self.out = out
+        self.key = key
+        self.run_id = run_id
+        self.env = dict(environ)
+        self.env.update(options.extra_env())
+        self.env[RUN_ID_ENV] = run_id
+        self.environ = environ
+        self.turn: Turn | None = None
+        self.nested = False
+        self.waited = 0.0
+        self.me: dict[str, object] = {
+            "pid": os.getpid(),
+            "start": procinfo.start_time(os.getpid()),
+            "command": argv,
+            "run_id": run_id,
+            "lock": options.lock,
+            "mem": options.mem,
+            "pids": options.pids,
+        }
+
+    def join_queue(self) -> None:
+        """Take a number in the lock's queue, unless nested or ``--no-lock``."""
+        if self.options.no_lock:
+            return
+        from seqbox import queue
         from seqbox.nesting import enclosing_holder
 
-        holder = enclosing_holder(key, environ)
+        holder = enclosing_holder(self.key, self.environ)
         if holder is not None:
-            nest_limits(options, holder, out)
-    queued = not options.no_lock and holder is None
-    policy = Policy(
-        mem=options.mem,
-        mem_high=options.mem_high,
-        pids=options.pids,
-        timeout=options.timeout,
-        grace=options.grace,
-        signal=options.signal,
-        warn_at=options.warn_at,
-        poll_interval=options.poll_interval,
-    )
-    env = dict(environ)
-    env.update(options.extra_env())
-    env[RUN_ID_ENV] = run_id
-    me: dict[str, object] = {
-        "pid": os.getpid(),
-        "start": procinfo.start_time(os.getpid()),
-        "command": argv,
-        "run_id": run_id,
-        "lock": options.lock,
-        "mem": options.mem,
-        "pids": options.pids,
-    }
-    log = _open_log(options.log, out)
-    turn: Turn | None = None
-    waited = 0.0
-    outcome: Outcome | None = None
-    attempts, wall, cpu, peak, procs_peak = 0, 0.0, 0.0, 0, 0
-    stdout = stderr = None
-    try:
-        for attempt in range(1, options.retry + 2):
-            attempts = attempt
-            name = f"{key}-{run_id}" + (f"-{attempt}" if attempt > 1 else "")
-            sandbox = make_sandbox(selection, options, name, out)
-            capture = _capture(options, log)
+            self.nested = True
+            nest_limits(self.options, holder, self.out)
+            return
+        self.turn = queue.arrive(
+            self.key, self.options.lock, self.options.slots, {**self.me, "arrived": time.time()}
+        )
+        self.out.info(f"in the queue of lock {self.options.lock!r} as number {self.turn.number}")
+
+    def execute(self, selection: Selection, interrupts: Interrupts) -> RunResult:
+        options = self.options
+        policy = Policy(
+            mem=options.mem,
+            mem_high=options.mem_high,
+            pids=options.pids,
+            timeout=options.timeout,
+            grace=options.grace,
+            signal=options.signal,
+            warn_at=options.warn_at,
+            poll_interval=options.poll_interval,
+        )
+        log = _open_log(options.log, self.out)
+        outcome: Outcome | None = None
+        attempts, wall, cpu, peak, procs_peak = 0, 0.0, 0.0, 0, 0
+        stdout = stderr = None
+        try:
+            for attempt in range(1, options.retry + 2):
+                attempts = attempt
+                _log_line(log, f"=== seqbox try {attempt}/{options.retry + 1}: {_shell_join(self.argv)}\n")
+                outcome, stdout, stderr = self.one_try(attempt, selection, policy, interrupts, log)
+                wall += outcome.wall_s
+                cpu += outcome.cpu_s or 0.0
+                peak = max(peak, outcome.peak_mem_bytes or 0)
+                procs_peak = max(procs_peak, outcome.procs_peak)
+                _log_line(
+                    log,
+                    f"=== seqbox exit: status={outcome.status} exit_code={outcome.exit_code} "
+                    f"wall_s={outcome.wall_s:.3f}\n",
+                )
+                if not _should_retry(outcome, options, attempt):
+                    break
+                self.out.note(
+                    f"try {attempt} ended with status {outcome.status} (exit {outcome.exit_code}); retrying"
+                )
+        finally:
+            self.release()
+        assert outcome is not None
+        summary = summary_mod.build(
+            command=self.argv,
+            status=outcome.status,
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            wall_s=wall,
+            cpu_s=cpu,
+            peak_mem_bytes=peak or None,
+            mem_limit_bytes=options.mem,
+            procs_peak=procs_peak,
+            backend=selection.backend.name,
+            lock=None if options.no_lock else options.lock,
+            lock_wait_s=self.waited,
+            attempts=attempts,
+            run_id=self.run_id,
+            log=os.path.abspath(options.log) if options.log else None,
+        )
+        if log is not None:
+            _log_line(log, "=== seqbox summary: " + summary_mod.dumps(summary) + "\n")
+            log.close()
+        if options.report:
+            summary_mod.write_report(options.report, summary)
+        return RunResult(summary, outcome.exit_code, stdout, stderr)
+
+    def one_try(
+        self,
+        attempt: int,
+        selection: Selection,
+        policy: Policy,
+        interrupts: Interrupts,
+        log: BinaryIO | None,
+    ) -> tuple[Outcome, str | None, str | None]:
+        """A fresh sandbox, the command parked in it, our turn, launch, supervise."""
+        options = self.options
+        name = f"{self.key}-{self.run_id}" + (f"-{attempt}" if attempt > 1 else "")
+        sandbox = make_sandbox(selection, options, name, self.out)
+        capture = _capture(options, log)
+        stdout = stderr = None
+        try:
+            stdio = capture.stdio() if capture is not None else Stdio()
+            foreground = terminal_foreground()
+            prepared = sandbox.prepare(
+                self.argv, cwd=options.cwd, env=self.env, stdio=stdio, new_session=not foreground
+            )
+            if attempt == 1:
+                self.wait_turn(prepared)
+
+            def started(pid: int) -> None:
+                if capture is not None:
+                    capture.started()
+                if self.turn is not None and self.turn.ticket_fd is not None:
+                    info = {**self.me, "since": time.time(), "child": pid, **sandbox.describe()}
+                    self.turn.started(info)
+
+            outcome = Supervisor(sandbox, policy, self.out, interrupts).run(
+                prepared, foreground=foreground, started=started
+            )
+            if not _should_retry(outcome, options, attempt):
+                self.release()  # the next run starts now; our bookkeeping can wait
+        finally:
             try:
-                stdio = capture.stdio() if capture is not None else Stdio()
-                foreground = terminal_foreground()
-                prepared = sandbox.prepare(
-                    argv, cwd=options.cwd, env=env, stdio=stdio, new_session=not foreground
-                )
-                if attempt == 1:
-                    turn, waited = _take_turn(
-                        prepared, options, key, me, out, queued, nested=holder is not None
-                    )
-
-                def started(
-                    pid: int,
-                    sandbox: Sandbox = sandbox,
-                    capture: Capture | None = capture,
-                    turn: Turn | None = turn,
-                ) -> None:
-                    if capture is not None:
-                        capture.started()
-                    if turn is not None and turn.ticket_fd is not None:
-                        turn.started({**me, "since": time.time(), "child": pid, **sandbox.describe()})
-
-                _log_line(log, f"=== seqbox try {attempt}/{options.retry + 1}: {_shell_join(argv)}\n")
-                outcome = Supervisor(sandbox, policy, out, interrupts).run(
-                    prepared, foreground=foreground, started=started
-                )
-                retry = _should_retry(outcome, options, attempt)
-                if not retry and turn is not None:
-                    turn.release()  # the next run starts now; our bookkeeping can wait
-                    turn = None
+                if capture is not None:
+                    stdout, stderr = capture.finish()
             finally:
+                sandbox.close()
+        return outcome, stdout, stderr
+
+    def wait_turn(self, prepared: Prepared) -> None:
+        """Wait for our turn (and the git guard) with the command parked. On
+        any failure the parked child is abandoned before the error goes up."""
+        from seqbox import queue
+
+        start = time.monotonic()
+        try:
+            if self.turn is not None:
+                from seqbox.waitline import WaitLine
+
+                line = WaitLine(self.out, self.options.lock, self.turn.number)
                 try:
-                    if capture is not None:
-                        stdout, stderr = capture.finish()
+                    self.turn.wait(timeout=self.options.wait_timeout, on_wait=line, tick=line.tick)
+                except queue.Cancelled:
+                    raise CancelledRun("cancelled by 'seqbox kill --all' before it started") from None
                 finally:
-                    sandbox.close()
-            wall += outcome.wall_s
-            cpu += outcome.cpu_s or 0.0
-            peak = max(peak, outcome.peak_mem_bytes or 0)
-            procs_peak = max(procs_peak, outcome.procs_peak)
-            _log_line(
-                log,
-                f"=== seqbox exit: status={outcome.status} exit_code={outcome.exit_code} "
-                f"wall_s={outcome.wall_s:.3f}\n",
-            )
-            if not retry:
-                break
-            out.note(f"try {attempt} ended with status {outcome.status} (exit {outcome.exit_code}); retrying")
-    finally:
-        if turn is not None:
-            turn.release()
-        interrupts.restore()
-    assert outcome is not None
-    summary = summary_mod.build(
-        command=argv,
-        status=outcome.status,
-        exit_code=outcome.exit_code,
-        signal=outcome.signal,
-        wall_s=wall,
-        cpu_s=cpu,
-        peak_mem_bytes=peak or None,
-        mem_limit_bytes=options.mem,
-        procs_peak=procs_peak,
-        backend=selection.backend.name,
-        lock=None if options.no_lock else options.lock,
-        lock_wait_s=waited,
-        attempts=attempts,
-        run_id=run_id,
-        log=os.path.abspath(options.log) if options.log else None,
-    )
-    if log is not None:
-        _log_line(log, "=== seqbox summary: " + summary_mod.dumps(summary) + "\n")
-        log.close()
-    if options.report:
-        summary_mod.write_report(options.report, summary)
-    return RunResult(summary, outcome.exit_code, stdout, stderr)
+                    line.done()
+            if not self.nested and os.path.basename(self.argv[0]) == "git":
+                from seqbox import gitguard
 
+                gitguard.wait_for_index_lock(
+                    self.options.cwd or os.getcwd(),
+                    on_wait=lambda path: self.out.note(f"waiting for {path} to go away"),
+                )
+        except BaseException:
+            self.release()
+            abandon(prepared)
+            raise
+        self.waited = time.monotonic() - start
 
-def _take_turn(
-    prepared: Prepared,
-    options: RunOptions,
-    key: str,
-    me: dict[str, object],
-    out: Output,
-    queued: bool,
-    *,
-    nested: bool,
-) -> tuple[Turn | None, float]:
-    """Wait for our turn (and the git guard) with the command parked; return
-    the turn and how long it took. On any failure the parked child is
-    abandoned before the error goes up.
-    """
-    from seqbox import gitguard, queue
-
-    turn = None
-    start = time.monotonic()
-    try:
-        if queued:
-            from seqbox.waitline import WaitLine
-
-            turn = queue.arrive(key, options.lock, options.slots, {**me, "arrived": time.time()})
-            out.info(f"in the queue of lock {options.lock!r} as number {turn.number}")
-            line = WaitLine(out, options.lock, turn.number)
-            try:
-                turn.wait(timeout=options.wait_timeout, on_wait=line, tick=line.tick)
-            except queue.Cancelled:
-                raise CancelledRun("cancelled by 'seqbox kill --all' before it started") from None
-            finally:
-                line.done()
-        if not nested and gitguard.is_git(me["command"]):  # type: ignore[arg-type]
-            gitguard.wait_for_index_lock(
-                options.cwd or os.getcwd(), on_wait=lambda path: out.note(f"waiting for {path} to go away")
-            )
-    except BaseException:
-        if turn is not None:
-            turn.release()
-        abandon(prepared)
-        raise
-    return turn, time.monotonic() - start
+    def release(self) -> None:
+        if self.turn is not None:
+            self.turn.release()
+            self.turn = None
 
 
 def _should_retry(outcome: Outcome, options: RunOptions, attempt: int) -> bool:

@@ -8,6 +8,7 @@ with ``O_NOFOLLOW``, so a planted symlink cannot redirect seqbox's writes.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -64,22 +65,35 @@ def open_state_dir(environ: Mapping[str, str] | None = None) -> int:
 
 
 def open_private_dir(dir_fd: int, name: str, shown: str) -> int:
-    """mkdir ``name`` (0700) under ``dir_fd`` if needed and open it safely."""
-    try:
-        os.mkdir(name, 0o700, dir_fd=dir_fd)
-    except FileExistsError:
-        pass
-    except OSError as err:
-        raise StateError(f"cannot create {shown}: {err.strerror}") from None
-    try:
-        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-    except OSError as err:
-        if os.path.islink(shown) or err.errno in (40, 20):  # ELOOP, ENOTDIR: a symlink or a file
-            raise StateError(
-                f"refusing to use {shown}: it is a symlink or not a directory",
-                hint="remove it; seqbox will recreate it",
-            ) from None
-        raise StateError(f"cannot open {shown}: {err.strerror}") from None
+    """mkdir ``name`` (0700) under ``dir_fd`` if needed and open it safely.
+
+    An empty directory may be removed by another seqbox tidying up between our
+    mkdir and open: then make it again.
+    """
+    for _ in range(20):
+        try:
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            pass
+        except OSError as err:
+            raise StateError(f"cannot create {shown}: {err.strerror}") from None
+        try:
+            fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise StateError(
+                    f"refusing to use {shown}: it is a symlink or not a directory",
+                    hint="remove it; seqbox will recreate it",
+                ) from None
+            raise StateError(f"cannot open {shown}: {err.strerror}") from None
+        return _checked(fd, shown)
+    raise StateError(f"cannot open {shown}: it keeps disappearing")
+
+
+def _checked(fd: int, shown: str) -> int:
+    """Refuse a directory owned by someone else; close one that lets others in."""
     info = os.fstat(fd)
     if info.st_uid != os.getuid():
         os.close(fd)

@@ -6,7 +6,6 @@ redrawn in place every second on a TTY, printed every 30 s otherwise."""
 
 from __future__ import annotations
 
-import shlex
 import time
 
 from seqbox.output import Output
@@ -21,6 +20,8 @@ LOG_EVERY_S = 30.0
 
 
 def describe_command(command: object, width: int = 40) -> str:
+    import shlex
+
     text = shlex.join(command) if isinstance(command, list) else str(command)
     return text if len(text) <= width else text[: width - 3] + "..."
 
