@@ -11,6 +11,7 @@ Target (issue 3): all complete exactly once, in arrival order, nothing left.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -42,8 +43,12 @@ def main() -> int:
         env.update(SEQBOX_STATE_DIR=state, SEQBOX_PROJECT=tmp)
         began = time.monotonic()
         procs = [
-            subprocess.Popen([*seqbox_command(), "run", "-v", "--", "sh", "-c", JOB, str(i), record],
-                             env=env, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [*seqbox_command(), "run", "-v", "--", "sh", "-c", JOB, str(i), record],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for i in range(args.runs)
         ]
         numbers: dict[int, int] = {}
@@ -64,22 +69,34 @@ def main() -> int:
                     starts.setdefault(int(job), []).append(int(ns))
                 else:
                     ends[int(job)] = int(ns)
-        left = sorted(str(p.relative_to(state)) for p in Path(state).rglob("*")) if os.path.isdir(state) else []
+        left = (
+            sorted(str(p.relative_to(state)) for p in Path(state).rglob("*")) if os.path.isdir(state) else []
+        )
 
     once = len(starts) == args.runs and all(len(v) == 1 for v in starts.values())
     by_start = sorted(starts, key=lambda job: starts[job][0])
     in_order = [numbers.get(job, -1) for job in by_start] == sorted(numbers.get(job, -1) for job in by_start)
     intervals = sorted((starts[j][0], ends.get(j, starts[j][0])) for j in starts)
-    overlaps = sum(1 for a, b in zip(intervals, intervals[1:]) if b[0] < a[1])
+    overlaps = sum(1 for a, b in itertools.pairwise(intervals) if b[0] < a[1])
     ok = once and in_order and overlaps == 0 and not left and all(c == 0 for c in codes)
-    result = {"runs": args.runs, "exit_codes_nonzero": sum(1 for c in codes if c),
-              "completed_once": once, "arrival_order": in_order, "overlaps": overlaps,
-              "state_left": left, "total_s": round(total, 2),
-              "per_run_ms": round(1000 * total / args.runs, 1)}
-    print(f"queue burst: {args.runs} runs started at once: {total:.2f}s total, "
-          f"{result['per_run_ms']} ms per run")
-    print(f"  completed exactly once: {once}; in arrival order: {in_order}; overlaps: {overlaps}; "
-          f"non-zero exits: {result['exit_codes_nonzero']}")
+    result = {
+        "runs": args.runs,
+        "exit_codes_nonzero": sum(1 for c in codes if c),
+        "completed_once": once,
+        "arrival_order": in_order,
+        "overlaps": overlaps,
+        "state_left": left,
+        "total_s": round(total, 2),
+        "per_run_ms": round(1000 * total / args.runs, 1),
+    }
+    print(
+        f"queue burst: {args.runs} runs started at once: {total:.2f}s total, "
+        f"{result['per_run_ms']} ms per run"
+    )
+    print(
+        f"  completed exactly once: {once}; in arrival order: {in_order}; overlaps: {overlaps}; "
+        f"non-zero exits: {result['exit_codes_nonzero']}"
+    )
     print(f"  state dir afterwards: {left or 'empty'}")
     print(f"{'PASS' if ok else 'FAIL'}: all complete once, in arrival order, nothing left")
     if args.json:

@@ -14,8 +14,10 @@ Target (issue 3): median gap <= 5 ms, FIFO, never two at once.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -31,34 +33,48 @@ def seqbox_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "seqbox"]
 
 
-def run_batch(prefix: list[str], jobs: int, stagger: float, sleep: float, env: dict[str, str]) -> list[tuple[int, int, int]]:
-    """Start ``jobs`` queued jobs; return (job index, start ns, end ns) in start order."""
+NUMBER_RE = re.compile(r"as number (\d+)")
+
+
+def run_batch(
+    prefix: list[str], jobs: int, stagger: float, sleep: float, env: dict[str, str]
+) -> tuple[list[tuple[int, int, int]], dict[int, int]]:
+    """Start ``jobs`` queued jobs; return (job index, start ns, end ns) in start
+    order, and each job's ticket number (seqbox -v says it) by job index."""
+    tickets: dict[int, int] = {}
     with tempfile.TemporaryDirectory(prefix="seqbox-bench-") as tmp:
         record = os.path.join(tmp, "record")
         procs = []
         for i in range(jobs):
             argv = [*prefix, "sh", "-c", JOB.format(sleep=sleep), str(i), record]
-            procs.append(subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL))
+            procs.append(subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True))
             time.sleep(stagger)
-        for proc in procs:
-            proc.wait(timeout=120)
+        for i, proc in enumerate(procs):
+            _, err = proc.communicate(timeout=120)
+            match = NUMBER_RE.search(err or "")
+            if match:
+                tickets[i] = int(match.group(1))
         starts: dict[int, int] = {}
         ends: dict[int, int] = {}
         with open(record, encoding="ascii") as f:
             for line in f:
                 kind, job, ns = line.split()
                 (starts if kind == "start" else ends)[int(job)] = int(ns)
-    return sorted(((job, starts[job], ends[job]) for job in starts), key=lambda row: row[1])
+    rows = sorted(((job, starts[job], ends[job]) for job in starts), key=lambda row: row[1])
+    return rows, tickets
 
 
-def analyse(rows: list[tuple[int, int, int]]) -> dict[str, object]:
-    gaps = [(b[1] - a[2]) / 1e6 for a, b in zip(rows, rows[1:])]
+def analyse(batch: tuple[list[tuple[int, int, int]], dict[int, int]]) -> dict[str, object]:
+    rows, tickets = batch
+    gaps = [(b[1] - a[2]) / 1e6 for a, b in itertools.pairwise(rows)]
     order = [job for job, _, _ in rows]
+    by_ticket = [tickets.get(job, 0) for job in order]
     return {
         "jobs": len(rows),
         "median_gap_ms": round(statistics.median(gaps), 2) if gaps else None,
         "max_gap_ms": round(max(gaps), 2) if gaps else None,
         "fifo": order == sorted(order),
+        "ticket_order": by_ticket == sorted(by_ticket) if tickets else None,
         "order": order,
         "overlaps": sum(1 for g in gaps if g < 0),
     }
@@ -75,20 +91,31 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     with tempfile.TemporaryDirectory(prefix="seqbox-bench-state-") as state:
         env.update(SEQBOX_STATE_DIR=state, SEQBOX_PROJECT=state)
-        seqbox = analyse(run_batch([*seqbox_command(), "run", "-q", "--"], args.jobs, args.stagger,
-                                   args.sleep, env))
+        seqbox = analyse(
+            run_batch([*seqbox_command(), "run", "-v", "--"], args.jobs, args.stagger, args.sleep, env)
+        )
         leftover = sorted(str(p.relative_to(state)) for p in Path(state).rglob("*"))
     with tempfile.TemporaryDirectory(prefix="seqbox-bench-flock-") as tmp:
-        baseline = analyse(run_batch(["flock", os.path.join(tmp, "lock")], args.jobs, args.stagger,
-                                     args.sleep, env))
+        baseline = analyse(
+            run_batch(["flock", os.path.join(tmp, "lock")], args.jobs, args.stagger, args.sleep, env)
+        )
 
-    ok = (seqbox["median_gap_ms"] is not None and seqbox["median_gap_ms"] <= 5.0  # type: ignore[operator]
-          and seqbox["fifo"] and seqbox["overlaps"] == 0)
+    ok = (
+        seqbox["median_gap_ms"] is not None
+        and seqbox["median_gap_ms"] <= 5.0  # type: ignore[operator]
+        and seqbox["fifo"]
+        and seqbox["overlaps"] == 0
+    )
     print(f"queue handoff: {args.jobs} jobs, {args.stagger * 1000:.0f} ms apart, each {args.sleep}s")
-    print(f"  seqbox  median gap {seqbox['median_gap_ms']} ms (max {seqbox['max_gap_ms']}), "
-          f"FIFO {seqbox['fifo']}, overlaps {seqbox['overlaps']}, order {seqbox['order']}")
-    print(f"  flock   median gap {baseline['median_gap_ms']} ms (max {baseline['max_gap_ms']}), "
-          f"FIFO {baseline['fifo']}, overlaps {baseline['overlaps']}")
+    print(
+        f"  seqbox  median gap {seqbox['median_gap_ms']} ms (max {seqbox['max_gap_ms']}), "
+        f"FIFO {seqbox['fifo']} (by ticket: {seqbox['ticket_order']}), overlaps {seqbox['overlaps']}, "
+        f"order {seqbox['order']}"
+    )
+    print(
+        f"  flock   median gap {baseline['median_gap_ms']} ms (max {baseline['max_gap_ms']}), "
+        f"FIFO {baseline['fifo']}, overlaps {baseline['overlaps']}"
+    )
     print(f"  state dir afterwards: {leftover or 'empty'}")
     print(f"{'PASS' if ok else 'FAIL'}: median handoff <= 5 ms, FIFO, never two at once")
     if args.json:

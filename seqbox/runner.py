@@ -20,8 +20,8 @@ from seqbox.errors import BackendError, SeqboxError
 from seqbox.interrupts import Interrupts
 from seqbox.options import RunOptions
 from seqbox.output import Output
-from seqbox.spawn import Prepared, Stdio, abandon, remember_ignored_signals
-from seqbox.supervise import Outcome, Policy, Supervisor, terminal_foreground
+from seqbox.spawn import Prepared, SpawnError, Stdio, abandon, remember_ignored_signals
+from seqbox.supervise import Outcome, Policy, Supervisor, spawn_failed, terminal_foreground
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -261,9 +261,12 @@ class Run:
         try:
             stdio = capture.stdio() if capture is not None else Stdio()
             foreground = terminal_foreground()
-            prepared = sandbox.prepare(
-                self.argv, cwd=options.cwd, env=self.env, stdio=stdio, new_session=not foreground
-            )
+            try:
+                prepared = sandbox.prepare(
+                    self.argv, cwd=options.cwd, env=self.env, stdio=stdio, new_session=not foreground
+                )
+            except SpawnError as err:  # not found, not executable: nothing to queue for
+                return spawn_failed(err, self.out), None, None
             if attempt == 1:
                 self.wait_turn(prepared)
 
@@ -274,8 +277,9 @@ class Run:
                     info = {**self.me, "since": time.time(), "child": pid, **sandbox.describe()}
                     self.turn.started(info)
 
+            last_try = options.retry == 0
             outcome = Supervisor(sandbox, policy, self.out, interrupts).run(
-                prepared, foreground=foreground, started=started
+                prepared, foreground=foreground, started=started, ended=self.release if last_try else None
             )
             if not _should_retry(outcome, options, attempt):
                 self.release()  # the next run starts now; our bookkeeping can wait

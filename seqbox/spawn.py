@@ -1,8 +1,13 @@
-"""Start the command: fork, join the sandbox, exec. And reap what exits.
+"""Start the command: fork into the sandbox, park, exec. And reap what exits.
 
 Not ``subprocess``: it costs 14 ms to import, and the child must write itself
 into the sandbox's cgroups between fork and exec (``preexec_fn`` would force the
 same fork path anyway). The supervisor is single-threaded when it forks.
+
+A prepared child execs a tiny ``sh`` right away and waits there for one byte on
+a pipe: exec'ing the command from a parked ``sh`` takes a third of the time it
+takes from a forked copy of the Python supervisor (3.5 ms against 10.6 ms,
+measured), and that is the handoff from one queued run to the next.
 """
 
 from __future__ import annotations
@@ -69,13 +74,36 @@ class Into:
 class Prepared:
     """A child forked into its sandbox, set up, and parked until :func:`launch`."""
 
-    __slots__ = ("argv0", "err_r", "go_w", "pid")
+    __slots__ = ("argv0", "go_w", "pid")
 
-    def __init__(self, pid: int, go_w: int, err_r: int, argv0: str) -> None:
+    def __init__(self, pid: int, go_w: int, argv0: str) -> None:
         self.pid = pid
         self.go_w = go_w
-        self.err_r = err_r
         self.argv0 = argv0
+
+
+#: what the parked child runs: wait for the go byte (EOF: the parent gave up),
+#: close the pipe, exec the command with its own argv[0] (sh searches PATH).
+TRAMPOLINE = 'read -r _ <&{fd} || exit 127; exec {fd}<&-; exec "$@"'
+PARK_FDS = range(9, 2, -1)  # sh redirects only single-digit fds
+
+
+def resolve(argv0: str, env: dict[str, str], cwd: str | None) -> str:
+    """Find the command as execvp would, or raise SpawnError (127 / 126)."""
+    if "/" in argv0:
+        candidates = [argv0 if os.path.isabs(argv0) else os.path.join(cwd or os.getcwd(), argv0)]
+    else:
+        path = env.get("PATH", os.defpath)
+        candidates = [os.path.join(d or (cwd or os.getcwd()), argv0) for d in path.split(os.pathsep)]
+    denied = False
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return candidate
+            denied = True
+        elif os.path.isdir(candidate) and "/" in argv0:
+            denied = True
+    raise SpawnError("exec", errno.EACCES if denied else errno.ENOENT, argv0)
 
 
 def prepare(
@@ -90,10 +118,12 @@ def prepare(
 ) -> Prepared:
     """Start the child: created in the cgroup v2 directory ``into`` (if given),
     it writes ``0`` to every ``join_fds`` (v1 ``tasks`` files opened by the
-    parent), sets up stdio, session and cwd, then waits for :func:`launch` to
-    exec ``argv``. Preparing while waiting for the lock leaves only a wake-up
-    and an exec for the handoff.
+    parent), sets up stdio, session and cwd, and parks until :func:`launch`.
+    Preparing while waiting for the lock leaves only a wake-up and an exec for
+    the handoff. Raises SpawnError when the command cannot be found or the
+    child cannot join or set up.
     """
+    resolve(argv[0], env, cwd)
     err_r, err_w = os.pipe()
     go_r, go_w = os.pipe()
     pid = -1
@@ -107,46 +137,39 @@ def prepare(
         pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         os.close(go_w)
+        os.close(err_r)
         _child(argv, cwd, env, stdio, new_session, join_fds, err_w, go_r)
     os.close(err_w)
     os.close(go_r)
-    return Prepared(pid, go_w, err_r, argv[0])
+    try:
+        data = _read_all(err_r)  # EOF once the child is parked in sh (or failed)
+    finally:
+        os.close(err_r)
+    if data:
+        os.close(go_w)
+        os.waitpid(pid, 0)
+        stage, _, number = data.decode().partition(":")
+        raise SpawnError(stage, int(number or 0), argv[0])
+    return Prepared(pid, go_w, argv[0])
 
 
 def launch(prepared: Prepared) -> int:
-    """Let the prepared child exec; return its pid once it has.
-
-    Raises :class:`SpawnError` when it failed to join, set up or exec.
-    """
+    """Let the prepared child exec; return its pid."""
     try:
-        os.write(prepared.go_w, b"g")
+        os.write(prepared.go_w, b"g\n")
     except BrokenPipeError:
-        pass  # it already failed: the error pipe says how
+        pass  # it died while parked: the supervisor sees it exit
     finally:
         os.close(prepared.go_w)
-    data = b""
-    try:
-        while True:
-            chunk = os.read(prepared.err_r, 64)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(prepared.err_r)
-    if data:
-        os.waitpid(prepared.pid, 0)
-        stage, _, number = data.decode().partition(":")
-        raise SpawnError(stage, int(number or 0), prepared.argv0)
     return prepared.pid
 
 
 def abandon(prepared: Prepared) -> None:
     """The prepared child will not run: it exits when its pipe closes; reap it."""
-    for fd in (prepared.go_w, prepared.err_r):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    try:
+        os.close(prepared.go_w)
+    except OSError:
+        pass
     try:
         os.waitpid(prepared.pid, 0)
     except ChildProcessError:
@@ -167,6 +190,32 @@ def spawn(
     return launch(
         prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session, join_fds=join_fds, into=into)
     )
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while True:
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _park_fd(avoid: int) -> int | None:
+    """A descriptor in 3..9 the command does not inherit (free, or one of
+    ours that closes on exec anyway), to park the go pipe on."""
+    import fcntl
+
+    for fd in PARK_FDS:
+        if fd == avoid:
+            continue
+        try:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFD)
+        except OSError:
+            return fd  # free
+        if flags & fcntl.FD_CLOEXEC:
+            return fd
+    return None
 
 
 def _child(
@@ -207,14 +256,28 @@ def _child(
         stage = "chdir"
         if cwd is not None:
             os.chdir(cwd)
-        if os.read(go_r, 1) != b"g":  # the parent gave up
+        stage = "setup"
+        park = _park_fd(avoid=err_w)
+        if park is not None:
+            if go_r != park:
+                os.dup2(go_r, park)
+            os.set_inheritable(park, True)  # it survives the exec of sh (dup2 onto itself would not)
+            os.execve("/bin/sh", ["sh", "-c", TRAMPOLINE.format(fd=park), "sh", *argv], env)
+        # Every low descriptor is inherited by the command: park in Python instead.
+        os.close(err_w)
+        if os.read(go_r, 1) != b"g":
             os._exit(127)
-        stage = "exec"
         os.execvpe(argv[0], argv, env)
     except OSError as err:
-        os.write(err_w, f"{stage}:{err.errno or 0}".encode())
+        try:
+            os.write(err_w, f"{stage}:{err.errno or 0}".encode())
+        except OSError:
+            pass
     except BaseException:
-        os.write(err_w, f"{stage}:0".encode())
+        try:
+            os.write(err_w, f"{stage}:0".encode())
+        except OSError:
+            pass
     finally:
         os._exit(127)
 

@@ -10,6 +10,7 @@ sandbox never outlives the command.
 from __future__ import annotations
 
 import os
+import resource
 import select
 import signal
 import time
@@ -127,22 +128,25 @@ class Supervisor:
         self.warned_high = False
 
     def run(
-        self, prepared: Prepared, *, foreground: bool, started: Callable[[int], None] | None = None
+        self,
+        prepared: Prepared,
+        *,
+        foreground: bool,
+        started: Callable[[int], None] | None = None,
+        ended: Callable[[], None] | None = None,
     ) -> Outcome:
         """Launch the prepared child and supervise it until its tree is gone.
 
         ``foreground`` says the child stays in seqbox's process group (see
-        :func:`terminal_foreground`). ``started`` is called with its pid once
-        it has exec'ed.
+        :func:`terminal_foreground`). ``started`` is called with its pid once it
+        runs; ``ended`` as soon as its main process has exited and the final kill
+        of the rest of its tree has been issued (the queue's turn can go then).
         """
         sandbox, policy = self.sandbox, self.policy
         self.interrupts.recording()
         rusage_before = _children_cpu()
         start = time.monotonic()
-        try:
-            pid = launch(prepared)
-        except SpawnError as err:
-            return self._spawn_failed(err)
+        pid = launch(prepared)
         if started is not None:
             started(pid)
         skip_pgrp = os.getpgrp() if foreground else None
@@ -178,6 +182,8 @@ class Supervisor:
         # The final kill: nothing of the tree outlives the command.
         if not sandbox.is_empty():
             sandbox.kill_all()
+        if ended is not None:
+            ended()
         sandbox.wait_empty()
         self._handle_signals(skip_pgrp)
         if self.reason is None and sandbox.memory_exceeded(None):
@@ -245,17 +251,6 @@ class Supervisor:
 
     # -- results ----------------------------------------------------------------
 
-    def _spawn_failed(self, err: SpawnError) -> Outcome:
-        if err.stage == "exec":
-            what = "command not found" if err.exit_code == 127 else "cannot execute"
-            self.out.error(f"{what}: {err.argv0} ({os.strerror(err.errno)})")
-            return Outcome("error", err.exit_code)
-        if err.stage == "chdir":
-            self.out.error(f"cannot change directory: {os.strerror(err.errno)}")
-        else:
-            self.out.error(f"cannot start the command in the sandbox ({err.stage}: {os.strerror(err.errno)})")
-        return Outcome("error", 125)
-
     def _outcome(self, status: int, wall: float, cpu: float) -> Outcome:
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         peak = self.sandbox.peak_mem()
@@ -295,8 +290,19 @@ class Supervisor:
         return ("ok" if code == 0 else "failed"), code
 
 
-def _children_cpu() -> float:
-    import resource
+def spawn_failed(err: SpawnError, out: Output) -> Outcome:
+    """The outcome of a command that could not be started (126/127, or 125)."""
+    if err.stage == "exec":
+        what = "command not found" if err.exit_code == 127 else "cannot execute"
+        out.error(f"{what}: {err.argv0} ({os.strerror(err.errno)})")
+        return Outcome("error", err.exit_code)
+    if err.stage == "chdir":
+        out.error(f"cannot change directory: {os.strerror(err.errno)}")
+    else:
+        out.error(f"cannot start the command in the sandbox ({err.stage}: {os.strerror(err.errno)})")
+    return Outcome("error", 125)
 
+
+def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
