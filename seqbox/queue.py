@@ -197,14 +197,19 @@ def _unlink(dir_fd: int, name: str) -> None:
 class Turn:
     """A place in the queue, then (after :meth:`wait`) a held slot."""
 
-    def __init__(self, lockdir: LockDir, number: int, ticket_fd: int, slots: int) -> None:
+    def __init__(
+        self, lockdir: LockDir, number: int, ticket_fd: int, slots: int, info: dict[str, object]
+    ) -> None:
         self.lockdir = lockdir
         self.number = number
         self.ticket_fd: int | None = ticket_fd
         self.slots = slots
+        self.info = info
         self.slot_fd: int | None = None
         self.slot: int | None = None
         self.wait_s = 0.0
+        #: who held our slot before us, as its slot file said (see :meth:`_took`)
+        self.previous: dict[str, object] | None = None
 
     @property
     def lock(self) -> str:
@@ -284,7 +289,14 @@ class Turn:
         return False
 
     def _took(self, k: int, fd: int) -> None:
+        """The slot is ours: note who had it, and say at once that we do now."""
         self.slot, self.slot_fd = k, fd
+        try:
+            previous = json.loads(flocks.read_fd(fd) or b"null")
+        except ValueError:
+            previous = None
+        self.previous = previous if isinstance(previous, dict) else None
+        flocks.write_fd(fd, json.dumps(self.info).encode())
 
     @property
     def held(self) -> bool:
@@ -332,8 +344,9 @@ def arrive(
             # even after the last one out has tidied the directory away.
             number = max(time.time_ns(), (int(text) if text.isdigit() else 0) + 1)
             flocks.write_fd(door, str(number).encode())
-            ticket = _make_ticket(lockdir.fd, number, {**info, "number": number})
-            return Turn(lockdir, number, ticket, slots)
+            info = {**info, "number": number}
+            ticket = _make_ticket(lockdir.fd, number, info)
+            return Turn(lockdir, number, ticket, slots, info)
         except BaseException:
             lockdir.close()
             raise

@@ -121,7 +121,7 @@ def execute(
         try:
             for path in leftovers.find(key):
                 out.info(f"removing {path}, left by a crashed run")
-                leftovers.remove(path)
+                leftovers.remove(path)  # a few directory listings when there is none
             return run.execute(choose_backend(options, out), interrupts)
         finally:
             run.release()
@@ -308,6 +308,7 @@ class Run:
                     raise CancelledRun("cancelled by 'seqbox kill --all' before it started") from None
                 finally:
                     line.done()
+                self.clean_after_crash(self.turn.previous)
             if not self.nested and os.path.basename(self.argv[0]) == "git":
                 from seqbox import gitguard
 
@@ -320,6 +321,23 @@ class Run:
             abandon(prepared)
             raise
         self.waited = time.monotonic() - start
+
+    def clean_after_crash(self, previous: dict[str, object] | None) -> None:
+        """If the run before us died without ending its tree (its supervisor was
+        SIGKILLed), its cgroups still run: end them before we start."""
+        from seqbox import leftovers, procinfo
+
+        if previous is None:
+            return
+        pid, start = previous.get("pid"), previous.get("start")
+        if not isinstance(pid, int) or procinfo.is_alive(pid, start if isinstance(start, float) else None):
+            return
+        paths = leftovers.find(self.key)
+        for path in paths:
+            leftovers.remove(path)
+        if paths:
+            names = sorted({os.path.basename(path) for path in paths})
+            self.out.note(f"the run before (pid {pid}) died; ended what it left running: {', '.join(names)}")
 
     def release(self) -> None:
         if self.turn is not None:

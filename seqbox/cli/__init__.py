@@ -11,7 +11,7 @@ import os
 import sys
 
 from seqbox.errors import EXIT_SEQBOX_FAILED, SeqboxError
-from seqbox.interrupts import Interrupted
+from seqbox.interrupts import KILL_REQUEST, Interrupted
 from seqbox.output import Output
 
 
@@ -54,6 +54,9 @@ def handle_errors(func: object, debug: bool, out: Output | None = None) -> int:
         out.error(str(err))
         return err.exit_code
     except Interrupted as err:
+        if err.signum == KILL_REQUEST:  # `seqbox kill` before the command started
+            out.error("killed by 'seqbox kill' before it started")
+            return 128 + 9
         return 128 + err.signum
     except KeyboardInterrupt:
         return 130
