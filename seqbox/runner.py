@@ -55,12 +55,14 @@ class CancelledRun(SeqboxError):
 
 
 def limits_for(options: RunOptions) -> Limits:
+    warn = options.warn_at
     return Limits(
         mem=options.mem,
         mem_high=options.mem_high,
         pids=options.pids,
         cpus=options.cpus,
         poll_interval=options.poll_interval,
+        notify_at=int(warn * options.mem) if warn and options.mem else None,
     )
 
 
@@ -87,7 +89,7 @@ def make_sandbox(selection: Selection, options: RunOptions, name: str, out: Outp
         from seqbox.backends.poll import PollBackend
 
         out.note(f"{selection.backend.name} failed ({err}); enforcing limits by polling instead")
-        selection.backend = PollBackend(subreaper=True)
+        selection.backend = PollBackend(linux=True)
         return selection.backend.create(limits, name)
 
 

@@ -9,6 +9,7 @@ sandbox never outlives the command.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import select
@@ -151,7 +152,17 @@ class Supervisor:
             started(pid)
         skip_pgrp = os.getpgrp() if foreground else None
         deadline = start + policy.timeout if policy.timeout else None
-        next_sample = start + min(policy.poll_interval, 0.05)
+        # Sleep until something happens: a signal (a child exited, seqbox was asked
+        # to stop), a kernel memory notification, or the next deadline. Cgroup
+        # backends sample rarely: the kernel enforces and notifies.
+        poller = select.poll()
+        poller.register(self.interrupts.wake_r, select.POLLIN)
+        watched = set()
+        for fd, mask in sandbox.watch_fds():
+            poller.register(fd, mask)
+            watched.add(fd)
+        interval = sandbox.sample_interval
+        next_sample = start  # at once: a command of a few ms still gets a sample
         status: int | None = None
         while True:
             reap()
@@ -162,7 +173,7 @@ class Supervisor:
             now = time.monotonic()
             if now >= next_sample:
                 self._sample()
-                next_sample = now + policy.poll_interval
+                next_sample = now + interval
             if deadline is not None and now >= deadline and self.reason is None:
                 self._timeout()
             if self.kill_at is not None and now >= self.kill_at:
@@ -173,10 +184,11 @@ class Supervisor:
                 wake.append(deadline)
             if self.kill_at is not None:
                 wake.append(self.kill_at)
-            try:
-                select.select([self.interrupts.wake_r], [], [], max(0.0, min(wake) - time.monotonic()))
-            except InterruptedError:  # pragma: no cover - PEP 475 retries select
-                pass
+            timeout_ms = max(0, math.ceil((min(wake) - time.monotonic()) * 1000))
+            notified = [fd for fd, _ in poller.poll(timeout_ms) if fd in watched]
+            if notified:
+                sandbox.acknowledge(notified)
+                self._sample()  # the kernel says memory changed: look now
         wall = time.monotonic() - start
         forget(pid)
         # The final kill: nothing of the tree outlives the command.
@@ -215,7 +227,7 @@ class Supervisor:
     def _sample(self) -> None:
         sandbox, policy = self.sandbox, self.policy
         usage = sandbox.sample()
-        self.procs_peak = max(self.procs_peak, usage.procs)
+        self.procs_peak = max(self.procs_peak, usage.procs, sandbox.tasks_peak() or 0)
         if self.on_sample is not None:
             self.on_sample(time.monotonic(), usage.mem, usage.procs)
         if self.reason not in ("memory", "interrupt") and sandbox.memory_exceeded(usage):
@@ -262,7 +274,7 @@ class Supervisor:
             wall_s=wall,
             cpu_s=cpu,
             peak_mem_bytes=peak,
-            procs_peak=max(self.procs_peak, 1),
+            procs_peak=max(self.procs_peak, self.sandbox.tasks_peak() or 0, 1),
             interrupted=self.reason == "interrupt",
         )
 

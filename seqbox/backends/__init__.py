@@ -25,7 +25,7 @@ def candidates() -> list[Backend]:
         from seqbox.backends.cgroup2 import Cgroup2Backend
 
         backends += [Cgroup2Backend(), Cgroup1Backend()]
-    backends.append(PollBackend(subreaper=LINUX))
+    backends.append(PollBackend(linux=LINUX))
     return backends
 
 

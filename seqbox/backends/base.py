@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class Limits:
     """What a sandbox enforces. ``None`` means no limit."""
 
-    __slots__ = ("cpus", "mem", "mem_high", "pids", "poll_interval")
+    __slots__ = ("cpus", "mem", "mem_high", "notify_at", "pids", "poll_interval")
 
     def __init__(
         self,
@@ -31,12 +31,15 @@ class Limits:
         pids: int | None = None,
         cpus: float | None = None,
         poll_interval: float = 0.1,
+        notify_at: int | None = None,
     ) -> None:
         self.mem = mem
         self.mem_high = mem_high
         self.pids = pids
         self.cpus = cpus
         self.poll_interval = poll_interval
+        #: usage in bytes at which the supervisor wants a notification (--warn-at)
+        self.notify_at = notify_at
 
     def __repr__(self) -> str:
         return f"Limits(mem={self.mem}, mem_high={self.mem_high}, pids={self.pids}, cpus={self.cpus})"
@@ -72,6 +75,9 @@ class Sandbox(abc.ABC):
     backend: str
     #: True when the kernel enforces the memory limit itself
     kernel_enforced: bool = True
+    #: how often the supervisor samples the tree, in seconds; between samples it
+    #: sleeps until a signal or a kernel notification (see :meth:`watch_fds`)
+    sample_interval: float = 1.0
     #: cgroup directories (or other state) to clean up if the supervisor dies
     leftovers: list[str]
 
@@ -93,6 +99,19 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     def memory_exceeded(self, usage: Usage | None) -> bool:
         """True once the tree went over the memory limit (kernel counters on cgroups)."""
+
+    def watch_fds(self) -> list[tuple[int, int]]:
+        """(fd, poll events) the kernel signals on when memory needs a look now:
+        an OOM kill, a threshold crossed."""
+        return []
+
+    def acknowledge(self, fds: list[int]) -> None:  # noqa: B027 - optional hook
+        """Re-arm the notifications that fired (read eventfds, reread files)."""
+
+    def tasks_peak(self) -> int | None:
+        """The most tasks (processes and threads) the tree had, where the
+        kernel counts it (pids.peak)."""
+        return None
 
     def pids_exceeded(self, usage: Usage | None) -> bool:
         """True when a backend that cannot stop forks saw too many tasks."""

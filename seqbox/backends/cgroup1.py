@@ -128,6 +128,52 @@ class Cgroup1Sandbox(Sandbox):
             raise
         self.memory = self.dirs["memory"]
         self._oom_seen = False
+        self.files = cgroupfs.OpenFiles()
+        memory = self.memory
+        self.files.open("usage", os.path.join(memory, "memory.usage_in_bytes"))
+        self.files.open("procs", os.path.join(memory, "cgroup.procs"))
+        self.files.open("oom", os.path.join(memory, "memory.oom_control"))
+        if "pids" in self.dirs:
+            self.files.open("tasks_peak", os.path.join(self.dirs["pids"], "pids.peak"))
+        if self.unified_kill:
+            self.files.open("events", os.path.join(self.dirs["unified"], "cgroup.events"))
+        self.eventfds = self._register_notifications()
+
+    def _register_notifications(self) -> list[int]:
+        """eventfds the kernel bumps on an OOM in the cgroup and when usage
+        crosses --warn-at: the supervisor wakes at once instead of polling."""
+        if not hasattr(os, "eventfd"):  # pragma: no cover - Python < 3.10 on Linux
+            return []
+        control = os.path.join(self.memory, "cgroup.event_control")
+        wanted = [(self.files.fd("oom"), "")]
+        if self.limits.notify_at is not None:
+            wanted.append((self.files.fd("usage"), f" {self.limits.notify_at}"))
+        eventfds = []
+        for target, argument in wanted:
+            if target is None:
+                continue
+            efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            try:
+                cgroupfs.write(control, f"{efd} {target}{argument}")
+                eventfds.append(efd)
+            except BackendError:  # no notifications: sampling still catches it
+                os.close(efd)
+        return eventfds
+
+    def watch_fds(self) -> list[tuple[int, int]]:
+        import select
+
+        return [(fd, select.POLLIN) for fd in self.eventfds]
+
+    def acknowledge(self, fds: list[int]) -> None:
+        for fd in fds:
+            try:
+                os.eventfd_read(fd)
+            except BlockingIOError:
+                pass
+
+    def tasks_peak(self) -> int | None:
+        return self.files.number("tasks_peak")
 
     def _make(self, layout: Cgroup1Layout, controller: str, name: str) -> None:
         path = os.path.join(layout.dirs[controller], name)
@@ -185,13 +231,13 @@ class Cgroup1Sandbox(Sandbox):
         }
 
     def sample(self) -> Usage:
-        mem = cgroupfs.read_int_or_none(os.path.join(self.memory, "memory.usage_in_bytes")) or 0
-        text = cgroupfs.try_read(os.path.join(self.memory, "cgroup.procs")) or ""
-        return Usage(mem, len(set(text.split())))  # v1 may repeat a pid per thread
+        mem = self.files.number("usage") or 0
+        procs = self.files.text("procs") or ""
+        return Usage(mem, len(set(procs.split())))  # v1 may repeat a pid per thread
 
     def memory_exceeded(self, usage: Usage | None) -> bool:
         if not self._oom_seen:
-            text = cgroupfs.try_read(os.path.join(self.memory, "memory.oom_control")) or ""
+            text = self.files.text("oom") or ""
             self._oom_seen = cgroupfs.parse_flat_keyed(text).get("oom_kill", 0) > 0
         return self._oom_seen
 
@@ -225,13 +271,17 @@ class Cgroup1Sandbox(Sandbox):
             kill_pids(pids)
 
     def is_empty(self) -> bool:
-        if self.unified_kill:
-            text = cgroupfs.try_read(os.path.join(self.dirs["unified"], "cgroup.events"))
-            if text is not None:
-                return cgroupfs.parse_flat_keyed(text).get("populated", 0) == 0
+        text = self.files.text("events")
+        if text is not None:
+            return cgroupfs.parse_flat_keyed(text).get("populated", 0) == 0
         return not self.pids()
 
     def close(self) -> None:
+        if hasattr(self, "files"):
+            self.files.close()
+        for fd in getattr(self, "eventfds", []):
+            os.close(fd)
+        self.eventfds = []
         errors = []
         for path in reversed(self.leftovers):
             try:

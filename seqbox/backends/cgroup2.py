@@ -261,7 +261,19 @@ class Cgroup2Sandbox(Sandbox):
             self.close()
             raise
         self.has_kill = os.path.exists(os.path.join(self.node, "cgroup.kill"))
-        self.has_peak = os.path.exists(os.path.join(self.node, "memory.peak"))
+        self.files = cgroupfs.OpenFiles()
+        for key, path in (
+            ("current", self._file("memory.current")),
+            ("peak", self._file("memory.peak")),
+            ("events", self._file("memory.events")),  # hierarchical: wakes us on any OOM below
+            ("events_local", self._file("memory.events.local")),
+            ("leaf_events", os.path.join(self.leaf, "memory.events")),
+            ("procs", os.path.join(self.leaf, "cgroup.procs")),
+            ("tasks_peak", self._file("pids.peak")),
+            ("populated", self._file("cgroup.events")),
+        ):
+            self.files.open(key, path)
+        self.files.text("events")  # read once: poll() then reports the next change
 
     def _file(self, name: str) -> str:
         return os.path.join(self.node, name)
@@ -299,34 +311,44 @@ class Cgroup2Sandbox(Sandbox):
             "procs_file": os.path.join(self.leaf, "cgroup.procs"),
         }
 
+    def watch_fds(self) -> list[tuple[int, int]]:
+        """memory.events raises a file-modified event on every change: poll()
+        reports POLLPRI (and POLLERR) until it is read again."""
+        import select
+
+        fd = self.files.fd("events")
+        return [] if fd is None else [(fd, select.POLLPRI | select.POLLERR)]
+
+    def acknowledge(self, fds: list[int]) -> None:
+        self.files.text("events")
+
+    def tasks_peak(self) -> int | None:
+        return self.files.number("tasks_peak")
+
     def sample(self) -> Usage:
-        mem = cgroupfs.read_int_or_none(self._file("memory.current")) or 0
+        mem = self.files.number("current") or 0
         self._sampled_peak = max(self._sampled_peak, mem)
-        procs = cgroupfs.try_read(os.path.join(self.leaf, "cgroup.procs")) or ""
+        procs = self.files.text("procs") or ""
         return Usage(mem, len(procs.split()))
 
     def memory_exceeded(self, usage: Usage | None) -> bool:
+        """OOM in this run's own limit (memory.events.local of the node: oom,
+        oom_group_kill), or an OOM kill among the command's processes (the
+        leaf's memory.events). Nested runs' own OOMs are theirs to report."""
         if not self._oom_seen:
-            local = cgroupfs.try_read(self._file("memory.events.local"))
+            local = self.files.text("events_local")
             if local is not None:
                 events = cgroupfs.parse_flat_keyed(local)
                 hit = events.get("oom", 0) + events.get("oom_kill", 0) + events.get("oom_group_kill", 0)
-            else:
-                hit = cgroupfs.parse_flat_keyed(cgroupfs.try_read(self._file("memory.events")) or "").get(
-                    "oom_kill", 0
-                )
-            leaf = cgroupfs.parse_flat_keyed(
-                cgroupfs.try_read(os.path.join(self.leaf, "memory.events")) or ""
-            )
+            else:  # kernels before 5.2
+                hit = cgroupfs.parse_flat_keyed(self.files.text("events") or "").get("oom_kill", 0)
+            leaf = cgroupfs.parse_flat_keyed(self.files.text("leaf_events") or "")
             self._oom_seen = hit > 0 or leaf.get("oom_kill", 0) > 0
         return self._oom_seen
 
     def peak_mem(self) -> int | None:
-        if self.has_peak:
-            peak = cgroupfs.read_int_or_none(self._file("memory.peak"))
-            if peak is not None:
-                return peak
-        return self._sampled_peak or None
+        peak = self.files.number("peak")
+        return peak if peak is not None else (self._sampled_peak or None)
 
     def cpu_seconds(self) -> float | None:
         stat = cgroupfs.parse_flat_keyed(cgroupfs.try_read(self._file("cpu.stat")) or "")
@@ -375,12 +397,14 @@ class Cgroup2Sandbox(Sandbox):
                     pass
 
     def is_empty(self) -> bool:
-        text = cgroupfs.try_read(self._file("cgroup.events"))
+        text = self.files.text("populated")
         if text is None:
             return not os.path.isdir(self.node) or not self.pids()
         return cgroupfs.parse_flat_keyed(text).get("populated", 0) == 0
 
     def close(self) -> None:
+        if hasattr(self, "files"):
+            self.files.close()
         try:
             for path in reversed(self.leftovers):
                 cgroupfs.remove_tree(path)

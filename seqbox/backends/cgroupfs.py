@@ -148,6 +148,52 @@ def host_path(mount: Mount, cgroup_path: str) -> str:
 # -- reading and writing, with errors that name the file ---------------------
 
 
+class OpenFiles:
+    """Files the supervisor reads again and again (usage, events): kept open
+    and read with one pread each, instead of open + read + close."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+
+    def open(self, key: str, path: str) -> bool:
+        try:
+            self._fds[key] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return True
+        except OSError:
+            return False
+
+    def fd(self, key: str) -> int | None:
+        return self._fds.get(key)
+
+    def text(self, key: str) -> str | None:
+        fd = self._fds.get(key)
+        if fd is None:
+            return None
+        chunks, offset = [], 0
+        try:
+            while True:
+                chunk = os.pread(fd, 65536, offset)
+                chunks.append(chunk)
+                if len(chunk) < 65536:
+                    break
+                offset += len(chunk)
+        except OSError:
+            return None
+        return b"".join(chunks).decode("ascii", "replace")
+
+    def number(self, key: str) -> int | None:
+        text = self.text(key)
+        try:
+            return int(text.split()[0]) if text else None
+        except ValueError:
+            return None
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
 def read(path: str) -> str:
     try:
         with open(path, encoding="ascii") as f:

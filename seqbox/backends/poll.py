@@ -1,12 +1,13 @@
-"""Polling with psutil, for macOS, BSD and Linux without a usable cgroup.
+"""Polling, for macOS, BSD and Linux without a usable cgroup.
 
-Every ``poll_interval`` (0.1 s by default) the supervisor sums the RSS of the
-whole tree and kills the tree when it is over the limit. Descendants stay
-tracked after they are re-parented: on Linux seqbox is a child subreaper (so
-orphans are re-parented to it), and everywhere every pid ever seen is
-remembered as a psutil.Process, which pins its create time against pid reuse.
-
-Only psutil calls that exist on macOS are used.
+Every ``poll_interval`` (0.1 s by default) the supervisor measures the whole
+tree (see :mod:`seqbox.backends.proctree`) and kills it when it is over the
+memory limit, or over ``--pids`` (polling cannot refuse a fork, so too many
+tasks end the tree). On Linux seqbox is a child subreaper, so orphans stay in
+its tree; everywhere every pid seen is remembered against re-parenting and
+pid reuse. The kill stops the whole tree first (SIGSTOP), round after round
+until no new process appears, then SIGKILLs every member: a fork bomb cannot
+outrun it.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import psutil
-
+    from seqbox.backends.proctree import ProcTree
     from seqbox.spawn import Prepared, Stdio
 
 PR_SET_CHILD_SUBREAPER = 36
-IDENTITY_CHECK_EVERY = 10  # samples between pid-reuse checks of tracked processes
+STOP_ROUNDS = 1000
 
 
 def become_subreaper() -> bool:
@@ -41,104 +41,58 @@ def become_subreaper() -> bool:
 class PollBackend(Backend):
     name = "poll"
 
-    def __init__(self, subreaper: bool) -> None:
-        self.subreaper = subreaper
+    def __init__(self, linux: bool) -> None:
+        self.linux = linux
 
     def probe(self) -> Probe:
+        if self.linux:
+            return Probe(
+                self.name, True, "polling /proc; seqbox is the tree's child subreaper", {"subreaper": True}
+            )
         try:
             import psutil  # noqa: F401
         except ImportError as err:  # pragma: no cover - psutil is a dependency
             return Probe(self.name, False, f"psutil is not importable: {err}")
-        how = "a child subreaper" if self.subreaper else "remembering every pid seen"
         return Probe(
-            self.name, True, f"psutil polling; descendants tracked as {how}", {"subreaper": self.subreaper}
+            self.name, True, "polling with psutil; every pid seen is remembered", {"subreaper": False}
         )
 
     def create(self, limits: Limits, name: str) -> Sandbox:
-        return PollSandbox(limits, self.subreaper)
+        if self.linux:
+            from seqbox.backends.proctree import LinuxProcTree
+
+            become_subreaper()
+            return PollSandbox(limits, LinuxProcTree())
+        from seqbox.backends.proctree import PsutilProcTree
+
+        return PollSandbox(limits, PsutilProcTree())
 
 
 class PollSandbox(Sandbox):
     backend = "poll"
     kernel_enforced = False
 
-    def __init__(self, limits: Limits, subreaper: bool) -> None:
-        import psutil
-
-        self._psutil = psutil
+    def __init__(self, limits: Limits, tree: ProcTree) -> None:
         self.limits = limits
+        self.tree = tree
         self.leftovers = []
-        self.is_subreaper = subreaper and become_subreaper()
-        self.me = os.getpid()
-        self.tracked: dict[int, psutil.Process] = {}
+        self.sample_interval = limits.poll_interval
         self._peak = 0
         self._mem_exceeded = False
-        self._samples = 0
         self._tasks = 0
+        self._tasks_peak = 0
 
     def prepare(
         self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
     ) -> Prepared:
-        prepared = prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session)
-        self._track(prepared.pid)
-        return prepared
-
-    # -- the tree ---------------------------------------------------------------
-
-    def _track(self, pid: int) -> None:
-        if pid not in self.tracked:
-            try:
-                self.tracked[pid] = self._psutil.Process(pid)
-            except self._psutil.Error:
-                pass
-
-    def _ppid_map(self) -> dict[int, int]:
-        ppid_map = getattr(self._psutil, "_ppid_map", None)
-        if ppid_map is not None:
-            result: dict[int, int] = ppid_map()
-            return result
-        return {p.pid: p.info["ppid"] for p in self._psutil.process_iter(["ppid"])}  # pragma: no cover
-
-    def _discover(self) -> None:
-        """Add every new descendant of seqbox or of a tracked process; drop the dead."""
-        ppids = self._ppid_map()
-        for pid in [pid for pid in self.tracked if pid not in ppids]:
-            del self.tracked[pid]
-        children: dict[int, list[int]] = {}
-        for pid, ppid in ppids.items():
-            children.setdefault(ppid, []).append(pid)
-        stack = [self.me, *self.tracked]
-        seen = set(stack)
-        while stack:
-            for child in children.get(stack.pop(), ()):
-                if child not in seen:
-                    seen.add(child)
-                    stack.append(child)
-                    self._track(child)
-
-    def _verify_identities(self) -> None:
-        for pid, proc in list(self.tracked.items()):
-            if not proc.is_running():
-                del self.tracked[pid]
+        return prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session)
 
     def sample(self) -> Usage:
-        self._discover()
-        self._samples += 1
-        if self._samples % IDENTITY_CHECK_EVERY == 0:
-            self._verify_identities()
-        ps = self._psutil
-        total, alive, tasks = 0, 0, 0
-        for pid, proc in list(self.tracked.items()):
-            try:
-                total += proc.memory_info().rss
-                if self.limits.pids is not None:
-                    tasks += proc.num_threads()
-                alive += 1
-            except ps.Error:
-                del self.tracked[pid]
-        self._peak = max(self._peak, total)
-        self._tasks = tasks
-        return Usage(total, alive)
+        reading = self.tree.read()
+        self._peak = max(self._peak, reading.mem)
+        self._tasks = reading.tasks
+        self._tasks_peak = max(self._tasks_peak, reading.tasks)
+        return Usage(reading.mem, reading.procs)
 
     def memory_exceeded(self, usage: Usage | None) -> bool:
         if not self._mem_exceeded and usage is not None and self.limits.mem is not None:
@@ -151,53 +105,38 @@ class PollSandbox(Sandbox):
     def peak_mem(self) -> int | None:
         return self._peak or None
 
+    def tasks_peak(self) -> int | None:
+        return self._tasks_peak or None
+
     def pids(self) -> list[int]:
-        self._discover()
-        return list(self.tracked)
+        return self.tree.members()
 
     def signal_all(self, sig: int, skip_pgrp: int | None = None) -> None:
-        self._discover()
-        for proc in list(self.tracked.values()):
+        for pid in self.tree.members():
             try:
-                if skip_pgrp is not None and os.getpgid(proc.pid) == skip_pgrp:
+                if skip_pgrp is not None and os.getpgid(pid) == skip_pgrp:
                     continue
-                proc.send_signal(sig)
-            except (self._psutil.Error, ProcessLookupError):
-                pass
+            except ProcessLookupError:
+                continue
+            self.tree.signal(pid, sig)
 
     def kill_all(self) -> None:
         """Stop the whole tree first, so a fork bomb cannot outrun us, then
         SIGKILL every member. Stopped processes cannot fork; each round finds
         the children forked before their parent stopped."""
-        ps = self._psutil
-        stopped: dict[int, psutil.Process] = {}
-        for _ in range(1000):
-            self._discover()
-            fresh = [proc for pid, proc in self.tracked.items() if pid not in stopped]
+        stopped: set[int] = set()
+        for _ in range(STOP_ROUNDS):
+            fresh = [pid for pid in self.tree.members() if pid not in stopped]
             if not fresh:
                 break
-            for proc in fresh:
-                try:
-                    proc.send_signal(signal.SIGSTOP)
-                except ps.Error:
-                    pass
-                stopped[proc.pid] = proc
-        for proc in stopped.values():
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except ps.Error:
-                pass
+            for pid in fresh:
+                self.tree.signal(pid, signal.SIGSTOP)
+                stopped.add(pid)
+        for pid in stopped:
+            self.tree.signal(pid, signal.SIGKILL)
 
     def is_empty(self) -> bool:
-        self._discover()
-        ps = self._psutil
-        for proc in self.tracked.values():
-            try:
-                if proc.status() != ps.STATUS_ZOMBIE:
-                    return False
-            except ps.Error:
-                continue
-        return True
+        return self.tree.is_empty()
 
     def close(self) -> None:
-        self.tracked.clear()
+        self.tree.close()
