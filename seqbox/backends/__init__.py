@@ -15,18 +15,32 @@ __all__ = ["Backend", "Limits", "Probe", "Sandbox", "Selection", "Usage", "candi
 LINUX = sys.platform.startswith("linux")
 
 
-def candidates() -> list[Backend]:
-    """Every backend this platform could have, best first."""
+def _cgroup2() -> Backend:
+    from seqbox.backends.cgroup2 import Cgroup2Backend
+
+    return Cgroup2Backend()
+
+
+def _cgroup1() -> Backend:
+    from seqbox.backends.cgroup1 import Cgroup1Backend
+
+    return Cgroup1Backend()
+
+
+def _poll() -> Backend:
     from seqbox.backends.poll import PollBackend
 
-    backends: list[Backend] = []
-    if LINUX:
-        from seqbox.backends.cgroup1 import Cgroup1Backend
-        from seqbox.backends.cgroup2 import Cgroup2Backend
+    return PollBackend(linux=LINUX)
 
-        backends += [Cgroup2Backend(), Cgroup1Backend()]
-    backends.append(PollBackend(linux=LINUX))
-    return backends
+
+#: every backend this platform could have, best first (made on demand: each
+#: module is imported only when its backend is looked at)
+MAKERS = {"cgroup2": _cgroup2, "cgroup1": _cgroup1, "poll": _poll} if LINUX else {"poll": _poll}
+
+
+def candidates() -> list[Backend]:
+    """Every backend this platform could have, best first."""
+    return [make() for make in MAKERS.values()]
 
 
 class Selection:
@@ -49,19 +63,20 @@ class Selection:
 
 def select(name: str = "auto") -> Selection:
     """The backend ``name`` (or the best usable one for ``auto``)."""
-    backends = candidates()
     if name != "auto":
-        for backend in backends:
-            if backend.name == name:
-                probe = backend.probe()
-                if not probe.usable:
-                    raise BackendError(
-                        f"backend {name} is not usable here: {probe.reason}", hint="see 'seqbox doctor'"
-                    )
-                return Selection(backend, probe, [])
-        raise BackendError(f"backend {name} does not exist on {sys.platform}", hint="see 'seqbox doctor'")
+        make = MAKERS.get(name)
+        if make is None:
+            raise BackendError(f"backend {name} does not exist on {sys.platform}", hint="see 'seqbox doctor'")
+        backend = make()
+        probe = backend.probe()
+        if not probe.usable:
+            raise BackendError(
+                f"backend {name} is not usable here: {probe.reason}", hint="see 'seqbox doctor'"
+            )
+        return Selection(backend, probe, [])
     rejected: list[Probe] = []
-    for backend in backends:
+    for make in MAKERS.values():
+        backend = make()
         probe = backend.probe()
         if probe.usable:
             return Selection(backend, probe, rejected)
