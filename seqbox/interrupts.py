@@ -17,8 +17,11 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 KILL_REQUEST = signal.SIGUSR1
 
 
-class Interrupted(Exception):
-    """seqbox itself got a stop signal; exit with 128 + signum."""
+class Interrupted(BaseException):
+    """seqbox itself got a stop signal; exit with 128 + signum.
+
+    A BaseException, like KeyboardInterrupt: no ``except Exception`` (a probe
+    that must not fail, say) may swallow it."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")

@@ -19,6 +19,7 @@ import time
 
 from seqbox import procinfo
 from seqbox.backends import cgroupfs
+from seqbox.errors import BackendError
 
 NAME_RE = re.compile(r"^seqbox-(?P<key>.+)-(?P<time>\d{8}T\d{6})-(?P<pid>\d+)(?:-\d+)?$")
 SUP_RE = re.compile(r"^seqbox-sup-(?P<pid>\d+)$")
@@ -97,7 +98,7 @@ def remove(path: str) -> bool:
     if os.path.exists(kill):
         try:
             cgroupfs.write(kill, "1")
-        except Exception:
+        except BackendError:  # killed one by one below
             pass
     for _ in range(50):
         pids = _tree_pids(path)
@@ -113,7 +114,7 @@ def remove(path: str) -> bool:
         for dirpath, _, _ in os.walk(path, topdown=False):
             cgroupfs.remove_dir(dirpath, attempts=50)
         return True
-    except Exception:
+    except BackendError:  # reported by the caller
         return False
 
 

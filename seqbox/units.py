@@ -143,7 +143,7 @@ def parse_cpus(text: str | int | float, what: str = "cpus") -> float | None:
         value = float(text)
     except ValueError:
         raise UsageError(f"{what}: expected a number of cores like 1.5, got {text!r}") from None
-    if not value >= 0:  # also rejects NaN
+    if not 0 <= value < 1e6:  # also rejects NaN and infinity
         raise UsageError(f"{what}: expected a number of cores like 1.5, got {text!r}")
     return value or None
 

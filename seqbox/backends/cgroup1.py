@@ -65,7 +65,7 @@ class Cgroup1Backend(Backend):
     def probe(self) -> Probe:
         try:
             layout = Cgroup1Layout.current()
-        except Exception as err:
+        except (BackendError, OSError, ValueError) as err:  # probing must not fail
             return Probe(self.name, False, f"cannot read the cgroup layout: {err}")
         memory = layout.dirs.get("memory")
         details: dict[str, object] = {"dirs": dict(layout.dirs)}

@@ -127,7 +127,7 @@ class Cgroup2Backend(Backend):
     def probe(self) -> Probe:
         try:
             layout = Cgroup2Layout.current()
-        except Exception as err:
+        except (BackendError, OSError, ValueError) as err:  # probing must not fail
             return Probe(self.name, False, f"cannot read the cgroup layout: {err}")
         if layout.mount is None or layout.self_dir is None:
             return Probe(self.name, False, "no cgroup2 hierarchy is mounted")
