@@ -290,6 +290,9 @@ class Run:
                 if capture is not None:
                     stdout, stderr = capture.finish()
             finally:
+                if not sandbox.is_empty():  # an error or a signal before the supervisor ran
+                    sandbox.kill_all()
+                    sandbox.wait_empty()
                 sandbox.close()
         return outcome, stdout, stderr
 

@@ -143,6 +143,10 @@ def prepare(
     os.close(go_r)
     try:
         data = _read_all(err_r)  # EOF once the child is parked in sh (or failed)
+    except BaseException:  # interrupted: the child must not outlive this
+        os.close(go_w)
+        _kill_and_reap(pid)
+        raise
     finally:
         os.close(err_r)
     if data:
@@ -162,6 +166,17 @@ def launch(prepared: Prepared) -> int:
     finally:
         os.close(prepared.go_w)
     return prepared.pid
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def abandon(prepared: Prepared) -> None:
