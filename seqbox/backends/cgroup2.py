@@ -70,6 +70,8 @@ def plan_placement(
     """
     mount_path = mount_path.rstrip("/") or "/"
     if self_dir.rstrip("/") == mount_path.rstrip("/") or self_dir == mount_path:
+        if not writable.get(self_dir):
+            return Placement("none", None, f"seqbox runs in the root cgroup, and {self_dir} is not writable")
         return Placement("root", mount_path, "seqbox runs in the root cgroup")
     parent = os.path.dirname(self_dir)
     if os.path.basename(self_dir) == LEAF and os.path.basename(parent).startswith(NODE_PREFIX):
