@@ -94,6 +94,8 @@ def _command_line(
         if value is None:
             continue
         parse_value(key, value, key)  # misuse raises here, in the caller
+        if key == "cwd" and not os.path.isdir(str(value)):
+            raise UsageError(f"cwd: not a directory: {value}")
         flag = BY_KEY[key].flags[-1]
         if key in _FLAGS:
             if value:

@@ -337,10 +337,10 @@ def split_command_line(argv: list[str]) -> tuple[dict[str, object], list[str], b
                     raw[BY_FLAG[f"-{char}"].key] = True
                 i += 1
                 continue
-            raise UsageError(f"seqbox run: unknown option {name} (see 'seqbox run --help')")
+            raise UsageError(f"unknown option {name} for 'seqbox run' (see 'seqbox run --help')")
         if not opt.takes:
             if eq:
-                raise UsageError(f"seqbox run: {name} takes no value")
+                raise UsageError(f"{name} takes no value")
             raw[opt.key] = True
             i += 1
             continue
@@ -349,7 +349,7 @@ def split_command_line(argv: list[str]) -> tuple[dict[str, object], list[str], b
             i += 1
         else:
             if i + 1 >= len(argv):
-                raise UsageError(f"seqbox run: {name} needs a value ({opt.takes})")
+                raise UsageError(f"{name} needs a value ({opt.takes})")
             value = argv[i + 1]
             i += 2
         if opt.key == "env":

@@ -62,7 +62,9 @@ def limits_for(options: RunOptions) -> Limits:
         pids=options.pids,
         cpus=options.cpus,
         poll_interval=options.poll_interval,
-        notify_at=int(warn * options.mem) if warn and options.mem else None,
+        notify_at=tuple(
+            n for n in (int(warn * options.mem) if warn and options.mem else None, options.mem_high) if n
+        ),
     )
 
 

@@ -31,14 +31,14 @@ class Limits:
         pids: int | None = None,
         cpus: float | None = None,
         poll_interval: float = 0.1,
-        notify_at: int | None = None,
+        notify_at: tuple[int, ...] = (),
     ) -> None:
         self.mem = mem
         self.mem_high = mem_high
         self.pids = pids
         self.cpus = cpus
         self.poll_interval = poll_interval
-        #: usage in bytes at which the supervisor wants a notification (--warn-at)
+        #: usages in bytes at which the supervisor wants to look (--warn-at, --mem-high)
         self.notify_at = notify_at
 
     def __repr__(self) -> str:

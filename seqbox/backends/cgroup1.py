@@ -141,13 +141,13 @@ class Cgroup1Sandbox(Sandbox):
 
     def _register_notifications(self) -> list[int]:
         """eventfds the kernel bumps on an OOM in the cgroup and when usage
-        crosses --warn-at: the supervisor wakes at once instead of polling."""
+        crosses --warn-at or --mem-high: the supervisor wakes at once instead of
+        polling."""
         if not hasattr(os, "eventfd"):  # pragma: no cover - Python < 3.10 on Linux
             return []
         control = os.path.join(self.memory, "cgroup.event_control")
         wanted = [(self.files.fd("oom"), "")]
-        if self.limits.notify_at is not None:
-            wanted.append((self.files.fd("usage"), f" {self.limits.notify_at}"))
+        wanted += [(self.files.fd("usage"), f" {threshold}") for threshold in self.limits.notify_at]
         eventfds = []
         for target, argument in wanted:
             if target is None:

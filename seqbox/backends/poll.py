@@ -81,6 +81,8 @@ class PollSandbox(Sandbox):
         self._mem_exceeded = False
         self._tasks = 0
         self._tasks_peak = 0
+        thresholds = [n for n in (limits.mem, *limits.notify_at) if n is not None]
+        self._threshold = min(thresholds) if thresholds else None
 
     def prepare(
         self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
@@ -88,11 +90,18 @@ class PollSandbox(Sandbox):
         return prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session)
 
     def sample(self) -> Usage:
+        """The tree's memory: its private pages, while even its whole resident
+        set is under every threshold (then so is what the kernel would charge);
+        above, the exact proportional set size."""
         reading = self.tree.read()
-        self._peak = max(self._peak, reading.mem)
+        mem = reading.mem
+        if self._threshold is not None and reading.rss > self._threshold:
+            pss = self.tree.pss()
+            mem = reading.rss if pss is None else pss
+        self._peak = max(self._peak, mem)
         self._tasks = reading.tasks
         self._tasks_peak = max(self._tasks_peak, reading.tasks)
-        return Usage(reading.mem, reading.procs)
+        return Usage(mem, reading.procs)
 
     def memory_exceeded(self, usage: Usage | None) -> bool:
         if not self._mem_exceeded and usage is not None and self.limits.mem is not None:

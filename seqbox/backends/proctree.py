@@ -13,9 +13,14 @@ Two readers with one interface:
   process and remembers every pid seen (with its create time), since orphans
   are re-parented to launchd there.
 
-Memory is the private part of each member's resident set (resident minus
-file-backed and shared pages), so shared libraries are not counted once per
-process.
+Each sample reads every member's resident set (statm): its total, and its
+private part (resident minus file-backed and shared pages). The private sum is
+what seqbox reports while the total stays under the limit: shared libraries are
+not counted once per process. The total is an upper bound of what the kernel
+would charge, so while it is under the limit, so is the tree. Above it,
+:meth:`ProcTree.pss` measures exactly: each member's proportional set size,
+where a page shared by n processes (copy-on-write after fork, shared memory)
+counts 1/n in each.
 """
 
 from __future__ import annotations
@@ -32,20 +37,26 @@ FULL_SCAN_EVERY = 10  # samples between walks of every thread's children
 
 
 class Reading:
-    """One look at the tree: private memory in bytes, processes, tasks."""
+    """One look at the tree: private and total resident bytes, processes, tasks."""
 
-    __slots__ = ("mem", "procs", "tasks")
+    __slots__ = ("mem", "procs", "rss", "tasks")
 
-    def __init__(self, mem: int, procs: int, tasks: int) -> None:
+    def __init__(self, mem: int, procs: int, tasks: int, rss: int | None = None) -> None:
         self.mem = mem
         self.procs = procs
         self.tasks = tasks
+        self.rss = mem if rss is None else rss
 
 
 class ProcTree(abc.ABC):
     @abc.abstractmethod
     def read(self, *, full: bool = False) -> Reading:
         """Find new members, drop the dead ones, and measure the tree."""
+
+    def pss(self) -> int | None:
+        """The tree's proportional set size in bytes (shared pages divided among
+        the processes sharing them), or None where the system does not say."""
+        return None
 
     @abc.abstractmethod
     def members(self) -> list[int]:
@@ -102,12 +113,21 @@ def _pread(fd: int | None, path: str) -> bytes:
         raise
 
 
-def parse_statm(data: bytes, page: int) -> int:
-    """/proc/<pid>/statm -> private resident bytes (resident - shared)."""
+def parse_statm(data: bytes, page: int) -> tuple[int, int]:
+    """/proc/<pid>/statm -> (resident bytes, private resident bytes: resident - shared)."""
     fields = data.split()
     if len(fields) < 3:
-        return 0
-    return max(0, int(fields[1]) - int(fields[2])) * page
+        return 0, 0
+    resident, shared = int(fields[1]), int(fields[2])
+    return resident * page, max(0, resident - shared) * page
+
+
+def parse_smaps_rollup(data: bytes) -> int:
+    """/proc/<pid>/smaps_rollup -> Pss in bytes."""
+    for line in data.splitlines():
+        if line.startswith(b"Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def parse_stat(data: bytes) -> tuple[str, int]:
@@ -176,7 +196,7 @@ class LinuxProcTree(ProcTree):
         self.reads += 1
         full = full or self.reads % FULL_SCAN_EVERY == 1
         self._walk(full)
-        mem = procs = tasks = 0
+        mem = rss = procs = tasks = 0
         for member in list(self.tracked.values()):
             statm = _pread(member.statm, f"/proc/{member.pid}/statm")
             if not statm:
@@ -190,10 +210,18 @@ class LinuxProcTree(ProcTree):
                 state, member.threads = parse_stat(stat)
                 if state == "Z":
                     continue
-            mem += parse_statm(statm, self.page)
+            resident, private = parse_statm(statm, self.page)
+            rss += resident
+            mem += private
             procs += 1
             tasks += member.threads
-        return Reading(mem, procs, tasks)
+        return Reading(mem, procs, tasks, rss)
+
+    def pss(self) -> int | None:
+        total = 0
+        for member in list(self.tracked.values()):
+            total += parse_smaps_rollup(_pread(None, f"/proc/{member.pid}/smaps_rollup"))
+        return total
 
     def members(self) -> list[int]:
         self._walk(full=True)
@@ -261,20 +289,21 @@ class PsutilProcTree(ProcTree):
     def read(self, *, full: bool = False) -> Reading:
         self._walk()
         ps = self._psutil
-        mem = procs = tasks = 0
+        mem = rss = procs = tasks = 0
         for pid, proc in list(self.tracked.items()):
             try:
                 if full and not proc.is_running():  # create time differs: the pid was reused
                     del self.tracked[pid]
                     continue
                 info = proc.memory_info()
+                rss += info.rss
                 mem += max(0, info.rss - getattr(info, "shared", 0))
                 if full:
                     tasks += proc.num_threads()
                 procs += 1
             except ps.Error:
                 del self.tracked[pid]
-        return Reading(mem, procs, tasks)
+        return Reading(mem, procs, tasks, rss)
 
     def members(self) -> list[int]:
         self._walk()

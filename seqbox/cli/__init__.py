@@ -8,6 +8,7 @@ and typer costs 60 ms to import. Every other command goes through typer.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from seqbox.errors import EXIT_SEQBOX_FAILED, SeqboxError
@@ -16,6 +17,11 @@ from seqbox.output import Output
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        # Until seqbox has made anything (a cgroup, a place in a queue), Ctrl-C ends
+        # it as it would any program, without a KeyboardInterrupt traceback from the
+        # middle of an import; seqbox installs its own handlers before it makes any.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "run":
         from seqbox.cli.run import run_main

@@ -30,7 +30,7 @@ def _run(args: list[str], out: Output) -> int:
     elif raw.get("verbose"):
         out.level = VERBOSE
     if not command:
-        raise UsageError("seqbox run: no command given (usage: seqbox run [OPTIONS] -- CMD [ARGS...])")
+        raise UsageError("no command given (usage: seqbox run [OPTIONS] -- CMD [ARGS...])")
     cwd = str(raw["cwd"]) if raw.get("cwd") else os.getcwd()
     root = project_root(cwd)
     options = resolve(raw, root, os.environ)

@@ -1,0 +1,231 @@
+"""The one capability probe of the test suite.
+
+Which backends and privileges this machine offers is decided here, once, by
+seqbox's own probes (``seqbox.backends.candidates()``), so the tests skip for
+exactly the reasons ``seqbox doctor`` gives. Tests declare what they need with
+``@needs("cgroup1")`` (or the ``backend`` fixture, which needs its backend); the
+conftest turns a missing capability into a skip with the probe's reason, and
+into a failure when ``SEQBOX_EXPECT`` says this machine must have it.
+
+Environment (read once, when the test session starts):
+
+* ``SEQBOX_TEST_BACKENDS=cgroup2,poll``: the backends the contract suite runs
+  against (default: every usable one, plus every expected one);
+* ``SEQBOX_EXPECT=cgroup1,poll,root``: capabilities this machine must have; a
+  test that is skipped although it needs only these fails instead;
+* ``SEQBOX_TEST_DISABLE=cgroup1``: pretend a capability is missing (to see the
+  suite without it, and to test the strict-skip machinery itself).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+
+BACKENDS = ("cgroup2", "cgroup1", "poll")
+CGROUP_BACKENDS = ("cgroup2", "cgroup1")
+CAPABILITIES = (*BACKENDS, "root", "unprivileged", "strace")
+#: the user the "unprivileged" capability runs seqbox as
+NOBODY = 65534
+
+
+class Capability:
+    """Whether this machine has one capability, and why (not)."""
+
+    __slots__ = ("name", "reason", "usable")
+
+    def __init__(self, name: str, usable: bool, reason: str) -> None:
+        self.name = name
+        self.usable = usable
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Capability({self.name!r}, usable={self.usable}, {self.reason!r})"
+
+
+def env_list(name: str) -> list[str] | None:
+    """A comma-separated capability list from the environment (None when unset),
+    validated against :data:`CAPABILITIES`."""
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return None
+    names = [word.strip() for word in text.split(",") if word.strip()]
+    unknown = [word for word in names if word not in CAPABILITIES]
+    if unknown:
+        raise pytest.UsageError(
+            f"{name}: unknown capability {', '.join(unknown)} (known: {', '.join(CAPABILITIES)})"
+        )
+    return names
+
+
+@functools.cache
+def disabled() -> frozenset[str]:
+    return frozenset(env_list("SEQBOX_TEST_DISABLE") or ())
+
+
+@functools.cache
+def _probes() -> dict[str, Capability]:
+    from seqbox.backends import candidates
+
+    found: dict[str, Capability] = {}
+    for backend in candidates():
+        probe = backend.probe()
+        found[probe.name] = Capability(probe.name, probe.usable, probe.reason)
+    return found
+
+
+@functools.cache
+def capability(name: str) -> Capability:
+    """The probe result for ``name`` (a backend name or ``root``)."""
+    if name not in CAPABILITIES:
+        raise ValueError(f"unknown capability {name!r}")
+    if name in disabled():
+        return Capability(name, False, "disabled by SEQBOX_TEST_DISABLE")
+    if name == "root":
+        euid = os.geteuid()
+        return Capability(name, euid == 0, "running as root" if euid == 0 else f"running as uid {euid}")
+    if name == "unprivileged":
+        return _unprivileged()
+    if name == "strace":
+        return _strace()
+    probe = _probes().get(name)
+    if probe is None:
+        return Capability(name, False, f"seqbox offers no {name} backend on this platform")
+    return probe
+
+
+def _unprivileged() -> Capability:
+    """Can this interpreter (and seqbox) run as uid 65534? Needs root to switch."""
+    import subprocess
+    import sys
+
+    name = "unprivileged"
+    if os.geteuid() != 0:
+        return Capability(name, False, "switching to uid 65534 needs root")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", "import seqbox.cli, psutil"],
+            cwd="/",
+            user=NOBODY,
+            group=NOBODY,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        return Capability(name, False, f"cannot start {sys.executable} as uid {NOBODY}: {err}")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return Capability(name, False, f"uid {NOBODY} cannot run {sys.executable} with seqbox: {last}")
+    return Capability(name, True, f"seqbox runs as uid {NOBODY}")
+
+
+def _strace() -> Capability:
+    """Can strace trace our children and inject syscall delays (to hold a process
+    at a chosen point, deterministically)?"""
+    import shutil
+    import subprocess
+
+    path = shutil.which("strace")
+    if path is None:
+        return Capability("strace", False, "strace is not installed")
+    argv = [path, "-f", "-o", "/dev/null", "-e", "trace=openat",
+            "-e", "inject=openat:delay_exit=1000:when=1", "true"]  # fmt: skip
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as err:
+        return Capability("strace", False, f"cannot run strace: {err}")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return Capability("strace", False, f"strace cannot inject delays here: {last}")
+    return Capability("strace", True, f"{path} can trace and inject delays")
+
+
+def usable(name: str) -> bool:
+    return capability(name).usable
+
+
+def cgroup1_usable() -> bool:
+    return usable("cgroup1")
+
+
+def cgroup2_usable() -> bool:
+    return usable("cgroup2")
+
+
+def poll_usable() -> bool:
+    return usable("poll")
+
+
+def is_root() -> bool:
+    return usable("root")
+
+
+def missing_reason(names: set[str] | frozenset[str] | tuple[str, ...]) -> str | None:
+    """Why the first of ``names`` this machine lacks is missing, or None if it has them all.
+
+    The reason reads like ``cgroup2: the memory controller is not available in ...``.
+    """
+    for name in sorted(names):
+        cap = capability(name)
+        if not cap.usable:
+            return f"{name}: {cap.reason}"
+    return None
+
+
+def auto_choice() -> str:
+    """The backend ``--backend auto`` must pick: the first usable of cgroup2, cgroup1, poll,
+    by seqbox's own probes (SEQBOX_TEST_DISABLE does not change what seqbox sees)."""
+    probes = _probes()
+    for name in BACKENDS:
+        probe = probes.get(name)
+        if probe is not None and probe.usable:
+            return name
+    raise AssertionError("no backend is usable, not even poll")
+
+
+def really_usable(name: str) -> bool:
+    """What seqbox itself sees, ignoring SEQBOX_TEST_DISABLE."""
+    probe = _probes().get(name)
+    return probe is not None and probe.usable
+
+
+def probe_reason(name: str) -> str:
+    """seqbox's own reason for backend ``name`` (ignoring SEQBOX_TEST_DISABLE)."""
+    probe = _probes().get(name)
+    return probe.reason if probe is not None else ""
+
+
+def selected_backends() -> list[str]:
+    """The backends the contract suite runs against.
+
+    ``SEQBOX_TEST_BACKENDS`` if set (a requested backend that is not usable
+    shows up as a skip with the probe's reason); otherwise every usable backend
+    plus every backend ``SEQBOX_EXPECT`` names (so a missing one is a failure).
+    """
+    requested = env_list("SEQBOX_TEST_BACKENDS")
+    if requested is not None:
+        wrong = [name for name in requested if name not in BACKENDS]
+        if wrong:
+            raise pytest.UsageError(f"SEQBOX_TEST_BACKENDS: {', '.join(wrong)} is not a backend")
+        return requested
+    expected = set(env_list("SEQBOX_EXPECT") or ())
+    return [name for name in BACKENDS if usable(name) or name in expected]
+
+
+def expected() -> frozenset[str] | None:
+    """``SEQBOX_EXPECT`` as a set, or None when unset (skips stay skips)."""
+    names = env_list("SEQBOX_EXPECT")
+    return None if names is None else frozenset(names)
+
+
+def needs(*names: str) -> pytest.MarkDecorator:
+    """Mark a test as needing capabilities: ``@needs("cgroup1", "root")``."""
+    for name in names:
+        if name not in CAPABILITIES:
+            raise ValueError(f"unknown capability {name!r}")
+    return pytest.mark.needs(*names)

@@ -1,0 +1,134 @@
+"""What the cgroup backends put in the kernel, and that they take it away again
+(spec section 1). Checked from inside the command: it reads its own cgroups."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import MIB, SeqboxRunner, prog, slack, wait_dead, wait_for_file
+
+
+def _seqbox_dirs(info: dict[str, dict[str, str]]) -> list[str]:
+    return [path for path in info["dirs"].values() if "/seqbox-" in path]
+
+
+def test_limits_are_in_the_kernel(sbx: SeqboxRunner, cgroup_backend: str) -> None:
+    res = sbx.run(
+        "--mem",
+        "256M",
+        "--mem-high",
+        "128M",
+        "--pids",
+        "50",
+        "--cpus",
+        "0.5",
+        "--",
+        *prog("cgroupinfo"),
+        backend=cgroup_backend,
+    )
+    assert res.returncode == 0, res
+    info = json.loads(res.stdout)
+    limits: dict[str, list[str]] = info["limits"]
+    for name, (path, _) in limits.items():
+        if name != "cpu.cfs_period_us":  # every limit is set on a cgroup of the run
+            assert "/seqbox-" in path, (name, path)
+    if cgroup_backend == "cgroup1":
+        assert limits["memory.limit_in_bytes"][1] == str(256 * MIB)
+        memsw = os.path.join(limits["memory.limit_in_bytes"][0], "memory.memsw.limit_in_bytes")
+        if "memory.memsw.limit_in_bytes" in limits or os.path.exists(memsw):
+            assert limits["memory.memsw.limit_in_bytes"][1] == str(256 * MIB)  # no escape into swap
+        assert limits["pids.max"][1] == "50"
+        assert limits["cpu.cfs_quota_us"][1] == "50000"
+        assert limits["cpu.cfs_period_us"][1] == "100000"
+    else:
+        assert limits["memory.max"][1] == str(256 * MIB)
+        assert limits["memory.high"][1] == str(128 * MIB)
+        assert limits["memory.oom.group"][1] == "1"
+        assert limits["pids.max"][1] == "50"
+        assert limits["cpu.max"][1] == "50000 100000"
+        if "memory.swap.max" in limits:
+            assert limits["memory.swap.max"][1] == "0"
+    dirs = _seqbox_dirs(info)
+    assert dirs, info
+    assert [path for path in dirs if os.path.exists(path)] == []
+
+
+ENDINGS = {
+    "ok": (["sh", "-c", "exit 0"], [], 0),
+    "failed": (["sh", "-c", "exit 3"], [], 3),
+    "memory": (prog("hog", "--chunk", "64"), ["--mem", "128M"], 137),
+    "timeout": (["sleep", "30"], ["--timeout", "TIMEOUT"], 124),
+    "signal": (prog("die", "--signal", "USR1"), [], 128 + signal.SIGUSR1),
+}
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_cgroups_removed_however_the_run_ends(
+    sbx: SeqboxRunner, cgroup_backend: str, tmp_path: Path, ending: str
+) -> None:
+    command, options, code = ENDINGS[ending]
+    # time enough for the command to record its cgroups before the timeout
+    options = [f"{slack(1.0):.2f}" if word == "TIMEOUT" else word for word in options]
+    info_file = tmp_path / "info.json"
+    # the command records its cgroups first (via a shell), then ends its way
+    script = f'"$@" > {info_file}; exec ' + " ".join(f"'{word}'" for word in command)
+    res = sbx.run(*options, "--", "sh", "-c", script, "sh", *prog("cgroupinfo"), backend=cgroup_backend)
+    assert res.returncode == code, res
+    dirs = _seqbox_dirs(json.loads(info_file.read_text()))
+    assert dirs
+    assert [path for path in dirs if os.path.exists(path)] == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cgroups_removed_when_seqbox_is_interrupted(
+    sbx: SeqboxRunner, cgroup_backend: str, tmp_path: Path, sig: signal.Signals
+) -> None:
+    info_file = tmp_path / "info.json"
+    proc = sbx.start(
+        "--grace",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        f'"$@" > {info_file}.tmp; mv {info_file}.tmp {info_file}; sleep 30',
+        "sh",
+        *prog("cgroupinfo"),
+        backend=cgroup_backend,
+    )
+    wait_for_file(info_file)
+    dirs = _seqbox_dirs(json.loads(info_file.read_text()))
+    assert dirs
+    assert all(os.path.exists(path) for path in dirs)
+    os.kill(proc.pid, sig)
+    assert proc.wait(timeout=slack(10)) == 128 + sig
+    assert [path for path in dirs if os.path.exists(path)] == []
+
+
+def test_next_run_cleans_up_after_a_killed_supervisor(
+    sbx: SeqboxRunner, cgroup_backend: str, tmp_path: Path
+) -> None:
+    info_file, pid_file = tmp_path / "info.json", tmp_path / "pid"
+    proc = sbx.start(
+        "--",
+        "sh",
+        "-c",
+        f'echo $$ > {pid_file}; "$@" > {info_file}.tmp; mv {info_file}.tmp {info_file}; exec sleep 60',
+        "sh",
+        *prog("cgroupinfo"),
+        backend=cgroup_backend,
+    )
+    wait_for_file(info_file)
+    sleeper = int(pid_file.read_text())
+    dirs = _seqbox_dirs(json.loads(info_file.read_text()))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=slack(10))
+    assert all(os.path.exists(path) for path in dirs)  # left behind, as the spec says
+    res = sbx.run("--", "true", backend=cgroup_backend)
+    assert res.returncode == 0, res
+    assert wait_dead([sleeper], 2) == [], "what was left in the cgroup is still running"
+    assert [path for path in dirs if os.path.exists(path)] == []
