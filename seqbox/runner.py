@@ -205,7 +205,10 @@ class Run:
         try:
             for attempt in range(1, options.retry + 2):
                 attempts = attempt
-                _log_line(log, f"=== seqbox try {attempt}/{options.retry + 1}: {_shell_join(self.argv)}\n")
+                if log is not None:
+                    _log_line(
+                        log, f"=== seqbox try {attempt}/{options.retry + 1}: {_shell_join(self.argv)}\n"
+                    )
                 outcome, stdout, stderr = self.one_try(attempt, selection, policy, interrupts, log)
                 wall += outcome.wall_s
                 cpu += outcome.cpu_s or 0.0

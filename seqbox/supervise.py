@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     SampleHook = Callable[[float, int, int], None]
 
 
+#: a command still running after this gets the notifications that are costly to set up
+ARM_LATER_AFTER_S = 0.05
+
+
 class Policy:
     """What the supervisor enforces beyond the sandbox's own limits."""
 
@@ -163,6 +167,7 @@ class Supervisor:
             watched.add(fd)
         interval = sandbox.sample_interval
         next_sample = start  # at once: a command of a few ms still gets a sample
+        arm_at: float | None = start + ARM_LATER_AFTER_S
         status: int | None = None
         while True:
             reap()
@@ -171,6 +176,12 @@ class Supervisor:
                 break
             self._handle_signals(skip_pgrp)
             now = time.monotonic()
+            if arm_at is not None and now >= arm_at:  # the command runs for a while: look closer
+                arm_at = None
+                for fd, mask in sandbox.watch_later():
+                    poller.register(fd, mask)
+                    watched.add(fd)
+                next_sample = now
             if now >= next_sample:
                 self._sample()
                 next_sample = now + interval
@@ -179,7 +190,7 @@ class Supervisor:
             if self.kill_at is not None and now >= self.kill_at:
                 self.kill_at = None
                 sandbox.kill_all()
-            wake = [next_sample]
+            wake = [next_sample] if arm_at is None else [next_sample, arm_at]
             if deadline is not None and self.reason is None:
                 wake.append(deadline)
             if self.kill_at is not None:

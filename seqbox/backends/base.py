@@ -105,6 +105,12 @@ class Sandbox(abc.ABC):
         an OOM kill, a threshold crossed."""
         return []
 
+    def watch_later(self) -> list[tuple[int, int]]:
+        """Notifications too costly to set up for every run (a threshold costs
+        the kernel an RCU grace period, 15-30 ms): the supervisor asks for them
+        once the command has run for a moment, then samples at once."""
+        return []
+
     def acknowledge(self, fds: list[int]) -> None:  # noqa: B027 - optional hook
         """Re-arm the notifications that fired (read eventfds, reread files)."""
 

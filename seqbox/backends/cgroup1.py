@@ -137,33 +137,35 @@ class Cgroup1Sandbox(Sandbox):
             self.files.open("tasks_peak", os.path.join(self.dirs["pids"], "pids.peak"))
         if self.unified_kill:
             self.files.open("events", os.path.join(self.dirs["unified"], "cgroup.events"))
-        self.eventfds = self._register_notifications()
+        self.eventfds: list[int] = []
+        self._oom_watch = self._notify(self.files.fd("oom"), "")
 
-    def _register_notifications(self) -> list[int]:
-        """eventfds the kernel bumps on an OOM in the cgroup and when usage
-        crosses --warn-at or --mem-high: the supervisor wakes at once instead of
-        polling."""
-        if not hasattr(os, "eventfd"):  # pragma: no cover - Python < 3.10 on Linux
+    def _notify(self, target: int | None, argument: str) -> list[int]:
+        """An eventfd the kernel bumps on an OOM in the cgroup, or when usage
+        crosses a threshold: the supervisor wakes at once instead of polling."""
+        if target is None or not hasattr(os, "eventfd"):
             return []
-        control = os.path.join(self.memory, "cgroup.event_control")
-        wanted = [(self.files.fd("oom"), "")]
-        wanted += [(self.files.fd("usage"), f" {threshold}") for threshold in self.limits.notify_at]
-        eventfds = []
-        for target, argument in wanted:
-            if target is None:
-                continue
-            efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            try:
-                cgroupfs.write(control, f"{efd} {target}{argument}")
-                eventfds.append(efd)
-            except BackendError:  # no notifications: sampling still catches it
-                os.close(efd)
-        return eventfds
+        efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        try:
+            cgroupfs.write(os.path.join(self.memory, "cgroup.event_control"), f"{efd} {target}{argument}")
+        except BackendError:  # no notification: sampling still catches it
+            os.close(efd)
+            return []
+        self.eventfds.append(efd)
+        return [efd]
 
     def watch_fds(self) -> list[tuple[int, int]]:
         import select
 
-        return [(fd, select.POLLIN) for fd in self.eventfds]
+        return [(fd, select.POLLIN) for fd in self._oom_watch]
+
+    def watch_later(self) -> list[tuple[int, int]]:
+        """--warn-at and --mem-high thresholds (each costs an RCU grace period)."""
+        import select
+
+        usage = self.files.fd("usage")
+        fds = [fd for threshold in self.limits.notify_at for fd in self._notify(usage, f" {threshold}")]
+        return [(fd, select.POLLIN) for fd in fds]
 
     def acknowledge(self, fds: list[int]) -> None:
         for fd in fds:
