@@ -289,14 +289,16 @@ class Turn:
         return False
 
     def _took(self, k: int, fd: int) -> None:
-        """The slot is ours: note who had it, and say at once that we do now."""
+        """The slot is ours: note who had it before (a holder that crashed may
+        have left its tree running). Who has it now is written once the command
+        runs (:meth:`started`), off the handoff's path; until then ``status`` and
+        ``kill`` see the old entry, whose process is gone, and leave it alone."""
         self.slot, self.slot_fd = k, fd
         try:
             previous = json.loads(flocks.read_fd(fd) or b"null")
         except ValueError:
             previous = None
         self.previous = previous if isinstance(previous, dict) else None
-        flocks.write_fd(fd, json.dumps(self.info).encode())
 
     @property
     def held(self) -> bool:
@@ -314,12 +316,16 @@ class Turn:
             os.close(self.ticket_fd)
             self.ticket_fd = None
 
-    def release(self) -> None:
-        """Give the slot back (the next holder starts at once) and tidy up."""
+    def give_back(self) -> None:
+        """Give the slot back: the next holder starts at once."""
         self._leave_line()
         if self.slot_fd is not None:
             os.close(self.slot_fd)
             self.slot_fd = None
+
+    def release(self) -> None:
+        """Give the slot back and tidy up."""
+        self.give_back()
         tidy(self.lockdir)
         self.lockdir.close()
 
