@@ -15,7 +15,7 @@ import os
 import sys
 
 from seqbox.errors import ConfigError, UsageError
-from seqbox.options import BY_KEY, CONFIG_KEYS, OPTIONS, RunOptions, parse_value
+from seqbox.options import CONFIG_KEYS, OPTIONS, RunOptions, parse_value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -195,11 +195,3 @@ def _check_combination(options: RunOptions) -> None:
     options.extra_env()  # validates K=V
     if options.cwd is not None and not os.path.isdir(options.cwd):
         raise UsageError(f"--cwd: not a directory: {options.cwd}")
-
-
-def default_options() -> RunOptions:
-    """Every option at its default (for tests and the API)."""
-    return RunOptions({opt.key: parse_value(opt.key, opt.default, opt.key) for opt in OPTIONS})
-
-
-__all__ = ["BY_KEY", "FileConfig", "default_options", "env_layer", "load_file_config", "resolve"]

@@ -282,9 +282,6 @@ class RunOptions:
         for opt in OPTIONS:
             setattr(self, opt.key, values[opt.key])
 
-    def as_dict(self) -> dict[str, object]:
-        return {opt.key: getattr(self, opt.key) for opt in OPTIONS}
-
     def extra_env(self) -> dict[str, str]:
         """``--env K=V`` pairs as a dict."""
         out: dict[str, str] = {}

@@ -123,9 +123,9 @@ def execute(
         run = Run(argv, options, out, environ, key, f"{leftovers.run_stamp()}-{os.getpid()}")
         run.join_queue()  # first, so arrival order is start order; the rest happens while waiting
         try:
-            for path in leftovers.find(key):
+            for path in leftovers.find(key):  # a few directory listings when there are none
                 out.info(f"removing {path}, left by a crashed run")
-                leftovers.remove(path)  # a few directory listings when there is none
+                leftovers.remove(path)
             return run.execute(choose_backend(options, out), interrupts)
         finally:
             run.release()

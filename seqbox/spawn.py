@@ -191,22 +191,6 @@ def abandon(prepared: Prepared) -> None:
         pass
 
 
-def spawn(
-    argv: list[str],
-    *,
-    cwd: str | None,
-    env: dict[str, str],
-    stdio: Stdio,
-    new_session: bool,
-    join_fds: tuple[int, ...] = (),
-    into: Into | None = None,
-) -> int:
-    """prepare() and launch() at once."""
-    return launch(
-        prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session, join_fds=join_fds, into=into)
-    )
-
-
 def _read_all(fd: int) -> bytes:
     data = b""
     while True:

@@ -163,7 +163,7 @@ class Cgroup2Backend(Backend):
         if placement.kind == "leaf" and layout.self_dir == placement.base:
             supervisor_leaf = _move_self_into_leaf(placement.base)
         try:
-            _enable_controllers(placement.base, limits, first=True)
+            _enable_controllers(placement.base, limits)
             return Cgroup2Sandbox(placement.base, limits, name, supervisor_leaf)
         except BaseException:
             if supervisor_leaf is not None:
@@ -207,7 +207,7 @@ def _leave_leaf(leaf: str) -> None:
         pass
 
 
-def _enable_controllers(path: str, limits: Limits, *, first: bool) -> None:
+def _enable_controllers(path: str, limits: Limits) -> None:
     """Enable in ``path``'s children the controllers the limits need."""
     available = set((cgroupfs.try_read(os.path.join(path, "cgroup.controllers")) or "").split())
     enabled = set((cgroupfs.try_read(os.path.join(path, "cgroup.subtree_control")) or "").split())
@@ -256,7 +256,7 @@ class Cgroup2Sandbox(Sandbox):
             cgroupfs.make_dir(self.node)
             self.leftovers.append(self.node)
             self._set_limits()
-            _enable_controllers(self.node, limits, first=False)
+            _enable_controllers(self.node, limits)
             cgroupfs.make_dir(self.leaf)
             self._into: Into | None = cgroupfs.open_into(self.leaf)
         except BaseException:
