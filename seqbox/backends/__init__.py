@@ -84,6 +84,33 @@ def select(name: str = "auto") -> Selection:
     raise BackendError("no backend is usable: " + "; ".join(f"{p.name}: {p.reason}" for p in rejected))
 
 
+def delegation_command(run_args: list[str], backend: str) -> list[str] | None:
+    """``systemd-run --user --scope ... seqbox run RUN_ARGS`` when that would
+    give an unprivileged user a cgroup v2 of its own (see backends/scope.py)."""
+    import os
+
+    if not LINUX or os.getuid() == 0:
+        return None
+    from seqbox.backends.scope import SCOPE_ENV, scope_command
+
+    if os.environ.get(SCOPE_ENV):
+        return None
+    probe = _cgroup2().probe()
+    if probe.usable:
+        return None
+    import shutil
+
+    return scope_command(
+        run_args,
+        python=sys.executable,
+        environ=os.environ,
+        uid=os.getuid(),
+        backend=backend,
+        cgroup2_needs_delegation=bool(probe.details.get("delegation")),
+        systemd_run=shutil.which("systemd-run"),
+    )
+
+
 def probe_all() -> list[Probe]:
     """Every candidate's probe (for ``seqbox doctor``)."""
     return [backend.probe() for backend in candidates()]

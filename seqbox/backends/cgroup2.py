@@ -148,6 +148,8 @@ class Cgroup2Backend(Backend):
         details["placement"] = placement.kind
         details["base"] = placement.base
         if placement.base is None:
+            # The controllers are there, only not ours to use: a delegated scope would do.
+            details["delegation"] = not layout.mount.read_only
             return Probe(self.name, False, placement.reason, details)
         details["swap_accounting"] = (
             os.path.exists(os.path.join(layout.self_dir, "memory.swap.max")) or placement.kind == "root"

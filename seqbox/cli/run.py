@@ -35,6 +35,14 @@ def _run(args: list[str], out: Output) -> int:
     root = project_root(cwd)
     options = resolve(raw, root, os.environ)
     out.level = QUIET if options.quiet else VERBOSE if options.verbose else NORMAL
+    if os.getuid() != 0 and options.backend in ("auto", "cgroup2"):
+        from seqbox.backends import delegation_command
+        from seqbox.backends.scope import SCOPE_ENV
+
+        scoped = delegation_command(args, options.backend)
+        if scoped is not None:  # an unprivileged user on systemd: run inside a delegated scope
+            out.info("asking systemd for a delegated cgroup: " + " ".join(scoped[:7]))
+            os.execve(scoped[0], scoped, {**os.environ, SCOPE_ENV: "1"})
 
     from seqbox.runner import execute
 
