@@ -24,6 +24,9 @@ PROG = str(Path(__file__).with_name("prog.py"))
 TOKEN_ENV = "SBXTEST_TOKEN"
 CGROUP_ROOT = "/sys/fs/cgroup"
 MIB = 1 << 20
+#: how far a kernel memory counter may pass its limit: allocations the kernel must
+#: not fail (page tables, for one) are charged past memory.max (seen: one page)
+FORCED_CHARGES = MIB
 
 #: how much slower than a laptop this machine is (an emulated VM: 10x or more);
 #: set once per session by the conftest, applied to every upper time bound

@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 from tests.capabilities import CGROUP_BACKENDS
-from tests.helpers import MEMORY_KILL_RE, MIB, SeqboxRunner, alive, prog, read_pids, slack, token_pids
+from tests.helpers import (
+    FORCED_CHARGES,
+    MEMORY_KILL_RE,
+    MIB,
+    SeqboxRunner,
+    alive,
+    prog,
+    read_pids,
+    slack,
+    token_pids,
+)
 
 
 def _warnings(lines: list[str]) -> list[str]:
@@ -34,8 +44,8 @@ def test_memory_hog_is_killed(sbx: SeqboxRunner, backend: str) -> None:
     peak = doc["peak_mem_bytes"]
     assert isinstance(peak, int)
     assert peak >= 200 * MIB  # it got near the limit before it was stopped
-    if backend in CGROUP_BACKENDS:  # the kernel's own counter never passes its limit
-        assert peak <= 256 * MIB
+    if backend in CGROUP_BACKENDS:  # the kernel's own counter stays at its limit
+        assert peak <= 256 * MIB + FORCED_CHARGES
 
 
 def test_memory_kill_message_without_json(sbx: SeqboxRunner, backend: str) -> None:
