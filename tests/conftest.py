@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ import pytest
 
 from tests import capabilities as caps
 from tests import helpers
+from tests.capabilities import NOBODY
 from tests.helpers import (
     SEQBOX_PIDS,
     TOKEN_ENV,
@@ -293,3 +296,13 @@ def unusable_backend(request: pytest.FixtureRequest) -> str:
     """Each backend seqbox cannot use on this machine."""
     name: str = request.param
     return name
+
+
+@pytest.fixture
+def nobody_home(token: str) -> Iterator[Path]:
+    """A directory uid 65534 may use (tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="seqbox-test-nobody-"))
+    os.chmod(path, 0o755)
+    os.chown(path, NOBODY, NOBODY)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -146,26 +145,17 @@ def delegated(cgroup: str) -> str:
     return launch
 
 
-@pytest.fixture
-def nobody_dir(token: str) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="seqbox-test-nobody-"))
-    os.chmod(path, 0o755)
-    os.chown(path, NOBODY, NOBODY)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 @needs("cgroup2", "root", "unprivileged")
 def test_in_a_subtree_delegated_to_an_unprivileged_user(
-    delegated: str, nobody_dir: Path, token: str, leak_guard: None
+    delegated: str, nobody_home: Path, token: str, leak_guard: None
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEQBOX_", "XDG_"))}
-    env.update({"HOME": str(nobody_dir), "SEQBOX_PROJECT": str(nobody_dir), TOKEN_ENV: token})
+    env.update({"HOME": str(nobody_home), "SEQBOX_PROJECT": str(nobody_home), TOKEN_ENV: token})
     argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
             sys.executable, "-m", "seqbox", "run", "--json", "--mem", "128M", "--",
             *prog("hog", "--chunk", "16")]  # fmt: skip
     proc = subprocess.run(
-        argv, cwd=nobody_dir, env=env, preexec_fn=_into(delegated),
+        argv, cwd=nobody_home, env=env, preexec_fn=_into(delegated),
         capture_output=True, timeout=slack(120), check=False, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     res = Completed(argv, proc.returncode, proc.stdout, proc.stderr, 0.0)

@@ -7,11 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +18,6 @@ from tests.capabilities import NOBODY, needs
 from tests.helpers import TOKEN_ENV, Completed, prog
 
 pytestmark = needs("root", "unprivileged")
-
-
-@pytest.fixture
-def nobody_home(token: str) -> Iterator[Path]:
-    """A directory uid 65534 may use (tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="seqbox-test-nobody-"))
-    os.chmod(path, 0o755)
-    os.chown(path, NOBODY, NOBODY)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _run_as_nobody(home: Path, token: str, *args: str) -> Completed:
