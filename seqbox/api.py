@@ -21,29 +21,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from seqbox.errors import UsageError
-from seqbox.options import BY_KEY, parse_value
+from seqbox.options import OPTIONS, parse_value
 
 __all__ = ["Result", "run", "run_async"]
 
-_PASSED = (
-    "mem",
-    "mem_high",
-    "warn_at",
-    "timeout",
-    "grace",
-    "signal",
-    "pids",
-    "cpus",
-    "retry",
-    "lock",
-    "slots",
-    "wait_timeout",
-    "backend",
-    "log",
-    "profile",
-    "cwd",
-)
-_FLAGS = ("retry_on_oom", "no_lock", "quiet", "verbose")
+#: options the API takes as keywords: every command-line option but those it
+#: handles itself (capture -> --json, env -> --env, the report it reads) and --debug
+_KEYWORDS = {
+    opt.key: opt for opt in OPTIONS if opt.flags and opt.key not in ("json", "report", "env", "debug")
+}
 
 
 @dataclass(frozen=True)
@@ -89,15 +75,16 @@ def _command_line(
         raise UsageError("command must be a non-empty list of strings, e.g. ['pytest', '-x']")
     argv = [sys.executable, "-m", "seqbox", "run"]
     for key, value in options.items():
-        if key not in BY_KEY or (key not in _PASSED and key not in _FLAGS):
+        opt = _KEYWORDS.get(key)
+        if opt is None:
             raise UsageError(f"seqbox.run() got an unknown option {key!r}")
         if value is None:
             continue
         parse_value(key, value, key)  # misuse raises here, in the caller
         if key == "cwd" and not os.path.isdir(str(value)):
             raise UsageError(f"cwd: not a directory: {value}")
-        flag = BY_KEY[key].flags[-1]
-        if key in _FLAGS:
+        flag = opt.flags[-1]
+        if not opt.takes:  # a flag
             if value:
                 argv.append(flag)
         else:

@@ -58,12 +58,11 @@ def is_leftover(name: str, project_key: str | None = None) -> bool:
 def places() -> list[str]:
     """Directories where seqbox creates cgroups, as seen from this process."""
     paths: set[str] = set()
-    mountinfo = cgroupfs.try_read("/proc/self/mountinfo")
     own = cgroupfs.try_read("/proc/self/cgroup")
-    if mountinfo is None or own is None:
+    if own is None:
         return []
     self_paths = cgroupfs.parse_proc_cgroup(own)
-    for mount in cgroupfs.parse_mountinfo(mountinfo):
+    for mount in cgroupfs.mounts():
         if mount.read_only:
             continue
         if mount.fstype == "cgroup":
@@ -101,7 +100,7 @@ def remove(path: str) -> bool:
         except BackendError:  # killed one by one below
             pass
     for _ in range(50):
-        pids = _tree_pids(path)
+        pids = cgroupfs.tree_pids(path)
         if not pids:
             break
         for pid in pids:
@@ -111,15 +110,7 @@ def remove(path: str) -> bool:
                 pass
         time.sleep(0.01)
     try:
-        for dirpath, _, _ in os.walk(path, topdown=False):
-            cgroupfs.remove_dir(dirpath, attempts=50)
+        cgroupfs.remove_tree(path, attempts=50)
         return True
     except BackendError:  # reported by the caller
         return False
-
-
-def _tree_pids(path: str) -> list[int]:
-    pids: set[int] = set()
-    for dirpath, _, _ in os.walk(path):
-        pids.update(cgroupfs.parse_pids(cgroupfs.try_read(os.path.join(dirpath, "cgroup.procs")) or ""))
-    return sorted(pids)

@@ -67,22 +67,14 @@ def is_alive(pid: int, started: float | None) -> bool:
 
 def ancestors(pid: int | None = None) -> list[tuple[int, float]]:
     """(pid, start time) of every ancestor of ``pid`` (default: this process)."""
-    chain = []
-    current = os.getpid() if pid is None else pid
-    seen = set()
-    while current > 1 and current not in seen:
-        seen.add(current)
-        info = identity(current)
-        if info is None:
-            break
+    chain: list[tuple[int, float]] = []
+    info = identity(os.getpid() if pid is None else pid)
+    while info is not None and info[0] > 0:  # pid 1 counts: seqbox may be a container's init
         ppid = info[0]
-        if ppid <= 0:
+        info = identity(ppid)  # read once: it gives this ancestor's start and the next ppid
+        if info is None or any(ppid == seen for seen, _ in chain):
             break
-        parent = identity(ppid)
-        if parent is None:
-            break
-        chain.append((ppid, parent[1]))
-        current = ppid
+        chain.append((ppid, info[1]))
     return chain
 
 

@@ -31,7 +31,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
-    WaitHook = Callable[["QueueView", float], None]
+    WaitHook = Callable[[Callable[[], "QueueView"], float], None]
 
 TICKET_PREFIX = "t-"
 SLOT_PREFIX = "slot-"
@@ -164,24 +164,23 @@ def view(lockdir: LockDir, *, prune: bool = False) -> QueueView:
 
     With ``prune``, the tickets of dead waiters are removed.
     """
-    holders = []
-    for k in lockdir.slots():
-        name = f"{SLOT_PREFIX}{k}"
+    holders = _live_entries(lockdir, [f"{SLOT_PREFIX}{k}" for k in lockdir.slots()], prune=False)
+    waiters = _live_entries(lockdir, [f"{TICKET_PREFIX}{n}" for n in lockdir.tickets()], prune=prune)
+    return QueueView(holders, waiters)
+
+
+def _live_entries(lockdir: LockDir, names: list[str], *, prune: bool) -> list[dict[str, object]]:
+    """The entries whose files are held (their process lives), in order; with
+    ``prune``, the unheld files are removed."""
+    entries = []
+    for name in names:
         if _held(lockdir.fd, name):
             entry = read_entry(lockdir.fd, name)
             if entry is not None:
-                entry["slot"] = k
-                holders.append(entry)
-    waiters = []
-    for number in lockdir.tickets():
-        name = f"{TICKET_PREFIX}{number}"
-        if _held(lockdir.fd, name):
-            entry = read_entry(lockdir.fd, name)
-            if entry is not None:
-                waiters.append(entry)
+                entries.append(entry)
         elif prune:
             _unlink(lockdir.fd, name)
-    return QueueView(holders, waiters)
+    return entries
 
 
 def _unlink(dir_fd: int, name: str) -> None:
@@ -218,8 +217,9 @@ class Turn:
     def wait(self, *, timeout: float | None, on_wait: WaitHook | None, tick: float) -> None:
         """Block until this turn holds a slot. Raises LockTimeout or Cancelled.
 
-        ``on_wait`` is called with the queue's state whenever the wait goes on
-        (at least every ``tick`` seconds); it decides what to print.
+        ``on_wait`` is called whenever the wait goes on (at least every ``tick``
+        seconds) with a way to look at the queue, which costs a lock probe of
+        every entry: it decides whether to print, and looks only then.
         """
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
@@ -233,7 +233,7 @@ class Turn:
                     os.close(ahead)
                 raise LockTimeout(f"gave up waiting for lock {self.lock!r} after {timeout:g}s")
             if on_wait is not None:
-                on_wait(view(self.lockdir), now - start)
+                on_wait(lambda: view(self.lockdir), now - start)
             wait_for = tick if deadline is None else max(0.001, min(tick, deadline - now))
             if ahead is not None:  # woken when the waiter ahead starts or dies
                 try:

@@ -295,10 +295,7 @@ class Run:
                 if capture is not None:
                     stdout, stderr = capture.finish()
             finally:
-                if not sandbox.is_empty():  # an error or a signal before the supervisor ran
-                    sandbox.kill_all()
-                    sandbox.wait_empty()
-                sandbox.close()
+                sandbox.dispose()
         return outcome, stdout, stderr
 
     def wait_turn(self, prepared: Prepared) -> None:

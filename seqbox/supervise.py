@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
     from seqbox.output import Output
 
-    SampleHook = Callable[[float, int, int], None]
-
 
 #: a command still running after this gets the notifications that are costly to set up
 ARM_LATER_AFTER_S = 0.05
@@ -118,13 +116,11 @@ class Supervisor:
         policy: Policy,
         out: Output,
         interrupts: Interrupts,
-        on_sample: SampleHook | None = None,
     ) -> None:
         self.sandbox = sandbox
         self.policy = policy
         self.out = out
         self.interrupts = interrupts
-        self.on_sample = on_sample
         self.reason: str | None = None  # memory | pids | timeout | interrupt | killed
         self.stop_signal: int | None = None
         self.kill_at: float | None = None
@@ -238,9 +234,7 @@ class Supervisor:
     def _sample(self) -> None:
         sandbox, policy = self.sandbox, self.policy
         usage = sandbox.sample()
-        self.procs_peak = max(self.procs_peak, usage.procs, sandbox.tasks_peak() or 0)
-        if self.on_sample is not None:
-            self.on_sample(time.monotonic(), usage.mem, usage.procs)
+        self.procs_peak = max(self.procs_peak, usage.procs)  # the kernel's pids.peak is read once, at the end
         if self.reason not in ("memory", "interrupt") and sandbox.memory_exceeded(usage):
             self.reason = "memory"
             sandbox.kill_all()

@@ -13,6 +13,8 @@ from seqbox.units import format_duration
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from seqbox.queue import QueueView
 
 TTY_EVERY_S = 1.0
@@ -44,12 +46,12 @@ class WaitLine:
     def tick(self) -> float:
         return self.every
 
-    def __call__(self, queue: QueueView, waited: float) -> None:
+    def __call__(self, look: Callable[[], QueueView], waited: float) -> None:
         now = time.monotonic()
         if self.last is not None and now - self.last < self.every:
             return
         self.last = now
-        self.out.live(self.render(queue))
+        self.out.live(self.render(look()))
 
     def render(self, queue: QueueView) -> str:
         ahead = len(queue.holders) + sum(1 for w in queue.waiters if _number(w) < self.number)

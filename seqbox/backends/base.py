@@ -172,6 +172,14 @@ class Sandbox(abc.ABC):
     def close(self) -> None:
         """Remove what the sandbox created (call after kill_all)."""
 
+    def dispose(self) -> None:
+        """End whatever still runs in the sandbox (after an error or a signal
+        that came before the supervisor did), then remove it."""
+        if not self.is_empty():
+            self.kill_all()
+            self.wait_empty()
+        self.close()
+
 
 class Backend(abc.ABC):
     """A way of enforcing limits: cgroup2, cgroup1 or poll."""

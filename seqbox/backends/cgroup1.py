@@ -50,7 +50,7 @@ class Cgroup1Layout:
     @classmethod
     def current(cls) -> Cgroup1Layout:
         return cls(
-            cgroupfs.parse_mountinfo(cgroupfs.read("/proc/self/mountinfo")),
+            cgroupfs.mounts(),
             cgroupfs.parse_proc_cgroup(cgroupfs.read("/proc/self/cgroup")),
         )
 
@@ -190,17 +190,17 @@ class Cgroup1Sandbox(Sandbox):
         memory = self.dirs["memory"]
         limits = self.limits
         if limits.mem is not None:
-            _write_checked(os.path.join(memory, "memory.limit_in_bytes"), limits.mem, PAGE)
+            cgroupfs.write_checked(os.path.join(memory, "memory.limit_in_bytes"), str(limits.mem), PAGE)
             memsw = os.path.join(memory, "memory.memsw.limit_in_bytes")
             if os.path.exists(memsw):  # swap accounting: close swap too
-                _write_checked(memsw, limits.mem, PAGE)
+                cgroupfs.write_checked(memsw, str(limits.mem), PAGE)
         if limits.pids is not None:
-            _write_checked(os.path.join(self.dirs["pids"], "pids.max"), limits.pids, 0)
+            cgroupfs.write_checked(os.path.join(self.dirs["pids"], "pids.max"), str(limits.pids))
         if limits.cpus is not None:
             cpu = self.dirs["cpu"]
             cgroupfs.write(os.path.join(cpu, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
             quota = max(1000, int(limits.cpus * CFS_PERIOD_US))
-            _write_checked(os.path.join(cpu, "cpu.cfs_quota_us"), quota, 0)
+            cgroupfs.write_checked(os.path.join(cpu, "cpu.cfs_quota_us"), str(quota))
 
     # -- running --------------------------------------------------------------
 
@@ -254,7 +254,7 @@ class Cgroup1Sandbox(Sandbox):
         return None if usage_ns is None else usage_ns / 1e9
 
     def pids(self) -> list[int]:
-        return _tree_pids(self.memory)
+        return cgroupfs.tree_pids(self.memory)
 
     def kill_all(self) -> None:
         if self.unified_kill:
@@ -295,23 +295,6 @@ class Cgroup1Sandbox(Sandbox):
             raise errors[0]
 
 
-def _write_checked(path: str, value: int, tolerance: int) -> None:
-    """Write a limit and read it back: a silently ignored limit is the worst failure."""
-    cgroupfs.write(path, str(value))
-    got = cgroupfs.read_int(path)
-    if abs(got - value) > tolerance:
-        raise BackendError(f"{path}: wrote {value}, the kernel kept {got}")
-
-
-def _tree_pids(top: str) -> list[int]:
-    pids: set[int] = set()
-    for dirpath, _, _ in os.walk(top):
-        text = cgroupfs.try_read(os.path.join(dirpath, "cgroup.procs"))
-        if text:
-            pids.update(cgroupfs.parse_pids(text))
-    return sorted(pids)
-
-
 def _freeze_and_kill(freezer: str, memory: str) -> None:
     """Freeze the tree (no forks can happen), SIGKILL every task, thaw."""
     state = os.path.join(freezer, "freezer.state")
@@ -320,7 +303,7 @@ def _freeze_and_kill(freezer: str, memory: str) -> None:
         deadline = time.monotonic() + 1.0
         while (cgroupfs.try_read(state) or "").strip() != "FROZEN" and time.monotonic() < deadline:
             time.sleep(0.001)
-        kill_pids(_tree_pids(freezer) or _tree_pids(memory))
+        kill_pids(cgroupfs.tree_pids(freezer) or cgroupfs.tree_pids(memory))
     finally:
         try:
             cgroupfs.write(state, "THAWED")

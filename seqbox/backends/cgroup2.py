@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from seqbox.spawn import Prepared, Stdio
 
 CPU_PERIOD_US = 100_000
+PAGE = os.sysconf("SC_PAGE_SIZE")
 NODE_PREFIX = "seqbox-"
 LEAF = "cmd"
 SUPERVISOR_PREFIX = "seqbox-sup-"
@@ -97,7 +98,7 @@ class Cgroup2Layout:
 
     @classmethod
     def current(cls) -> Cgroup2Layout:
-        mounts = cgroupfs.parse_mountinfo(cgroupfs.read("/proc/self/mountinfo"))
+        mounts = cgroupfs.mounts()
         paths = cgroupfs.parse_proc_cgroup(cgroupfs.read("/proc/self/cgroup"))
         for mount in mounts:
             if mount.fstype == "cgroup2" and cgroupfs.UNIFIED in paths:
@@ -285,18 +286,18 @@ class Cgroup2Sandbox(Sandbox):
     def _set_limits(self) -> None:
         limits = self.limits
         if limits.mem is not None:
-            _write_checked(self._file("memory.max"), str(limits.mem))
+            cgroupfs.write_checked(self._file("memory.max"), str(limits.mem), PAGE)
             if os.path.exists(self._file("memory.swap.max")):
-                _write_checked(self._file("memory.swap.max"), "0")
+                cgroupfs.write_checked(self._file("memory.swap.max"), "0")
         if limits.mem_high is not None:
-            _write_checked(self._file("memory.high"), str(limits.mem_high))
+            cgroupfs.write_checked(self._file("memory.high"), str(limits.mem_high), PAGE)
         if os.path.exists(self._file("memory.oom.group")):
-            _write_checked(self._file("memory.oom.group"), "1")
+            cgroupfs.write_checked(self._file("memory.oom.group"), "1")
         if limits.pids is not None:
-            _write_checked(self._file("pids.max"), str(limits.pids))
+            cgroupfs.write_checked(self._file("pids.max"), str(limits.pids))
         if limits.cpus is not None:
             quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
-            _write_checked(self._file("cpu.max"), f"{quota} {CPU_PERIOD_US}")
+            cgroupfs.write_checked(self._file("cpu.max"), f"{quota} {CPU_PERIOD_US}")
 
     def prepare(
         self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
@@ -360,10 +361,7 @@ class Cgroup2Sandbox(Sandbox):
         return None if usage is None else usage / 1e6
 
     def pids(self) -> list[int]:
-        pids: list[int] = []
-        for dirpath, _, _ in os.walk(self.node):
-            pids.extend(cgroupfs.parse_pids(cgroupfs.try_read(os.path.join(dirpath, "cgroup.procs")) or ""))
-        return pids
+        return cgroupfs.tree_pids(self.node)
 
     def kill_all(self) -> None:
         if self.has_kill:
@@ -417,17 +415,3 @@ class Cgroup2Sandbox(Sandbox):
             if self.supervisor_leaf is not None:
                 _leave_leaf(self.supervisor_leaf)
                 self.supervisor_leaf = None
-
-
-def _write_checked(path: str, value: str) -> None:
-    """Write a limit and read it back: a silently ignored limit is the worst failure."""
-    cgroupfs.write(path, value)
-    got = cgroupfs.read(path).strip()
-    if path.endswith("cpu.max"):
-        ok = got.split() == value.split()
-    elif value.isdigit() and got.isdigit():
-        ok = abs(int(got) - int(value)) <= 4096  # the kernel rounds memory to pages
-    else:
-        ok = got == value
-    if not ok:
-        raise BackendError(f"{path}: wrote {value}, the kernel kept {got}")

@@ -215,12 +215,44 @@ def read_int_or_none(path: str) -> int | None:
         return None
 
 
-def remove_tree(path: str) -> None:
+def remove_tree(path: str, attempts: int = 200) -> None:
     """Remove a cgroup and the cgroups below it (deepest first)."""
     if not os.path.isdir(path):
         return
     for dirpath, _, _ in os.walk(path, topdown=False):
-        remove_dir(dirpath)
+        remove_dir(dirpath, attempts)
+
+
+def tree_pids(path: str) -> list[int]:
+    """Every process in the cgroup ``path`` and the cgroups below it."""
+    pids: set[int] = set()  # v1 may list a process once per thread
+    for dirpath, _, _ in os.walk(path):
+        pids.update(parse_pids(try_read(os.path.join(dirpath, "cgroup.procs")) or ""))
+    return sorted(pids)
+
+
+def write_checked(path: str, value: str, tolerance: int = 0) -> None:
+    """Write a limit and read it back: a silently ignored limit is the worst
+    failure. Numbers may differ by ``tolerance`` (the kernel rounds memory to
+    pages); anything else must come back as written."""
+    write(path, value)
+    got = read(path).strip()
+    if got.split() == value.split():
+        return
+    if tolerance and value.isdigit() and got.isdigit() and abs(int(got) - int(value)) <= tolerance:
+        return
+    raise BackendError(f"{path}: wrote {value}, the kernel kept {got}")
+
+
+_mounts: list[Mount] | None = None
+
+
+def mounts() -> list[Mount]:
+    """This process's cgroup mounts (read once: they do not change under a run)."""
+    global _mounts
+    if _mounts is None:
+        _mounts = parse_mountinfo(read("/proc/self/mountinfo"))
+    return _mounts
 
 
 def try_read(path: str) -> str | None:
