@@ -17,11 +17,12 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, make_dataclass
+from typing import TYPE_CHECKING, Any
 
 from seqbox.errors import UsageError
 from seqbox.options import OPTIONS, parse_value
+from seqbox.summary import FIELDS, Summary
 
 __all__ = ["Result", "run", "run_async"]
 
@@ -32,36 +33,45 @@ _KEYWORDS = {
 }
 
 
-@dataclass(frozen=True)
-class Result:
-    """How a run ended: the fields of the JSON summary (spec section 4)."""
+def _ok(self: Result) -> bool:
+    return self.status == "ok"
 
-    command: list[str]
-    status: str
-    exit_code: int
-    signal: int | None
-    wall_s: float
-    cpu_s: float | None
-    peak_mem_bytes: int | None
-    mem_limit_bytes: int | None
-    procs_peak: int
-    backend: str | None
-    lock: str | None
-    lock_wait_s: float
-    attempts: int
-    run_id: str
-    log: str | None
-    stdout: str | None = None
-    stderr: str | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
+if TYPE_CHECKING:
 
-    @classmethod
-    def from_summary(cls, data: Mapping[str, Any]) -> Result:
-        fields: dict[str, Any] = {name: data.get(name) for name in cls.__dataclass_fields__}
-        return cls(**fields)
+    @dataclass(frozen=True, init=False)
+    class Result(Summary):
+        """How a run ended: the fields of the JSON summary, and with
+        ``capture=True`` the command's output."""
+
+        stdout: str | None
+        stderr: str | None
+
+        def __init__(self, **fields: Any) -> None: ...
+
+        @property
+        def ok(self) -> bool: ...
+
+else:
+    # A frozen dataclass with the summary's fields (the one list, in seqbox/summary.py)
+    Result = make_dataclass(
+        "Result",
+        [
+            *((name, Any) for name in FIELDS),
+            ("stdout", Any, field(default=None)),
+            ("stderr", Any, field(default=None)),
+        ],
+        frozen=True,
+        namespace={
+            "ok": property(_ok),
+            "__doc__": "How a run ended: the fields of the JSON summary, and with capture=True the output.",
+        },
+    )
+    Result.__module__ = __name__
+
+
+def _result_from(data: Mapping[str, Any], **extra: Any) -> Result:
+    return Result(**{name: data.get(name) for name in FIELDS}, **extra)
 
 
 def _command_line(
@@ -113,24 +123,10 @@ def _result(
     except ValueError:
         data = None
     if not isinstance(data, dict):  # seqbox itself failed before a summary (its stderr says why)
-        return Result(
-            command=list(command),
-            status="error",
-            exit_code=returncode,
-            signal=None,
-            wall_s=0.0,
-            cpu_s=None,
-            peak_mem_bytes=None,
-            mem_limit_bytes=None,
-            procs_peak=0,
-            backend=None,
-            lock=None,
-            lock_wait_s=0.0,
-            attempts=0,
-            run_id="",
-            log=None,
-        )
-    return Result.from_summary(data)
+        failed: dict[str, Any] = {"command": list(command), "status": "error", "exit_code": returncode}
+        failed.update(wall_s=0.0, procs_peak=0, lock_wait_s=0.0, attempts=0, run_id="")
+        return _result_from(failed)
+    return _result_from(data, stdout=data.get("stdout"), stderr=data.get("stderr"))
 
 
 def run(

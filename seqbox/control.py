@@ -5,20 +5,21 @@ from __future__ import annotations
 import os
 import signal
 
-from seqbox import leftovers, procinfo, queue
+from seqbox import queue
+from seqbox.backends import leftovers, procinfo
 from seqbox.interrupts import KILL_REQUEST
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from seqbox.records import Entry
 
-def _signal(entry: dict[str, object], sig: int) -> bool:
+
+def _signal(entry: Entry, sig: int) -> bool:
     """Signal the seqbox process an entry names, if it is still that process."""
-    pid, start = entry.get("pid"), entry.get("start")
-    if not isinstance(pid, int) or not procinfo.is_alive(
-        pid, start if isinstance(start, (int, float)) else None
-    ):
+    pid = entry.get("pid")
+    if pid is None or not procinfo.is_alive(pid, entry.get("start")):
         return False
     try:
         os.kill(pid, sig)
@@ -29,13 +30,14 @@ def _signal(entry: dict[str, object], sig: int) -> bool:
 
 def kill(
     project_key: str, lock: str | None, cancel_waiters: bool, environ: Mapping[str, str] | None = None
-) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+) -> tuple[list[Entry], list[Entry]]:
     """Kill the running sandbox(es) of the project's lock(s) at once; with
     ``cancel_waiters``, first make every waiter give up so none starts.
 
     Returns (killed holders, cancelled waiters).
     """
-    killed, cancelled = [], []
+    killed: list[Entry] = []
+    cancelled: list[Entry] = []
     for lockdir in queue.project_locks(project_key, environ):
         try:
             if lock is not None and lockdir.lock != lock:

@@ -41,10 +41,6 @@ class Output:
     def error(self, message: str) -> None:
         self._write(f"seqbox: {message}\n")
 
-    def warn(self, message: str) -> None:
-        if self.level >= NORMAL:
-            self._write(f"seqbox: {message}\n")
-
     def note(self, message: str) -> None:
         if self.level >= NORMAL:
             self._write(f"seqbox: {message}\n")

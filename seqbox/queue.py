@@ -31,6 +31,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
+    from seqbox.records import Entry
+
     WaitHook = Callable[[Callable[[], "QueueView"], float], None]
 
 TICKET_PREFIX = "t-"
@@ -121,21 +123,66 @@ def _open_lock_dir(project_key: str, lock: str, environ: Mapping[str, str] | Non
 # -- reading entries --------------------------------------------------------------
 
 
-def read_entry(dir_fd: int, name: str) -> dict[str, object] | None:
-    """The JSON a ticket or slot holds; None when absent or torn."""
+def read_entry(dir_fd: int, name: str) -> Entry | None:
+    """The entry a ticket or slot holds; None when absent, torn or not one."""
     fd = flocks.open_file(dir_fd, name, create=False)
     if fd is None:
         return None
     try:
         for _ in range(3):
             try:
-                data = json.loads(flocks.read_fd(fd) or b"null")
-                return data if isinstance(data, dict) else None
+                return entry_from_json(json.loads(flocks.read_fd(fd) or b"null"))
             except ValueError:
                 time.sleep(0.001)
         return None
     finally:
         os.close(fd)
+
+
+#: an entry's keys and the JSON types each may have
+_NULLABLE = frozenset({"start", "mem", "pids"})
+_ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "pid": (int,),
+    "start": (int, float),
+    "command": (list,),
+    "run_id": (str,),
+    "lock": (str,),
+    "mem": (int,),
+    "pids": (int,),
+    "arrived": (int, float),
+    "number": (int,),
+    "since": (int, float),
+    "child": (int,),
+    "backend": (str,),
+    "cgroups": (list,),
+    "mem_file": (str,),
+    "procs_file": (str,),
+}
+
+
+def entry_from_json(data: object) -> Entry | None:
+    """What another process wrote, checked once here so that readers need not:
+    a dict with a positive int ``pid``; a key of the wrong type is dropped."""
+    if not isinstance(data, dict):
+        return None
+    pid = data.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    entry: dict[str, object] = {}
+    for key, value in data.items():
+        types = _ENTRY_TYPES.get(key)
+        if types is None:
+            continue
+        if value is None:
+            if key in _NULLABLE:
+                entry[key] = None
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            continue
+        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+            continue
+        entry[key] = value
+    return entry  # type: ignore[return-value]  # checked key by key above
 
 
 def _held(dir_fd: int, name: str) -> bool:
@@ -154,7 +201,7 @@ class QueueView:
 
     __slots__ = ("holders", "waiters")
 
-    def __init__(self, holders: list[dict[str, object]], waiters: list[dict[str, object]]) -> None:
+    def __init__(self, holders: list[Entry], waiters: list[Entry]) -> None:
         self.holders = holders
         self.waiters = waiters
 
@@ -169,7 +216,7 @@ def view(lockdir: LockDir, *, prune: bool = False) -> QueueView:
     return QueueView(holders, waiters)
 
 
-def _live_entries(lockdir: LockDir, names: list[str], *, prune: bool) -> list[dict[str, object]]:
+def _live_entries(lockdir: LockDir, names: list[str], *, prune: bool) -> list[Entry]:
     """The entries whose files are held (their process lives), in order; with
     ``prune``, the unheld files are removed."""
     entries = []
@@ -194,11 +241,15 @@ def _unlink(dir_fd: int, name: str) -> None:
 
 
 class Turn:
-    """A place in the queue, then (after :meth:`wait`) a held slot."""
+    """A place in the queue, then (after :meth:`wait`) a held slot.
 
-    def __init__(
-        self, lockdir: LockDir, number: int, ticket_fd: int, slots: int, info: dict[str, object]
-    ) -> None:
+    A context manager: leaving the ``with`` gives the place (or the slot) back
+    and tidies the lock's files. :meth:`hand_over` is the one other way out: it
+    gives the slot back early (the next run starts) and leaves the tidying to
+    the end of the ``with``.
+    """
+
+    def __init__(self, lockdir: LockDir, number: int, ticket_fd: int, slots: int, info: Entry) -> None:
         self.lockdir = lockdir
         self.number = number
         self.ticket_fd: int | None = ticket_fd
@@ -208,7 +259,16 @@ class Turn:
         self.slot: int | None = None
         self.wait_s = 0.0
         #: who held our slot before us, as its slot file said (see :meth:`_took`)
-        self.previous: dict[str, object] | None = None
+        self.previous: Entry | None = None
+
+    def __enter__(self) -> Turn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hand_over()
+        if self.lockdir.fd >= 0:
+            tidy(self.lockdir)
+            self.lockdir.close()
 
     @property
     def lock(self) -> str:
@@ -247,7 +307,7 @@ class Turn:
                 time.sleep(HEAD_POLL_S)
         self.wait_s = time.monotonic() - start
         if self.number <= self.lockdir.cancel_mark():
-            self.release()
+            self.hand_over()
             raise Cancelled
 
     def _predecessor(self) -> int | None:
@@ -295,16 +355,15 @@ class Turn:
         ``kill`` see the old entry, whose process is gone, and leave it alone."""
         self.slot, self.slot_fd = k, fd
         try:
-            previous = json.loads(flocks.read_fd(fd) or b"null")
+            self.previous = entry_from_json(json.loads(flocks.read_fd(fd) or b"null"))
         except ValueError:
-            previous = None
-        self.previous = previous if isinstance(previous, dict) else None
+            self.previous = None
 
     @property
     def held(self) -> bool:
         return self.slot_fd is not None
 
-    def started(self, info: dict[str, object]) -> None:
+    def started(self, info: Entry) -> None:
         """Record who holds the slot, and leave the line: the next waiter wakes."""
         if self.slot_fd is not None:
             flocks.write_fd(self.slot_fd, json.dumps(info).encode())
@@ -316,22 +375,40 @@ class Turn:
             os.close(self.ticket_fd)
             self.ticket_fd = None
 
-    def give_back(self) -> None:
-        """Give the slot back: the next holder starts at once."""
+    def hand_over(self) -> None:
+        """Give the place (or the slot) back: the next run starts at once."""
         self._leave_line()
         if self.slot_fd is not None:
             os.close(self.slot_fd)
             self.slot_fd = None
 
-    def release(self) -> None:
-        """Give the slot back and tidy up."""
-        self.give_back()
-        tidy(self.lockdir)
-        self.lockdir.close()
+
+class NoTurn:
+    """No place in any queue (``--no-lock``, or a nested run): the same
+    interface as :class:`Turn`, doing nothing."""
+
+    number = 0
+    previous: Entry | None = None
+    wait_s = 0.0
+
+    def __enter__(self) -> NoTurn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def wait(self, *, timeout: float | None, on_wait: WaitHook | None, tick: float) -> None:
+        pass
+
+    def started(self, info: Entry) -> None:
+        pass
+
+    def hand_over(self) -> None:
+        pass
 
 
 def arrive(
-    project_key: str, lock: str, slots: int, info: dict[str, object], environ: Mapping[str, str] | None = None
+    project_key: str, lock: str, slots: int, info: Entry, environ: Mapping[str, str] | None = None
 ) -> Turn:
     """Join the end of the queue: take a number and a locked ticket."""
     for _ in range(100):
@@ -361,7 +438,7 @@ def arrive(
     raise StateError(f"cannot join the queue of lock {lock!r}: its directory keeps disappearing")
 
 
-def _make_ticket(dir_fd: int, number: int, info: dict[str, object]) -> int:
+def _make_ticket(dir_fd: int, number: int, info: Entry) -> int:
     """Create ``t-<number>`` already locked: lock a temporary file, then rename."""
     temporary = f".new-{os.getpid()}-{number}"
     fd = os.open(temporary, flocks.FILE_FLAGS | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd)
@@ -377,7 +454,7 @@ def _make_ticket(dir_fd: int, number: int, info: dict[str, object]) -> int:
         raise
 
 
-def cancel_waiters(lockdir: LockDir) -> list[dict[str, object]]:
+def cancel_waiters(lockdir: LockDir) -> list[Entry]:
     """``seqbox kill --all``: every waiter that has arrived gives up, none starts."""
     door = flocks.open_file(lockdir.fd, DOOR)
     assert door is not None

@@ -1,9 +1,10 @@
 """``seqbox run`` as a library function.
 
 For each try: make a sandbox and fork the command into it, parked; on the
-first try, take a turn in the project's queue (unless nested or ``--no-lock``)
-and pass the git guard; launch; supervise until the tree is gone. The turn is
-given back as soon as the last try's tree is gone, before the bookkeeping.
+first try, wait for the turn taken in the project's queue (unless nested or
+``--no-lock``) and pass the git guard; launch; supervise until the tree is
+gone. The turn is handed over as soon as the last try's tree is gone, before
+the bookkeeping.
 
 Raises SeqboxError for what stops seqbox from doing its job; a command's
 failure is a result, never an exception.
@@ -14,14 +15,14 @@ from __future__ import annotations
 import os
 import time
 
-from seqbox import summary as summary_mod
-from seqbox.backends import Limits, Sandbox, Selection, select
-from seqbox.errors import BackendError, SeqboxError
+from seqbox.backends import Limits, Selection, select
+from seqbox.errors import SeqboxError
 from seqbox.interrupts import Interrupts
 from seqbox.options import RunOptions
 from seqbox.output import Output
 from seqbox.spawn import Prepared, SpawnError, Stdio, abandon, remember_ignored_signals
-from seqbox.supervise import Outcome, Policy, Supervisor, spawn_failed, terminal_foreground
+from seqbox.summary import Summary
+from seqbox.supervise import Outcome, Supervisor, spawn_failed, terminal_foreground
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,23 +30,13 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
     from seqbox.capture import Capture
-    from seqbox.queue import Turn
+    from seqbox.queue import NoTurn, Turn
+    from seqbox.records import Entry
+
+    #: what a ``--json`` run captured of the command: (stdout, stderr)
+    Captured = tuple[str | None, str | None]
 
 RUN_ID_ENV = "SEQBOX_RUN_ID"
-
-
-class RunResult:
-    """What ``seqbox run`` produced: the summary and the exit code."""
-
-    __slots__ = ("exit_code", "stderr", "stdout", "summary")
-
-    def __init__(
-        self, summary: dict[str, object], exit_code: int, stdout: str | None = None, stderr: str | None = None
-    ) -> None:
-        self.summary = summary
-        self.exit_code = exit_code
-        self.stdout = stdout
-        self.stderr = stderr
 
 
 class CancelledRun(SeqboxError):
@@ -55,16 +46,16 @@ class CancelledRun(SeqboxError):
 
 
 def limits_for(options: RunOptions) -> Limits:
-    warn = options.warn_at
     return Limits(
         mem=options.mem,
         mem_high=options.mem_high,
         pids=options.pids,
         cpus=options.cpus,
+        warn_at=options.warn_at,
+        timeout=options.timeout,
+        grace=options.grace,
+        signal=options.signal,
         poll_interval=options.poll_interval,
-        notify_at=tuple(
-            n for n in (int(warn * options.mem) if warn and options.mem else None, options.mem_high) if n
-        ),
     )
 
 
@@ -73,46 +64,18 @@ def choose_backend(options: RunOptions, out: Output) -> Selection:
     note = selection.fallback_note()
     if note:
         out.note(note)
-    if options.cpus is not None and selection.backend.name == "poll":
-        out.note("--cpus is ignored by the poll backend")
+    if options.cpus is not None and not selection.backend.supports_cpus:
+        out.note(f"--cpus is ignored by the {selection.backend.name} backend")
     out.info(f"backend {selection.backend.name}: {selection.probe.reason}")
     return selection
 
 
-def make_sandbox(selection: Selection, options: RunOptions, name: str, out: Output) -> Sandbox:
-    """The sandbox for one try. With ``--backend auto`` a cgroup backend that
-    fails here falls back to polling, saying so."""
-    limits = limits_for(options)
-    try:
-        return selection.backend.create(limits, name)
-    except BackendError as err:
-        if options.backend != "auto" or selection.backend.name == "poll":
-            raise
-        from seqbox.backends.poll import PollBackend
-
-        out.note(f"{selection.backend.name} failed ({err}); enforcing limits by polling instead")
-        selection.backend = PollBackend(linux=True)
-        return selection.backend.create(limits, name)
-
-
-def nest_limits(options: RunOptions, holder: Mapping[str, object], out: Output) -> None:
-    """A nested run never gets more than the run it is inside."""
-    for key in ("mem", "pids"):
-        outer = holder.get(key)
-        mine = getattr(options, key)
-        if isinstance(outer, int) and (mine is None or mine > outer):
-            setattr(options, key, outer)
-    out.info(
-        f"nested inside pid {holder.get('pid')} (lock {holder.get('lock')!r}): "
-        "not queueing; limits nest inside its sandbox"
-    )
-
-
 def execute(
     argv: list[str], options: RunOptions, out: Output, environ: Mapping[str, str], root: str
-) -> RunResult:
-    """Run ``argv`` under ``options`` in the project at ``root``."""
-    from seqbox import leftovers
+) -> tuple[Summary, Captured | None]:
+    """Run ``argv`` under ``options`` in the project at ``root``: its summary,
+    and with ``--json`` what it printed."""
+    from seqbox.backends import leftovers
     from seqbox.project import project_key
 
     remember_ignored_signals()
@@ -121,14 +84,12 @@ def execute(
     try:
         key = project_key(root)
         run = Run(argv, options, out, environ, key, f"{leftovers.run_stamp()}-{os.getpid()}")
-        run.join_queue()  # first, so arrival order is start order; the rest happens while waiting
-        try:
+        # join first, so arrival order is start order; the rest happens while waiting
+        with run.join_queue() as turn:
             for path in leftovers.find(key):  # a few directory listings when there are none
                 out.info(f"removing {path}, left by a crashed run")
                 leftovers.remove(path)
-            return run.execute(choose_backend(options, out), interrupts)
-        finally:
-            run.release()
+            return run.execute(turn, choose_backend(options, out), interrupts)
     finally:
         interrupts.restore()
 
@@ -145,10 +106,9 @@ class Run:
         key: str,
         run_id: str,
     ) -> None:
-        from seqbox import procinfo
-
         self.argv = argv
         self.options = options
+        self.limits = limits_for(options)
         self.out = out
         self.key = key
         self.run_id = run_id
@@ -156,52 +116,57 @@ class Run:
         self.env.update(options.extra_env())
         self.env[RUN_ID_ENV] = run_id
         self.environ = environ
-        self.turn: Turn | None = None
         self.nested = False
         self.waited = 0.0
-        self.me: dict[str, object] = {
+        self._start: float | None = None
+
+    def me(self) -> Entry:
+        """What this run writes in its ticket, and later in its slot."""
+        if self._start is None:
+            from seqbox.backends import procinfo
+
+            self._start = procinfo.start_time(os.getpid())
+        return {
             "pid": os.getpid(),
-            "start": procinfo.start_time(os.getpid()),
-            "command": argv,
-            "run_id": run_id,
-            "lock": options.lock,
-            "mem": options.mem,
-            "pids": options.pids,
+            "start": self._start,
+            "command": self.argv,
+            "run_id": self.run_id,
+            "lock": self.options.lock,
+            "mem": self.limits.mem,
+            "pids": self.limits.pids,
         }
 
-    def join_queue(self) -> None:
+    def join_queue(self) -> Turn | NoTurn:
         """Take a number in the lock's queue, unless nested or ``--no-lock``."""
-        if self.options.no_lock:
-            return
         from seqbox import queue
+
+        if self.options.no_lock:
+            return queue.NoTurn()
         from seqbox.nesting import enclosing_holder
 
         holder = enclosing_holder(self.key, self.environ)
         if holder is not None:
             self.nested = True
-            nest_limits(self.options, holder, self.out)
-            return
-        self.turn = queue.arrive(
-            self.key, self.options.lock, self.options.slots, {**self.me, "arrived": time.time()}
+            self.limits = self.limits.nested_in(holder.get("mem"), holder.get("pids"))
+            self.out.info(
+                f"nested inside pid {holder.get('pid')} (lock {holder.get('lock')!r}): "
+                "not queueing; limits nest inside its sandbox"
+            )
+            return queue.NoTurn()
+        turn = queue.arrive(
+            self.key, self.options.lock, self.options.slots, {**self.me(), "arrived": time.time()}
         )
-        self.out.info(f"in the queue of lock {self.options.lock!r} as number {self.turn.number}")
+        self.out.info(f"in the queue of lock {self.options.lock!r} as number {turn.number}")
+        return turn
 
-    def execute(self, selection: Selection, interrupts: Interrupts) -> RunResult:
+    def execute(
+        self, turn: Turn | NoTurn, selection: Selection, interrupts: Interrupts
+    ) -> tuple[Summary, Captured | None]:
         options = self.options
-        policy = Policy(
-            mem=options.mem,
-            mem_high=options.mem_high,
-            pids=options.pids,
-            timeout=options.timeout,
-            grace=options.grace,
-            signal=options.signal,
-            warn_at=options.warn_at,
-            poll_interval=options.poll_interval,
-        )
         log = _open_log(options.log, self.out)
         outcome: Outcome | None = None
         attempts, wall, cpu, peak, procs_peak = 0, 0.0, 0.0, 0, 0
-        stdout = stderr = None
+        captured = None
         try:
             for attempt in range(1, options.retry + 2):
                 attempts = attempt
@@ -209,7 +174,7 @@ class Run:
                     _log_line(
                         log, f"=== seqbox try {attempt}/{options.retry + 1}: {_shell_join(self.argv)}\n"
                     )
-                outcome, stdout, stderr = self.one_try(attempt, selection, policy, interrupts, log)
+                outcome, captured = self.one_try(turn, attempt, selection, interrupts, log)
                 wall += outcome.wall_s
                 cpu += outcome.cpu_s or 0.0
                 peak = max(peak, outcome.peak_mem_bytes or 0)
@@ -225,46 +190,51 @@ class Run:
                     f"try {attempt} ended with status {outcome.status} (exit {outcome.exit_code}); retrying"
                 )
         finally:
-            self.release()
+            turn.hand_over()
         assert outcome is not None
-        summary = summary_mod.build(
-            command=self.argv,
-            status=outcome.status,
-            exit_code=outcome.exit_code,
-            signal=outcome.signal,
-            wall_s=wall,
-            cpu_s=cpu,
-            peak_mem_bytes=peak or None,
-            mem_limit_bytes=options.mem,
-            procs_peak=procs_peak,
-            backend=selection.backend.name,
-            lock=None if options.no_lock else options.lock,
-            lock_wait_s=self.waited,
-            attempts=attempts,
-            run_id=self.run_id,
-            log=os.path.abspath(options.log) if options.log else None,
-        )
+        summary = Summary()
+        summary.command = list(self.argv)
+        summary.status = outcome.status
+        summary.exit_code = outcome.exit_code
+        summary.signal = outcome.signal
+        summary.wall_s = round(wall, 3)
+        summary.cpu_s = round(cpu, 3)
+        summary.peak_mem_bytes = peak or None
+        summary.mem_limit_bytes = self.limits.mem
+        summary.procs_peak = procs_peak
+        summary.backend = selection.backend.name
+        summary.lock = None if options.no_lock else options.lock
+        summary.lock_wait_s = round(self.waited, 3)
+        summary.attempts = attempts
+        summary.run_id = self.run_id
+        summary.log = os.path.abspath(options.log) if options.log else None
         if log is not None:
-            _log_line(log, "=== seqbox summary: " + summary_mod.dumps(summary) + "\n")
+            from seqbox.summary import dumps
+
+            _log_line(log, "=== seqbox summary: " + dumps(summary.as_json()) + "\n")
             log.close()
         if options.report:
-            summary_mod.write_report(options.report, summary)
-        return RunResult(summary, outcome.exit_code, stdout, stderr)
+            from seqbox.summary import write_report
+
+            write_report(options.report, summary.as_json())
+        return summary, captured
 
     def one_try(
         self,
+        turn: Turn | NoTurn,
         attempt: int,
         selection: Selection,
-        policy: Policy,
         interrupts: Interrupts,
         log: BinaryIO | None,
-    ) -> tuple[Outcome, str | None, str | None]:
+    ) -> tuple[Outcome, Captured | None]:
         """A fresh sandbox, the command parked in it, our turn, launch, supervise."""
         options = self.options
         name = f"{self.key}-{self.run_id}" + (f"-{attempt}" if attempt > 1 else "")
-        sandbox = make_sandbox(selection, options, name, self.out)
+        sandbox, note = selection.make_sandbox(self.limits, name)
+        if note:
+            self.out.note(note)
         capture = _capture(options, log)
-        stdout = stderr = None
+        captured = None
         try:
             stdio = capture.stdio() if capture is not None else Stdio()
             foreground = terminal_foreground()
@@ -273,49 +243,54 @@ class Run:
                     self.argv, cwd=options.cwd, env=self.env, stdio=stdio, new_session=not foreground
                 )
             except SpawnError as err:  # not found, not executable: nothing to queue for
-                return spawn_failed(err, self.out), None, None
+                return spawn_failed(err, self.out), None
             if attempt == 1:
-                self.wait_turn(prepared)
+                self.wait_turn(turn, prepared)
 
             def started(pid: int) -> None:
                 if capture is not None:
                     capture.started()
-                if self.turn is not None and self.turn.ticket_fd is not None:
-                    info = {**self.me, "since": time.time(), "child": pid, **sandbox.describe()}
-                    self.turn.started(info)
+                turn.started({**self.me(), "since": time.time(), "child": pid, **sandbox.describe()})
+
+            def ended() -> None:  # the command is over: let the next run start, and step aside
+                turn.hand_over()
+                try:
+                    os.nice(10)  # our bookkeeping must not compete with its start-up for the CPU
+                except OSError:
+                    pass
 
             last_try = options.retry == 0
-            outcome = Supervisor(sandbox, policy, self.out, interrupts).run(
-                prepared, foreground=foreground, started=started, ended=self.hand_over if last_try else None
+            outcome = Supervisor(sandbox, self.out, interrupts).run(
+                prepared, foreground=foreground, started=started, ended=ended if last_try else None
             )
             if not _should_retry(outcome, options, attempt):
-                self.release()  # the next run starts now; our bookkeeping can wait
+                turn.hand_over()  # the next run starts now; our bookkeeping can wait
         finally:
             try:
                 if capture is not None:
-                    stdout, stderr = capture.finish()
+                    captured = capture.finish()
             finally:
                 sandbox.dispose()
-        return outcome, stdout, stderr
+        return outcome, captured
 
-    def wait_turn(self, prepared: Prepared) -> None:
+    def wait_turn(self, turn: Turn | NoTurn, prepared: Prepared) -> None:
         """Wait for our turn (and the git guard) with the command parked. On
         any failure the parked child is abandoned before the error goes up."""
         from seqbox import queue
 
         start = time.monotonic()
         try:
-            if self.turn is not None:
+            if isinstance(turn, queue.Turn):
                 from seqbox.waitline import WaitLine
 
-                line = WaitLine(self.out, self.options.lock, self.turn.number)
+                line = WaitLine(self.out, self.options.lock, turn.number)
                 try:
-                    self.turn.wait(timeout=self.options.wait_timeout, on_wait=line, tick=line.tick)
+                    turn.wait(timeout=self.options.wait_timeout, on_wait=line, tick=line.tick)
                 except queue.Cancelled:
                     raise CancelledRun("cancelled by 'seqbox kill --all' before it started") from None
                 finally:
                     line.done()
-                self.clean_after_crash(self.turn.previous)
+                self.clean_after_crash(turn.previous)
             if not self.nested and os.path.basename(self.argv[0]) == "git":
                 from seqbox import gitguard
 
@@ -324,12 +299,11 @@ class Run:
                     on_wait=lambda path: self.out.note(f"waiting for {path} to go away"),
                 )
         except BaseException:
-            self.release()
             abandon(prepared)
             raise
         self.waited = time.monotonic() - start
 
-    def clean_after_crash(self, previous: dict[str, object] | None) -> None:
+    def clean_after_crash(self, previous: Entry | None) -> None:
         """If the run before us died without ending its tree (its supervisor was
         SIGKILLed), its cgroups still run: end them before we start.
 
@@ -338,10 +312,10 @@ class Run:
         waits for its memory to be torn down (1-1.5 ms measured). A pid reused
         since reads as alive here; the next run's start-up scan still finds its
         leftovers."""
-        from seqbox import leftovers
+        from seqbox.backends import leftovers
 
         pid = None if previous is None else previous.get("pid")
-        if not isinstance(pid, int):
+        if pid is None:
             return
         try:
             os.kill(pid, 0)
@@ -356,24 +330,6 @@ class Run:
         if paths:
             names = sorted({os.path.basename(path) for path in paths})
             self.out.note(f"the run before (pid {pid}) died; ended what it left running: {', '.join(names)}")
-
-    def hand_over(self) -> None:
-        """The command is over: let the next run start, and step aside while it
-        does (our remaining bookkeeping must not compete with its start-up for
-        the CPU)."""
-        if self.turn is None:
-            return
-        self.turn.give_back()
-        try:
-            os.nice(10)
-        except OSError:
-            pass
-        self.release()
-
-    def release(self) -> None:
-        if self.turn is not None:
-            self.turn.release()
-            self.turn = None
 
 
 def _should_retry(outcome: Outcome, options: RunOptions, attempt: int) -> bool:
@@ -400,7 +356,7 @@ def _open_log(path: str | None, out: Output) -> BinaryIO | None:
     try:
         return open(path, "ab")
     except OSError as err:
-        out.warn(f"warning: cannot write the log {path}: {err.strerror}; running without it")
+        out.note(f"warning: cannot write the log {path}: {err.strerror}; running without it")
         return None
 
 

@@ -2,7 +2,7 @@
 
 Not ``subprocess``: it costs 14 ms to import, and the child must write itself
 into the sandbox's cgroups between fork and exec (``preexec_fn`` would force the
-same fork path anyway). The supervisor is single-threaded when it forks.
+same fork path anyway). The fork itself is the sandbox's (see seqbox/backends/clone3.py).
 
 A prepared child execs a tiny ``sh`` right away and waits there for one byte on
 a pipe: exec'ing the command from a parked ``sh`` takes a third of the time it
@@ -15,6 +15,13 @@ from __future__ import annotations
 import errno
 import os
 import signal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    #: makes the child: (pid, or 0 in the child; fds the child writes ``0`` to, to join cgroups)
+    Fork = Callable[[], tuple[int, tuple[int, ...]]]
 
 #: wait statuses of children reaped so far, by pid (see :func:`reap`)
 _exited: dict[int, int] = {}
@@ -60,17 +67,6 @@ def remember_ignored_signals() -> None:
             _inherited_ignored.append(sig)
 
 
-class Into:
-    """A cgroup v2 directory to create the child in: ``dir_fd`` for
-    clone3(CLONE_INTO_CGROUP), ``procs_fd`` (its cgroup.procs) for the fallback."""
-
-    __slots__ = ("dir_fd", "procs_fd")
-
-    def __init__(self, dir_fd: int, procs_fd: int) -> None:
-        self.dir_fd = dir_fd
-        self.procs_fd = procs_fd
-
-
 class Prepared:
     """A child forked into its sandbox, set up, and parked until :func:`launch`."""
 
@@ -113,12 +109,12 @@ def prepare(
     env: dict[str, str],
     stdio: Stdio,
     new_session: bool,
-    join_fds: tuple[int, ...] = (),
-    into: Into | None = None,
+    fork: Fork | None = None,
 ) -> Prepared:
-    """Start the child: created in the cgroup v2 directory ``into`` (if given),
-    it writes ``0`` to every ``join_fds`` (v1 ``tasks`` files opened by the
-    parent), sets up stdio, session and cwd, and parks until :func:`launch`.
+    """Start the child: made by ``fork`` (the sandbox's: it may create the child
+    inside a cgroup), it writes ``0`` to every fd ``fork`` names (cgroup files
+    opened by the parent, to join them), sets up stdio, session and cwd, and
+    parks until :func:`launch`.
     Preparing while waiting for the lock leaves only a wake-up and an exec for
     the handoff. Raises SpawnError when the command cannot be found or the
     child cannot join or set up.
@@ -126,15 +122,12 @@ def prepare(
     resolve(argv[0], env, cwd)
     err_r, err_w = os.pipe()
     go_r, go_w = os.pipe()
-    pid = -1
-    if into is not None:
-        from seqbox.clone3 import clone_into_cgroup
-
-        pid = clone_into_cgroup(into.dir_fd)
-        if pid < 0:  # not available here: fork, then join through cgroup.procs
-            join_fds = (into.procs_fd, *join_fds)
-    if pid < 0:
-        pid = os.fork()
+    try:
+        pid, join_fds = fork() if fork is not None else (os.fork(), ())
+    except BaseException:
+        for fd in (err_r, err_w, go_r, go_w):
+            os.close(fd)
+        raise
     if pid == 0:  # pragma: no cover - the child
         os.close(go_w)
         os.close(err_r)

@@ -3,22 +3,20 @@
 
 from __future__ import annotations
 
-import os
 import time
 
-from seqbox.backends import cgroupfs
 from seqbox.queue import project_locks, view
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from seqbox.records import Entry, LockStatus, RunningStatus, Status
 
-def collect(
-    project_key: str, project_root: str, environ: Mapping[str, str] | None = None
-) -> dict[str, object]:
+
+def collect(project_key: str, project_root: str, environ: Mapping[str, str] | None = None) -> Status:
     now = time.time()
-    locks = []
+    locks: list[LockStatus] = []
     for lockdir in project_locks(project_key, environ):
         try:
             queue = view(lockdir)
@@ -35,7 +33,7 @@ def collect(
                         "position": i,
                         "pid": w.get("pid"),
                         "command": w.get("command"),
-                        "waiting_s": round(now - _seconds(w.get("arrived"), now), 1),
+                        "waiting_s": round(now - w.get("arrived", now), 1),
                     }
                     for i, w in enumerate(queue.waiters, 1)
                 ],
@@ -44,48 +42,17 @@ def collect(
     return {"project": project_root, "locks": locks}
 
 
-def _seconds(value: object, default: float) -> float:
-    return float(value) if isinstance(value, (int, float)) else default
+def _holder(entry: Entry, now: float) -> RunningStatus:
+    from seqbox.backends import usage_of
 
-
-def _holder(entry: dict[str, object], now: float) -> dict[str, object]:
-    mem, procs = _usage(entry)
+    mem, procs = usage_of(entry)
     since = entry.get("since")
     return {
         "pid": entry.get("pid"),
         "command": entry.get("command"),
-        "elapsed_s": round(now - since, 1) if isinstance(since, (int, float)) else None,
+        "elapsed_s": round(now - since, 1) if since is not None else None,
         "mem_bytes": mem,
         "procs": procs,
         "backend": entry.get("backend"),
         "run_id": entry.get("run_id"),
     }
-
-
-def _usage(entry: dict[str, object]) -> tuple[int | None, int | None]:
-    mem_file, procs_file = entry.get("mem_file"), entry.get("procs_file")
-    if isinstance(mem_file, str) and isinstance(procs_file, str):
-        mem_text = cgroupfs.try_read(mem_file)
-        procs_text = cgroupfs.try_read(procs_file)
-        mem = int(mem_text.split()[0]) if mem_text else None
-        return mem, (len(set(procs_text.split())) if procs_text is not None else None)
-    return _tree_usage(entry.get("pid"))
-
-
-def _tree_usage(pid: object) -> tuple[int | None, int | None]:
-    """RSS and process count of a poll-backend supervisor's tree."""
-    if not isinstance(pid, int) or pid == os.getpid():
-        return None, None
-    import psutil
-
-    try:
-        tree = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return None, None
-    total = 0
-    for proc in tree:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            pass
-    return total, len(tree)

@@ -1,77 +1,64 @@
-"""The JSON summary of a run (spec section 4): ``--json``, ``--report``, the
-log's last line and the Python API's result all carry these fields."""
+"""The summary of a run: ``--json``, ``--report``, the run log's last line and
+the Python API's result all carry these fields, in this order.
+
+:class:`Summary` is the one list of fields: the JSON object is made from it,
+and ``seqbox.Result`` (seqbox/api.py) is derived from it.
+"""
 
 from __future__ import annotations
 
 import os
 
-FIELDS = (
-    "command",
-    "status",
-    "exit_code",
-    "signal",
-    "wall_s",
-    "cpu_s",
-    "peak_mem_bytes",
-    "mem_limit_bytes",
-    "procs_peak",
-    "backend",
-    "lock",
-    "lock_wait_s",
-    "attempts",
-    "run_id",
-    "log",
-)
+
+class Summary:
+    """How a run ended."""
+
+    command: list[str]
+    #: ok | failed | timeout | memory | signal | error
+    status: str
+    exit_code: int
+    #: the signal that ended the command, if one did
+    signal: int | None
+    wall_s: float
+    cpu_s: float | None
+    #: from the kernel's own counter on cgroup backends
+    peak_mem_bytes: int | None
+    mem_limit_bytes: int | None
+    procs_peak: int
+    backend: str | None
+    lock: str | None
+    lock_wait_s: float
+    attempts: int
+    run_id: str
+    log: str | None
+
+    __slots__ = tuple(__annotations__)
+
+    def as_json(self) -> dict[str, object]:
+        """The JSON object, fields in order (every one must have been set)."""
+        return {name: getattr(self, name) for name in FIELDS}
 
 
-def build(
-    *,
-    command: list[str],
-    status: str,
-    exit_code: int,
-    signal: int | None,
-    wall_s: float,
-    cpu_s: float | None,
-    peak_mem_bytes: int | None,
-    mem_limit_bytes: int | None,
-    procs_peak: int,
-    backend: str | None,
-    lock: str | None,
-    lock_wait_s: float,
-    attempts: int,
-    run_id: str,
-    log: str | None,
-) -> dict[str, object]:
-    return {
-        "command": list(command),
-        "status": status,
-        "exit_code": exit_code,
-        "signal": signal,
-        "wall_s": round(wall_s, 3),
-        "cpu_s": None if cpu_s is None else round(cpu_s, 3),
-        "peak_mem_bytes": peak_mem_bytes,
-        "mem_limit_bytes": mem_limit_bytes,
-        "procs_peak": procs_peak,
-        "backend": backend,
-        "lock": lock,
-        "lock_wait_s": round(lock_wait_s, 3),
-        "attempts": attempts,
-        "run_id": run_id,
-        "log": log,
-    }
+#: the summary's fields, in order
+FIELDS: tuple[str, ...] = Summary.__slots__
 
 
-def dumps(summary: dict[str, object]) -> str:
+def dumps(document: dict[str, object]) -> str:
+    """One line of JSON that stays valid whatever the command's arguments hold
+    (text that is not UTF-8 arrives as surrogate escapes: they become U+FFFD)."""
     import json
 
-    return json.dumps(summary, ensure_ascii=False)
+    text = json.dumps(document, ensure_ascii=False)
+    if any("\udc80" <= char <= "\udcff" for char in text):
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text
 
 
-def write_report(path: str, summary: dict[str, object]) -> None:
+def write_report(path: str, document: dict[str, object]) -> None:
     """Write the summary to ``path`` atomically (a reader never sees half of it)."""
     from seqbox.errors import SeqboxError
 
-    text = dumps(summary) + "\n"
+    text = dumps(document) + "\n"
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:

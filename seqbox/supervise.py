@@ -32,35 +32,8 @@ if TYPE_CHECKING:
 ARM_LATER_AFTER_S = 0.05
 
 
-class Policy:
-    """What the supervisor enforces beyond the sandbox's own limits."""
-
-    __slots__ = ("grace", "mem", "mem_high", "pids", "poll_interval", "signal", "timeout", "warn_at")
-
-    def __init__(
-        self,
-        *,
-        mem: int | None,
-        mem_high: int | None = None,
-        pids: int | None = None,
-        timeout: float | None = None,
-        grace: float = 10.0,
-        signal: int = 15,
-        warn_at: float | None = None,
-        poll_interval: float = 0.1,
-    ) -> None:
-        self.mem = mem
-        self.mem_high = mem_high
-        self.pids = pids
-        self.timeout = timeout
-        self.grace = grace
-        self.signal = signal
-        self.warn_at = warn_at
-        self.poll_interval = poll_interval
-
-
 class Outcome:
-    """How one try ended (the section 4 fields that belong to a try)."""
+    """How one try ended: the summary's fields that belong to a try."""
 
     __slots__ = (
         "cpu_s",
@@ -110,15 +83,9 @@ def terminal_foreground() -> bool:
 class Supervisor:
     """Runs one try: spawn in the sandbox, enforce, tear down."""
 
-    def __init__(
-        self,
-        sandbox: Sandbox,
-        policy: Policy,
-        out: Output,
-        interrupts: Interrupts,
-    ) -> None:
+    def __init__(self, sandbox: Sandbox, out: Output, interrupts: Interrupts) -> None:
         self.sandbox = sandbox
-        self.policy = policy
+        self.limits = sandbox.limits
         self.out = out
         self.interrupts = interrupts
         self.reason: str | None = None  # memory | pids | timeout | interrupt | killed
@@ -143,7 +110,7 @@ class Supervisor:
         runs; ``ended`` as soon as its main process has exited and the final kill
         of the rest of its tree has been issued (the queue's turn can go then).
         """
-        sandbox, policy = self.sandbox, self.policy
+        sandbox, limits = self.sandbox, self.limits
         self.interrupts.recording()
         rusage_before = _children_cpu()
         start = time.monotonic()
@@ -151,7 +118,7 @@ class Supervisor:
         if started is not None:
             started(pid)
         skip_pgrp = os.getpgrp() if foreground else None
-        deadline = start + policy.timeout if policy.timeout else None
+        deadline = start + limits.timeout if limits.timeout else None
         # Sleep until something happens: a signal (a child exited, seqbox was asked
         # to stop), a kernel memory notification, or the next deadline. Cgroup
         # backends sample rarely: the kernel enforces and notifies.
@@ -227,12 +194,12 @@ class Supervisor:
                     # From a terminal, the command's process group got it too.
                     from_tty = signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
                     self.sandbox.signal_all(signum, skip_pgrp if from_tty else None)
-                    self.kill_at = time.monotonic() + self.policy.grace
+                    self.kill_at = time.monotonic() + self.limits.grace
                 else:  # a second stop signal: no more grace
                     self.sandbox.kill_all()
 
     def _sample(self) -> None:
-        sandbox, policy = self.sandbox, self.policy
+        sandbox, limits = self.sandbox, self.limits
         usage = sandbox.sample()
         self.procs_peak = max(self.procs_peak, usage.procs)  # the kernel's pids.peak is read once, at the end
         if self.reason not in ("memory", "interrupt") and sandbox.memory_exceeded(usage):
@@ -243,28 +210,28 @@ class Supervisor:
             self.reason = "pids"
             sandbox.kill_all()
             return
-        if policy.mem and policy.warn_at and not self.warned_at and usage.mem > policy.warn_at * policy.mem:
+        if limits.mem and limits.warn_at and not self.warned_at and usage.mem > limits.warn_at * limits.mem:
             self.warned_at = True
-            share = 100 * usage.mem / policy.mem
-            self.out.warn(
+            share = 100 * usage.mem / limits.mem
+            self.out.note(
                 f"warning: memory at {share:.0f}% of the limit "
-                f"({format_size(usage.mem)} of {format_size(policy.mem)})"
+                f"({format_size(usage.mem)} of {format_size(limits.mem)})"
             )
         if (
-            policy.mem_high
+            limits.mem_high
             and not self.warned_high
-            and sandbox.backend != "cgroup2"
-            and usage.mem > policy.mem_high
+            and not sandbox.throttles_mem_high
+            and usage.mem > limits.mem_high
         ):
             self.warned_high = True
-            self.out.warn(
-                f"warning: memory above --mem-high {format_size(policy.mem_high)} ({format_size(usage.mem)})"
+            self.out.note(
+                f"warning: memory above --mem-high {format_size(limits.mem_high)} ({format_size(usage.mem)})"
             )
 
     def _timeout(self) -> None:
         self.reason = "timeout"
-        self.sandbox.signal_all(self.policy.signal)
-        self.kill_at = time.monotonic() + self.policy.grace
+        self.sandbox.signal_all(self.limits.signal)
+        self.kill_at = time.monotonic() + self.limits.grace
 
     # -- results ----------------------------------------------------------------
 
@@ -285,18 +252,18 @@ class Supervisor:
 
     def _verdict(self, status: int, sig: int | None, peak: int | None) -> tuple[str, int]:
         """(status, exit code) by the first reason the tree was stopped for."""
-        policy, reason = self.policy, self.reason
+        limits, reason = self.limits, self.reason
         if reason == "memory":
-            limit = format_size(policy.mem) if policy.mem else "of the enclosing sandbox"
+            limit = format_size(limits.mem) if limits.mem else "of the enclosing sandbox"
             self.out.error(f"killed: memory limit {limit} exceeded (peak {format_size(peak)})")
             return "memory", 137
         if reason == "interrupt" and self.stop_signal is not None:
             return "signal", 128 + self.stop_signal
         if reason == "timeout":
-            self.out.error(f"timeout: stopped after {format_duration(policy.timeout or 0)}")
+            self.out.error(f"timeout: stopped after {format_duration(limits.timeout or 0)}")
             return "timeout", 124
         if reason == "pids":
-            self.out.error(f"killed: process limit {policy.pids} exceeded")
+            self.out.error(f"killed: process limit {limits.pids} exceeded")
             return "signal", 128 + signal.SIGKILL
         if reason == "killed":
             self.out.error("killed by 'seqbox kill'")

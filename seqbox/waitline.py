@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from seqbox.queue import QueueView
+    from seqbox.records import Entry
 
 TTY_EVERY_S = 1.0
 LOG_EVERY_S = 30.0
@@ -28,9 +29,8 @@ def describe_command(command: object, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _number(entry: dict[str, object]) -> int:
-    number = entry.get("number")
-    return number if isinstance(number, int) else 0
+def _number(entry: Entry) -> int:
+    return entry.get("number", 0)
 
 
 class WaitLine:
@@ -59,7 +59,7 @@ class WaitLine:
         if queue.holders:
             holder = queue.holders[0]
             since = holder.get("since")
-            held = format_duration(max(0.0, time.time() - since)) if isinstance(since, (int, float)) else "?"
+            held = format_duration(max(0.0, time.time() - since)) if since is not None else "?"
             text += (
                 f'; held by pid {holder.get("pid")} "{describe_command(holder.get("command"))}" for {held}'
             )

@@ -53,7 +53,7 @@ def measure_slowdown() -> float:
     return min(30.0, max(1.0, best / 0.15))
 
 
-#: the fields of spec section 4, in order
+#: the fields of the JSON summary, in order (as the README documents them)
 SUMMARY_FIELDS = (
     "command",
     "status",
@@ -73,7 +73,7 @@ SUMMARY_FIELDS = (
 )
 STATUSES = ("ok", "failed", "timeout", "memory", "signal", "error")
 
-#: spec section 2: ``seqbox: killed: memory limit 256.0 MiB exceeded (peak 256.0 MiB)``
+#: ``seqbox: killed: memory limit 256.0 MiB exceeded (peak 256.0 MiB)``
 MEMORY_KILL_RE = r"seqbox: killed: memory limit {limit} exceeded \(peak \d+(\.\d)? (B|KiB|MiB|GiB)\)"
 
 

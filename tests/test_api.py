@@ -1,4 +1,4 @@
-"""The Python API (spec section 8): the same fields as the JSON summary; misuse
+"""The Python API: the same fields as the JSON summary; misuse
 raises SeqboxError, a command's failure is a result."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Where seqbox can make its cgroups on a pure cgroup v2 machine (issue 4, spec
-section 1): started from the root cgroup; from a non-root cgroup it shares
+"""Where seqbox can make its cgroups on a pure cgroup v2 machine (issue 4):
+started from the root cgroup; from a non-root cgroup it shares
 with another process (that process stays where it is); alone in a non-root
 cgroup (it moves itself into a leaf and back); in a subtree delegated to an
 unprivileged user; with /sys/fs/cgroup read-only (it falls back to polling and

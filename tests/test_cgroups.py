@@ -1,5 +1,5 @@
 """What the cgroup backends put in the kernel, and that they take it away again
-(spec section 1). Checked from inside the command: it reads its own cgroups."""
+(the backends). Checked from inside the command: it reads its own cgroups."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exit status and stdio pass through seqbox untouched (spec section 2), on every backend."""
+"""Exit status and stdio pass through seqbox untouched, on every backend."""
 
 from __future__ import annotations
 

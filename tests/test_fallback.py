@@ -1,6 +1,6 @@
 """Where no cgroup can be created (an unprivileged user without delegation),
 ``auto`` falls back to polling and says so once; limits still hold; ``doctor``
-exits 1 (spec sections 1 and 5). Run as uid 65534, switched to from root."""
+exits 1. Run as uid 65534, switched to from root."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Memory, process and time limits on the whole tree (spec sections 1 and 2), on every backend."""
+"""Memory, process and time limits on the whole tree, on every backend."""
 
 from __future__ import annotations
 

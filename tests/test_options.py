@@ -1,5 +1,5 @@
 """Bad options and config are one clear line and exit 125; the backend choice and
-``seqbox doctor`` agree with the capability probe (spec sections 1, 2 and 6)."""
+``seqbox doctor`` agree with the capability probe."""
 
 from __future__ import annotations
 

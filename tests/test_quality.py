@@ -3,6 +3,7 @@ the test suite is the one command CI runs, so these checks live here."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -36,3 +37,47 @@ def test_mypy_strict_is_clean() -> None:
         [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+#: what only seqbox/backends/ may know: the platform, the cgroup layout, backend names
+PLATFORM_KNOWLEDGE = re.compile(
+    r"/proc/self/cgroup|sys\.platform|/sys/fs/cgroup"
+    r"|[=!]=\s*[\"'](?:cgroup2|cgroup1|poll)[\"']"
+    r"|[\"'](?:cgroup2|cgroup1|poll)[\"']\s*[=!]="
+    r"|\bin\s*[\(\[\{][^\)\]\}]*[\"'](?:cgroup2|cgroup1|poll)[\"']"
+)
+
+
+def platform_knowledge(text: str) -> list[tuple[int, str]]:
+    """Lines of ``text`` that look at the platform or compare a backend name."""
+    return [
+        (n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if PLATFORM_KNOWLEDGE.search(line)
+    ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'if sys.platform == "darwin":',
+        'with open("/proc/self/cgroup") as f:',
+        'path = "/sys/fs/cgroup/memory"',
+        'if backend.name == "poll":',
+        "if sandbox.backend != 'cgroup2':",
+        'if options.backend in ("auto", "cgroup2"):',
+        'if "cgroup1" == name:',
+    ],
+)
+def test_the_platform_check_catches(line: str) -> None:
+    assert platform_knowledge(line), line
+
+
+def test_platform_knowledge_lives_in_backends() -> None:
+    """Everything that knows the platform or the cgroup layout is in
+    seqbox/backends/; the rest asks backends for capabilities."""
+    found = []
+    for path in sorted((ROOT / "seqbox").rglob("*.py")):
+        if (ROOT / "seqbox" / "backends") in path.parents:
+            continue
+        for number, line in platform_knowledge(path.read_text(encoding="utf-8")):
+            found.append(f"{path.relative_to(ROOT)}:{number}: {line}")
+    assert not found, "platform knowledge outside seqbox/backends/:\n" + "\n".join(found)

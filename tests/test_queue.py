@@ -1,4 +1,4 @@
-"""The project queue (spec section 3; issue 3): first come first served, slots,
+"""The project queue: first come first served, slots,
 named locks, --no-lock, --wait-timeout, no stale state after SIGKILL, nested
 runs, the git guard, status / kill / clean, crash leftovers, the state dir.
 

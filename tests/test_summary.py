@@ -1,4 +1,4 @@
-"""The JSON summary (spec section 4) through --json, --report and --log; --retry."""
+"""The JSON summary through --json, --report and --log; --retry."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The final kill applies to the whole tree: nothing the command started outlives
-it, and seqbox interrupted tears the whole tree down first (spec sections 1 and 2)."""
+it, and seqbox interrupted tears the whole tree down first."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sizes, durations and signals as the spec writes them (section 2)."""
+"""Sizes, durations and signals as the README documents them."""
 
 from __future__ import annotations
 

@@ -10,6 +10,10 @@ import sys
 from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage
 from seqbox.errors import BackendError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 __all__ = ["Backend", "Limits", "Probe", "Sandbox", "Selection", "Usage", "candidates", "select"]
 
 LINUX = sys.platform.startswith("linux")
@@ -44,21 +48,40 @@ def candidates() -> list[Backend]:
 
 
 class Selection:
-    """The backend to use, its probe, and the backends tried before it."""
+    """The backend to use, its probe, and the backends tried before it.
 
-    __slots__ = ("backend", "probe", "rejected")
+    ``auto`` says the user let seqbox choose: a cgroup backend that fails when
+    making a sandbox then falls back to polling (see :meth:`make_sandbox`).
+    """
 
-    def __init__(self, backend: Backend, probe: Probe, rejected: list[Probe]) -> None:
+    __slots__ = ("auto", "backend", "probe", "rejected")
+
+    def __init__(self, backend: Backend, probe: Probe, rejected: list[Probe], auto: bool = False) -> None:
         self.backend = backend
         self.probe = probe
         self.rejected = rejected
+        self.auto = auto
 
     def fallback_note(self) -> str | None:
         """The one line to print when auto fell back to polling."""
-        if self.backend.name != "poll" or not self.rejected:
+        if self.backend.kernel_enforced or not self.rejected:
             return None
         why = "; ".join(f"{p.name}: {p.reason}" for p in self.rejected)
         return f"no usable cgroup ({why}); enforcing limits by polling instead"
+
+    def make_sandbox(self, limits: Limits, name: str) -> tuple[Sandbox, str | None]:
+        """The sandbox for one try, and the note to print when the chosen cgroup
+        backend failed here and (under ``auto``) polling took over."""
+        try:
+            return self.backend.create(limits, name), None
+        except BackendError as err:
+            if not self.auto or not self.backend.kernel_enforced:
+                raise
+            failed = self.backend.name
+            self.backend = _poll()
+            self.probe = self.backend.probe()
+            note = f"{failed} failed ({err}); enforcing limits by polling instead"
+            return self.backend.create(limits, name), note
 
 
 def select(name: str = "auto") -> Selection:
@@ -79,7 +102,7 @@ def select(name: str = "auto") -> Selection:
         backend = make()
         probe = backend.probe()
         if probe.usable:
-            return Selection(backend, probe, rejected)
+            return Selection(backend, probe, rejected, auto=True)
         rejected.append(probe)
     raise BackendError("no backend is usable: " + "; ".join(f"{p.name}: {p.reason}" for p in rejected))
 
@@ -89,7 +112,7 @@ def delegation_command(run_args: list[str], backend: str) -> list[str] | None:
     give an unprivileged user a cgroup v2 of its own (see backends/scope.py)."""
     import os
 
-    if not LINUX or os.getuid() == 0:
+    if not LINUX or os.getuid() == 0 or backend not in ("auto", "cgroup2"):
         return None
     from seqbox.backends.scope import SCOPE_ENV, scope_command
 
@@ -111,43 +134,30 @@ def delegation_command(run_args: list[str], backend: str) -> list[str] | None:
     )
 
 
+def scope_env() -> dict[str, str]:
+    """What the re-executed seqbox finds in its environment inside the scope."""
+    from seqbox.backends.scope import SCOPE_ENV
+
+    return {SCOPE_ENV: "1"}
+
+
+def own_cgroup_names() -> set[str]:
+    """Every path component of this process's cgroups (nothing where there are none)."""
+    if not LINUX:
+        return set()
+    from seqbox.backends import cgroupfs
+
+    return cgroupfs.own_cgroup_names()
+
+
 def probe_all() -> list[Probe]:
     """Every candidate's probe (for ``seqbox doctor``)."""
     return [backend.probe() for backend in candidates()]
 
 
-def platform_facts() -> dict[str, object]:
-    """OS, kernel and cgroup layout, for ``seqbox doctor``."""
-    import os
-    import platform
+def usage_of(entry: Mapping[str, object]) -> tuple[int | None, int | None]:
+    """Memory and process count of a running holder's tree (for ``seqbox
+    status``), from what its sandbox described (a queue entry)."""
+    from seqbox.backends.usage import usage_of as read
 
-    facts: dict[str, object] = {
-        "os": platform.system(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "uid": os.getuid(),
-    }
-    if not LINUX:
-        facts["cgroup_layout"] = "none"
-        return facts
-    from seqbox.backends import cgroupfs
-
-    mounts = cgroupfs.parse_mountinfo(cgroupfs.try_read("/proc/self/mountinfo") or "")
-    v1 = sorted({c for m in mounts if m.fstype == "cgroup" for c in m.controllers})
-    v2 = [m for m in mounts if m.fstype == "cgroup2"]
-    if v1 and v2:
-        layout = "hybrid"
-    elif v1:
-        layout = "v1"
-    elif v2:
-        layout = "v2"
-    else:
-        layout = "none"
-    facts["cgroup_layout"] = layout
-    facts["cgroup_v1_controllers"] = v1
-    facts["cgroup2_mounts"] = [m.path for m in v2]
-    facts["read_only_mounts"] = sorted(m.path for m in mounts if m.read_only)
-    facts["self_cgroup"] = cgroupfs.parse_proc_cgroup(cgroupfs.try_read("/proc/self/cgroup") or "")
-    swap = cgroupfs.try_read("/proc/swaps") or ""
-    facts["swap_devices"] = max(0, len(swap.strip().splitlines()) - 1)
-    return facts
+    return read(entry)

@@ -16,13 +16,20 @@ from seqbox.spawn import reap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from seqbox.records import SandboxInfo
     from seqbox.spawn import Prepared, Stdio
 
 
 class Limits:
-    """What a sandbox enforces. ``None`` means no limit."""
+    """Every limit a run is held to. ``None`` means no limit.
 
-    __slots__ = ("cpus", "mem", "mem_high", "notify_at", "pids", "poll_interval")
+    The sandbox enforces the resource limits (``mem``, ``pids``, ``cpus``, and
+    ``mem_high`` where the kernel throttles); the supervisor reads the rest from
+    the sandbox (``sandbox.limits``): the timeout, its signal and grace, the
+    warning threshold, how often to sample.
+    """
+
+    __slots__ = ("cpus", "grace", "mem", "mem_high", "pids", "poll_interval", "signal", "timeout", "warn_at")
 
     def __init__(
         self,
@@ -30,19 +37,54 @@ class Limits:
         mem_high: int | None = None,
         pids: int | None = None,
         cpus: float | None = None,
+        *,
+        warn_at: float | None = None,
+        timeout: float | None = None,
+        grace: float = 10.0,
+        signal: int = 15,
         poll_interval: float = 0.1,
-        notify_at: tuple[int, ...] = (),
     ) -> None:
         self.mem = mem
         self.mem_high = mem_high
         self.pids = pids
         self.cpus = cpus
+        self.warn_at = warn_at
+        self.timeout = timeout
+        self.grace = grace
+        self.signal = signal
         self.poll_interval = poll_interval
-        #: usages in bytes at which the supervisor wants to look (--warn-at, --mem-high)
-        self.notify_at = notify_at
+
+    @property
+    def notify_at(self) -> tuple[int, ...]:
+        """Usages in bytes at which the supervisor wants to look (--warn-at, --mem-high)."""
+        warn = int(self.warn_at * self.mem) if self.warn_at and self.mem else None
+        return tuple(n for n in (warn, self.mem_high) if n)
+
+    def nested_in(self, mem: int | None, pids: int | None) -> Limits:
+        """These limits inside a run that has ``mem`` and ``pids``: never more than it."""
+        nested = Limits(
+            mem=_at_most(self.mem, mem),
+            mem_high=self.mem_high,
+            pids=_at_most(self.pids, pids),
+            cpus=self.cpus,
+            warn_at=self.warn_at,
+            timeout=self.timeout,
+            grace=self.grace,
+            signal=self.signal,
+            poll_interval=self.poll_interval,
+        )
+        if nested.mem_high is not None and nested.mem is not None and nested.mem_high > nested.mem:
+            nested.mem_high = None
+        return nested
 
     def __repr__(self) -> str:
         return f"Limits(mem={self.mem}, mem_high={self.mem_high}, pids={self.pids}, cpus={self.cpus})"
+
+
+def _at_most(mine: int | None, outer: int | None) -> int | None:
+    if outer is None:
+        return mine
+    return outer if mine is None or mine > outer else mine
 
 
 class Usage:
@@ -73,13 +115,16 @@ class Sandbox(abc.ABC):
     """One run's enforcement: a cgroup (or a polled process tree)."""
 
     backend: str
-    #: True when the kernel enforces the memory limit itself
-    kernel_enforced: bool = True
+    limits: Limits
+    #: True when the kernel throttles the tree above ``mem_high`` (else the
+    #: supervisor warns)
+    throttles_mem_high: bool = False
     #: how often the supervisor samples the tree, in seconds; between samples it
     #: sleeps until a signal or a kernel notification (see :meth:`watch_fds`)
     sample_interval: float = 1.0
-    #: cgroup directories (or other state) to clean up if the supervisor dies
-    leftovers: list[str]
+    #: the cgroup directories this sandbox made (removed by :meth:`close`; the
+    #: next run removes them if the supervisor dies)
+    cgroups: list[str]
 
     @abc.abstractmethod
     def prepare(
@@ -88,9 +133,9 @@ class Sandbox(abc.ABC):
         """Fork the command's process inside the sandbox, parked until
         :func:`seqbox.spawn.launch` lets it exec."""
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> SandboxInfo:
         """Where ``seqbox status`` reads this sandbox's usage from."""
-        return {"backend": self.backend, "cgroups": list(self.leftovers)}
+        return {"backend": self.backend, "cgroups": list(self.cgroups)}
 
     @abc.abstractmethod
     def sample(self) -> Usage:
@@ -185,6 +230,10 @@ class Backend(abc.ABC):
     """A way of enforcing limits: cgroup2, cgroup1 or poll."""
 
     name: str
+    #: the kernel enforces the limits (else seqbox samples and kills)
+    kernel_enforced: bool = True
+    #: ``--cpus`` can be enforced
+    supports_cpus: bool = True
 
     @abc.abstractmethod
     def probe(self) -> Probe:

@@ -22,6 +22,7 @@ from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from seqbox.records import SandboxInfo
     from seqbox.spawn import Prepared, Stdio
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -34,18 +35,12 @@ class Cgroup1Layout:
     def __init__(self, mounts: list[cgroupfs.Mount], self_paths: dict[str, str]) -> None:
         self.dirs: dict[str, str] = {}
         self.read_only: set[str] = set()
-        for mount in mounts:
-            if mount.fstype == "cgroup":
-                for controller in mount.controllers:
-                    if controller in self_paths and controller not in self.dirs:
-                        self.dirs[controller] = cgroupfs.host_path(mount, self_paths[controller])
-                        if mount.read_only:
-                            self.read_only.add(controller)
-            elif mount.fstype == "cgroup2" and cgroupfs.UNIFIED in self_paths and "unified" not in self.dirs:
-                # only useful on a hybrid layout, where v1 has the memory controller
-                self.dirs["unified"] = cgroupfs.host_path(mount, self_paths[cgroupfs.UNIFIED])
-                if mount.read_only:
-                    self.read_only.add("unified")
+        # the unified hierarchy is only useful on a hybrid layout, where v1 has the memory controller
+        for own in cgroupfs.own_cgroups_in(mounts, self_paths):
+            name = "unified" if own.key == cgroupfs.UNIFIED else own.key
+            self.dirs[name] = own.path
+            if own.mount.read_only:
+                self.read_only.add(name)
 
     @classmethod
     def current(cls) -> Cgroup1Layout:
@@ -112,7 +107,7 @@ class Cgroup1Sandbox(Sandbox):
         if layout.usable("unified"):  # hybrid layout: cgroup.kill and cgroup.events
             wanted.append("unified")
         self.dirs: dict[str, str] = {}
-        self.leftovers = []
+        self.cgroups = []
         try:
             for controller in wanted:
                 self._make(layout, controller, name)
@@ -122,7 +117,7 @@ class Cgroup1Sandbox(Sandbox):
                 self._make(layout, "freezer", name)
             self._set_limits()
             self._into = cgroupfs.open_into(unified) if unified is not None else None
-            self._join_fds = tuple(cgroupfs.open_procs(p, v1=True) for p in self.leftovers if p != unified)
+            self._join_fds = tuple(cgroupfs.open_procs(p, v1=True) for p in self.cgroups if p != unified)
         except BaseException:
             self.close()
             raise
@@ -181,7 +176,7 @@ class Cgroup1Sandbox(Sandbox):
         path = os.path.join(layout.dirs[controller], name)
         if path not in self.dirs.values():  # co-mounted controllers share a directory
             cgroupfs.make_dir(path)
-            self.leftovers.append(path)
+            self.cgroups.append(path)
         self.dirs[controller] = path
 
     # -- limits ---------------------------------------------------------------
@@ -207,16 +202,11 @@ class Cgroup1Sandbox(Sandbox):
     def prepare(
         self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
     ) -> Prepared:
+        from seqbox.backends.clone3 import forker
+
+        fork = forker(self._into, self._join_fds)
         try:
-            return prepare(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdio=stdio,
-                new_session=new_session,
-                join_fds=self._join_fds,
-                into=self._into,
-            )
+            return prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session, fork=fork)
         finally:
             for fd in self._join_fds:
                 os.close(fd)
@@ -224,10 +214,10 @@ class Cgroup1Sandbox(Sandbox):
             cgroupfs.close_into(self._into)
             self._into = None
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> SandboxInfo:
         return {
             "backend": self.backend,
-            "cgroups": list(self.leftovers),
+            "cgroups": list(self.cgroups),
             "mem_file": os.path.join(self.memory, "memory.usage_in_bytes"),
             "procs_file": os.path.join(self.memory, "cgroup.procs"),
         }
@@ -266,11 +256,7 @@ class Cgroup1Sandbox(Sandbox):
         freezer = self.dirs.get("freezer")
         if freezer is not None:
             _freeze_and_kill(freezer, self.memory)
-        for _ in range(100):  # no freezer: kill until nothing is left
-            pids = self.pids()
-            if not pids:
-                return
-            kill_pids(pids)
+        cgroupfs.kill_until_empty(self.memory)  # no freezer, or a task forked before it froze
 
     def is_empty(self) -> bool:
         text = self.files.text("events")
@@ -285,12 +271,12 @@ class Cgroup1Sandbox(Sandbox):
             os.close(fd)
         self.eventfds = []
         errors = []
-        for path in reversed(self.leftovers):
+        for path in reversed(self.cgroups):
             try:
                 cgroupfs.remove_tree(path)
             except BackendError as err:
                 errors.append(err)
-        self.leftovers = []
+        self.cgroups = []
         if errors:
             raise errors[0]
 

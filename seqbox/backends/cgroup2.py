@@ -31,10 +31,11 @@ import time
 from seqbox.backends import cgroupfs
 from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage, kill_pids
 from seqbox.errors import BackendError
-from seqbox.spawn import Into, prepare
+from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from seqbox.records import SandboxInfo
     from seqbox.spawn import Prepared, Stdio
 
 CPU_PERIOD_US = 100_000
@@ -98,11 +99,9 @@ class Cgroup2Layout:
 
     @classmethod
     def current(cls) -> Cgroup2Layout:
-        mounts = cgroupfs.mounts()
-        paths = cgroupfs.parse_proc_cgroup(cgroupfs.read("/proc/self/cgroup"))
-        for mount in mounts:
-            if mount.fstype == "cgroup2" and cgroupfs.UNIFIED in paths:
-                return cls(mount, cgroupfs.host_path(mount, paths[cgroupfs.UNIFIED]))
+        for own in cgroupfs.own_cgroups():
+            if own.key == cgroupfs.UNIFIED:
+                return cls(own.mount, own.path)
         return cls(None, None)
 
     def controllers(self, path: str) -> set[str]:
@@ -246,22 +245,23 @@ def _enable_controllers(path: str, limits: Limits) -> None:
 
 class Cgroup2Sandbox(Sandbox):
     backend = "cgroup2"
+    throttles_mem_high = True
 
     def __init__(self, base: str, limits: Limits, name: str, supervisor_leaf: str | None) -> None:
         self.limits = limits
         self.node = os.path.join(base, f"{NODE_PREFIX}{name}")
         self.leaf = os.path.join(self.node, LEAF)
         self.supervisor_leaf = supervisor_leaf
-        self.leftovers = []
+        self.cgroups = []
         self._sampled_peak = 0
         self._oom_seen = False
         try:
             cgroupfs.make_dir(self.node)
-            self.leftovers.append(self.node)
+            self.cgroups.append(self.node)
             self._set_limits()
             _enable_controllers(self.node, limits)
             cgroupfs.make_dir(self.leaf)
-            self._into: Into | None = cgroupfs.open_into(self.leaf)
+            self._into: cgroupfs.Into | None = cgroupfs.open_into(self.leaf)
         except BaseException:
             self.close()
             raise
@@ -302,16 +302,20 @@ class Cgroup2Sandbox(Sandbox):
     def prepare(
         self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
     ) -> Prepared:
+        from seqbox.backends.clone3 import forker
+
         try:
-            return prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session, into=self._into)
+            return prepare(
+                argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session, fork=forker(self._into)
+            )
         finally:
             cgroupfs.close_into(self._into)
             self._into = None
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> SandboxInfo:
         return {
             "backend": self.backend,
-            "cgroups": list(self.leftovers),
+            "cgroups": list(self.cgroups),
             "mem_file": self._file("memory.current"),
             "procs_file": os.path.join(self.leaf, "cgroup.procs"),
         }
@@ -384,13 +388,10 @@ class Cgroup2Sandbox(Sandbox):
                     if events.get("frozen") == 1:
                         break
                     time.sleep(0.001)
-            for _ in range(100):
-                pids = self.pids()
-                if not pids:
-                    break
-                kill_pids(pids)
-                if frozen:
-                    break
+            if frozen:  # a frozen task cannot fork: one round ends them all
+                kill_pids(self.pids())
+            else:
+                cgroupfs.kill_until_empty(self.node)
         finally:
             if frozen:
                 try:
@@ -408,9 +409,9 @@ class Cgroup2Sandbox(Sandbox):
         if hasattr(self, "files"):
             self.files.close()
         try:
-            for path in reversed(self.leftovers):
+            for path in reversed(self.cgroups):
                 cgroupfs.remove_tree(path)
-            self.leftovers = []
+            self.cgroups = []
         finally:
             if self.supervisor_leaf is not None:
                 _leave_leaf(self.supervisor_leaf)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 
 from seqbox.errors import BackendError
-from seqbox.spawn import Into
 
 V1_CONTROLLERS = frozenset(
     {
@@ -143,6 +143,72 @@ def host_path(mount: Mount, cgroup_path: str) -> str:
     if root and (rel == root or rel.startswith(root + "/")):
         rel = rel[len(root) :]
     return mount.path.rstrip("/") + (rel if rel.startswith("/") else "/" + rel).rstrip("/")
+
+
+class OwnCgroup:
+    """This process's cgroup in one hierarchy: the mount and where the cgroup is
+    on disk. ``key`` is the /proc/self/cgroup key (a v1 controller, or
+    :data:`UNIFIED` for the v2 hierarchy)."""
+
+    __slots__ = ("key", "mount", "path")
+
+    def __init__(self, key: str, mount: Mount, path: str) -> None:
+        self.key = key
+        self.mount = mount
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"OwnCgroup({self.key!r}, {self.path!r})"
+
+
+def own_cgroups_in(mount_list: list[Mount], self_paths: dict[str, str]) -> list[OwnCgroup]:
+    """Pure: my cgroup in each mounted hierarchy, from the mounts and the parsed
+    /proc/self/cgroup. One entry per v1 controller (co-mounted ones share a
+    path), one for the unified hierarchy (its first mount)."""
+    found: list[OwnCgroup] = []
+    keys: set[str] = set()
+    for mount in mount_list:
+        if mount.fstype == "cgroup":
+            for controller in sorted(mount.controllers):
+                if controller in self_paths and controller not in keys:
+                    keys.add(controller)
+                    found.append(OwnCgroup(controller, mount, host_path(mount, self_paths[controller])))
+        elif mount.fstype == "cgroup2" and UNIFIED in self_paths and UNIFIED not in keys:
+            keys.add(UNIFIED)
+            found.append(OwnCgroup(UNIFIED, mount, host_path(mount, self_paths[UNIFIED])))
+    return found
+
+
+def own_cgroups() -> list[OwnCgroup]:
+    """My cgroup in each hierarchy, now (seqbox may have moved itself into a leaf)."""
+    return own_cgroups_in(mounts(), parse_proc_cgroup(read("/proc/self/cgroup")))
+
+
+def own_cgroup_names() -> set[str]:
+    """Every path component of this process's cgroups, read now (all hierarchies)."""
+    names: set[str] = set()
+    for path in parse_proc_cgroup(try_read("/proc/self/cgroup") or "").values():
+        names.update(part for part in path.split("/") if part)
+    return names
+
+
+def kill_until_empty(path: str, rounds: int = 100, pause: float = 0.0) -> bool:
+    """SIGKILL every process in the cgroup tree ``path``, again and again until
+    none is left (a process may fork between listing and kill). True when empty."""
+    import time
+
+    for _ in range(rounds):
+        pids = tree_pids(path)
+        if not pids:
+            return True
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if pause:
+            time.sleep(pause)
+    return not tree_pids(path)
 
 
 # -- reading and writing, with errors that name the file ---------------------
@@ -303,8 +369,19 @@ def remove_dir(path: str, attempts: int = 200) -> None:
     raise BackendError(f"cannot remove cgroup {path}: still busy")
 
 
+class Into:
+    """A cgroup v2 directory to create a child in: ``dir_fd`` for
+    clone3(CLONE_INTO_CGROUP), ``procs_fd`` (its cgroup.procs) for the fallback."""
+
+    __slots__ = ("dir_fd", "procs_fd")
+
+    def __init__(self, dir_fd: int, procs_fd: int) -> None:
+        self.dir_fd = dir_fd
+        self.procs_fd = procs_fd
+
+
 def open_into(path: str) -> Into:
-    """What spawn() needs to create a child inside the cgroup v2 ``path``."""
+    """What the fork needs to create a child inside the cgroup v2 ``path``."""
     try:
         dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:

@@ -40,6 +40,8 @@ def become_subreaper() -> bool:
 
 class PollBackend(Backend):
     name = "poll"
+    kernel_enforced = False
+    supports_cpus = False
 
     def __init__(self, linux: bool) -> None:
         self.linux = linux
@@ -70,12 +72,11 @@ class PollBackend(Backend):
 
 class PollSandbox(Sandbox):
     backend = "poll"
-    kernel_enforced = False
 
     def __init__(self, limits: Limits, tree: ProcTree) -> None:
         self.limits = limits
         self.tree = tree
-        self.leftovers = []
+        self.cgroups = []
         self.sample_interval = limits.poll_interval
         self._peak = 0
         self._mem_exceeded = False

@@ -28,7 +28,7 @@ def status_main(as_json: bool) -> int:
     if not locks:
         sys.stdout.write(f"nothing running or waiting in {root}\n")
         return 0
-    for lock in locks:  # type: ignore[attr-defined]
+    for lock in locks:
         sys.stdout.write(f'lock "{lock["lock"]}" ({root})\n')
         for run in lock["running"]:
             mem = format_size(run["mem_bytes"]) if run["mem_bytes"] is not None else "?"
@@ -53,13 +53,13 @@ def kill_main(lock: str | None, cancel_all: bool) -> int:
     killed, cancelled = kill(key, lock, cancel_all)
     for waiter in cancelled:
         sys.stdout.write(
-            f'cancelled pid {waiter["pid"]} "{describe_command(waiter["command"], 60)}" '
-            f'(waiting for lock "{waiter["lock"]}")\n'
+            f'cancelled pid {waiter.get("pid")} "{describe_command(waiter.get("command"), 60)}" '
+            f'(waiting for lock "{waiter.get("lock")}")\n'
         )
     for holder in killed:
         sys.stdout.write(
-            f'killed pid {holder["pid"]} "{describe_command(holder["command"], 60)}" '
-            f'(lock "{holder["lock"]}") and its whole tree\n'
+            f'killed pid {holder.get("pid")} "{describe_command(holder.get("command"), 60)}" '
+            f'(lock "{holder.get("lock")}") and its whole tree\n'
         )
     if not killed and not cancelled:
         sys.stdout.write(f"nothing running in {root}\n")

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import sys
 
-from seqbox.doctor import diagnose
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seqbox.records import DoctorFacts
 
 
 def doctor_main(as_json: bool) -> int:
+    from seqbox.backends.facts import diagnose
+    from seqbox.state import log_dir_default, state_dir_path
+
     facts = diagnose()
+    facts["state_dir"] = state_dir_path()
+    facts["log_dir"] = log_dir_default()
     if as_json:
         import json
 
@@ -18,31 +25,31 @@ def doctor_main(as_json: bool) -> int:
     return 0 if facts["kernel_enforced"] else 1
 
 
-def render(facts: dict[str, object]) -> str:
+def render(facts: DoctorFacts) -> str:
     lines = [
         f"os:            {facts['os']} {facts['kernel']} (python {facts['python']}, uid {facts['uid']})",
         f"cgroup layout: {facts.get('cgroup_layout')}",
     ]
     if facts.get("cgroup_v1_controllers"):
-        lines.append(f"  v1 controllers: {', '.join(facts['cgroup_v1_controllers'])}")  # type: ignore[arg-type]
+        lines.append(f"  v1 controllers: {', '.join(facts.get('cgroup_v1_controllers', []))}")
     if facts.get("cgroup2_mounts"):
-        lines.append(f"  cgroup2 at:     {', '.join(facts['cgroup2_mounts'])}")  # type: ignore[arg-type]
+        lines.append(f"  cgroup2 at:     {', '.join(facts.get('cgroup2_mounts', []))}")
     if facts.get("read_only_mounts"):
-        lines.append(f"  read-only:      {', '.join(facts['read_only_mounts'])}")  # type: ignore[arg-type]
+        lines.append(f"  read-only:      {', '.join(facts.get('read_only_mounts', []))}")
     if "swap_devices" in facts:
         lines.append(f"  swap devices:   {facts['swap_devices']}")
     lines.append("backends:")
-    for probe in facts["backends"]:  # type: ignore[attr-defined]
+    for probe in facts.get("backends", []):
         mark = "yes" if probe["usable"] else "no "
         lines.append(f"  {probe['name']:<8} {mark}  {probe['reason']}")
         details = probe["details"]
         for key in ("controllers", "placement", "swap_accounting", "unified", "subreaper"):
             if key in details:
                 lines.append(f"             {key}: {details[key]}")
-    lines.append(f"auto picks:    {facts['backend']} ({facts['why']})")
-    lines.append(f"state dir:     {facts['state_dir']}")
-    lines.append(f"log dir:       {facts['log_dir']}")
-    if not facts["kernel_enforced"]:
+    lines.append(f"auto picks:    {facts.get('backend')} ({facts.get('why')})")
+    lines.append(f"state dir:     {facts.get('state_dir')}")
+    lines.append(f"log dir:       {facts.get('log_dir')}")
+    if not facts.get("kernel_enforced"):
         lines.append(
             "note: only polling is available: limits are checked every 0.1 s, not "
             "enforced by the kernel. Run as root, or delegate a cgroup "

@@ -35,24 +35,24 @@ def _run(args: list[str], out: Output) -> int:
     root = project_root(cwd)
     options = resolve(raw, root, os.environ)
     out.level = QUIET if options.quiet else VERBOSE if options.verbose else NORMAL
-    if os.getuid() != 0 and options.backend in ("auto", "cgroup2"):
-        from seqbox.backends import delegation_command
-        from seqbox.backends.scope import SCOPE_ENV
+    from seqbox.backends import delegation_command
 
-        scoped = delegation_command(args, options.backend)
-        if scoped is not None:  # an unprivileged user on systemd: run inside a delegated scope
-            out.info("asking systemd for a delegated cgroup: " + " ".join(scoped[:7]))
-            os.execve(scoped[0], scoped, {**os.environ, SCOPE_ENV: "1"})
+    scoped = delegation_command(args, options.backend)
+    if scoped is not None:  # an unprivileged user on systemd: run inside a delegated scope
+        from seqbox.backends import scope_env
+
+        out.info("asking systemd for a delegated cgroup: " + " ".join(scoped[:7]))
+        os.execve(scoped[0], scoped, {**os.environ, **scope_env()})
 
     from seqbox.runner import execute
 
-    result = execute(command, options, out, os.environ, root)
+    summary, captured = execute(command, options, out, os.environ, root)
     if options.json:
         from seqbox.summary import dumps
 
-        document = dict(result.summary)
-        document["stdout"] = result.stdout or ""
-        document["stderr"] = result.stderr or ""
+        document = summary.as_json()
+        document["stdout"] = (captured or ("", ""))[0] or ""
+        document["stderr"] = (captured or ("", ""))[1] or ""
         sys.stdout.write(dumps(document) + "\n")
         sys.stdout.flush()
-    return result.exit_code
+    return summary.exit_code

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 
+#: whether this system has a Linux-style /proc (else psutil answers)
+HAVE_PROC = os.path.isdir("/proc/self")
+
 
 def parse_proc_stat(text: str) -> tuple[int, int]:
     """/proc/<pid>/stat -> (ppid, start time in clock ticks since boot).
@@ -26,7 +29,7 @@ def identity(pid: int) -> tuple[int, float] | None:
             ppid, start = parse_proc_stat(f.read())
         return ppid, float(start)
     except FileNotFoundError:
-        if os.path.isdir("/proc/self"):
+        if HAVE_PROC:
             return None
     except (OSError, ValueError, IndexError):
         return None
@@ -99,6 +102,6 @@ def started_epoch(pid: int) -> float | None:
     info = identity(pid)
     if info is None:
         return None
-    if os.path.isdir("/proc/self"):
+    if HAVE_PROC:
         return _boot_time() + info[1] / os.sysconf("SC_CLK_TCK")
     return info[1]  # psutil's create_time is already an epoch

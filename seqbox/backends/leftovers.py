@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import time
 
-from seqbox import procinfo
-from seqbox.backends import cgroupfs
+from seqbox.backends import cgroupfs, procinfo
 from seqbox.errors import BackendError
 
 NAME_RE = re.compile(r"^seqbox-(?P<key>.+)-(?P<time>\d{8}T\d{6})-(?P<pid>\d+)(?:-\d+)?$")
@@ -56,22 +54,22 @@ def is_leftover(name: str, project_key: str | None = None) -> bool:
 
 
 def places() -> list[str]:
-    """Directories where seqbox creates cgroups, as seen from this process."""
+    """Directories where seqbox creates cgroups, as seen from this process: its
+    own cgroup in each writable hierarchy and, in the unified one, also its
+    parent and the root (cgroup v2 runs go beside a shared cgroup, or into the
+    root)."""
     paths: set[str] = set()
-    own = cgroupfs.try_read("/proc/self/cgroup")
-    if own is None:
+    try:
+        own = cgroupfs.own_cgroups()
+    except BackendError:  # no /proc/self/cgroup: no cgroups here
         return []
-    self_paths = cgroupfs.parse_proc_cgroup(own)
-    for mount in cgroupfs.mounts():
-        if mount.read_only:
+    for cgroup in own:
+        if cgroup.mount.read_only:
             continue
-        if mount.fstype == "cgroup":
-            for controller in mount.controllers:
-                if controller in self_paths:
-                    paths.add(cgroupfs.host_path(mount, self_paths[controller]))
-        elif cgroupfs.UNIFIED in self_paths:
-            here = cgroupfs.host_path(mount, self_paths[cgroupfs.UNIFIED])
-            paths.update({here, os.path.dirname(here) if here != mount.path else here, mount.path})
+        paths.add(cgroup.path)
+        if cgroup.key == cgroupfs.UNIFIED:
+            paths.update({os.path.dirname(cgroup.path) if cgroup.path != cgroup.mount.path else cgroup.path,
+                          cgroup.mount.path})  # fmt: skip
     return sorted(p for p in paths if os.path.isdir(p))
 
 
@@ -99,16 +97,7 @@ def remove(path: str) -> bool:
             cgroupfs.write(kill, "1")
         except BackendError:  # killed one by one below
             pass
-    for _ in range(50):
-        pids = cgroupfs.tree_pids(path)
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.01)
+    cgroupfs.kill_until_empty(path, rounds=50, pause=0.01)
     try:
         cgroupfs.remove_tree(path, attempts=50)
         return True

@@ -1,0 +1,71 @@
+"""What ``seqbox doctor`` reports: the machine, the cgroup layout, each
+backend's probe, the one ``auto`` picks and why."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from seqbox.backends import LINUX, candidates
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seqbox.records import DoctorFacts
+
+
+def platform_facts() -> DoctorFacts:
+    """OS, kernel and cgroup layout."""
+    facts: DoctorFacts = {
+        "os": platform.system(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "uid": os.getuid(),
+    }
+    if not LINUX:
+        facts["cgroup_layout"] = "none"
+        return facts
+    from seqbox.backends import cgroupfs
+
+    # read afresh, tolerating errors: doctor must explain, not fail
+    mounts = cgroupfs.parse_mountinfo(cgroupfs.try_read("/proc/self/mountinfo") or "")
+    v1 = sorted({c for m in mounts if m.fstype == "cgroup" for c in m.controllers})
+    v2 = [m for m in mounts if m.fstype == "cgroup2"]
+    if v1 and v2:
+        layout = "hybrid"
+    elif v1:
+        layout = "v1"
+    elif v2:
+        layout = "v2"
+    else:
+        layout = "none"
+    facts["cgroup_layout"] = layout
+    facts["cgroup_v1_controllers"] = v1
+    facts["cgroup2_mounts"] = [m.path for m in v2]
+    facts["read_only_mounts"] = sorted(m.path for m in mounts if m.read_only)
+    facts["self_cgroup"] = cgroupfs.parse_proc_cgroup(cgroupfs.try_read("/proc/self/cgroup") or "")
+    swap = cgroupfs.try_read("/proc/swaps") or ""
+    facts["swap_devices"] = max(0, len(swap.strip().splitlines()) - 1)
+    return facts
+
+
+def diagnose() -> DoctorFacts:
+    """Every fact, JSON-ready: the platform, each backend's probe, the one
+    ``auto`` picks and why, and whether the kernel enforces the limits."""
+    facts = platform_facts()
+    probed = [(backend, backend.probe()) for backend in candidates()]
+    probes = [probe for _, probe in probed]
+    chosen = next((probe for probe in probes if probe.usable), None)
+    facts["backends"] = [
+        {"name": p.name, "usable": p.usable, "reason": p.reason, "details": p.details} for p in probes
+    ]
+    facts["backend"] = chosen.name if chosen else None
+    enforced = any(backend.kernel_enforced for backend, probe in probed if probe is chosen)
+    if chosen is None:
+        facts["why"] = "no backend is usable"
+    elif not enforced:
+        rejected = "; ".join(f"{p.name}: {p.reason}" for p in probes if not p.usable)
+        facts["why"] = f"no usable cgroup ({rejected}); {chosen.reason}"
+    else:
+        facts["why"] = chosen.reason
+    facts["kernel_enforced"] = enforced
+    return facts

@@ -1,0 +1,103 @@
+"""Typed records that cross module (and process) boundaries.
+
+Imported only under ``TYPE_CHECKING``: at run time these are plain dicts (JSON
+in the queue's files), so they cost nothing on ``seqbox run``'s start-up. What
+another process wrote is checked once, where it is read
+(:func:`seqbox.queue.read_entry`), not by every reader.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+
+class SandboxInfo(TypedDict, total=False):
+    """Where a running sandbox can be looked at (``Sandbox.describe()``)."""
+
+    backend: str
+    #: the cgroup directories the run made (killed and removed after a crash)
+    cgroups: list[str]
+    #: files ``seqbox status`` reads the tree's memory and processes from
+    mem_file: str
+    procs_file: str
+
+
+class Entry(TypedDict, total=False):
+    """A place in a lock's queue: what a waiter writes in its ticket, and a
+    holder in its slot once its command runs (the ``SandboxInfo`` keys and
+    ``since``/``child`` then)."""
+
+    pid: int
+    #: the process's start time (see backends.procinfo), against pid reuse
+    start: float | None
+    command: list[str]
+    run_id: str
+    lock: str
+    mem: int | None
+    pids: int | None
+    arrived: float
+    number: int
+    since: float
+    child: int
+    backend: str
+    cgroups: list[str]
+    mem_file: str
+    procs_file: str
+
+
+class ProbeFacts(TypedDict):
+    name: str
+    usable: bool
+    reason: str
+    details: dict[str, object]
+
+
+class DoctorFacts(TypedDict, total=False):
+    """What ``seqbox doctor`` reports (``--json`` prints it as is)."""
+
+    os: str
+    kernel: str
+    python: str
+    uid: int
+    cgroup_layout: str
+    cgroup_v1_controllers: list[str]
+    cgroup2_mounts: list[str]
+    read_only_mounts: list[str]
+    self_cgroup: dict[str, str]
+    swap_devices: int
+    backends: list[ProbeFacts]
+    backend: str | None
+    why: str
+    kernel_enforced: bool
+    state_dir: str
+    log_dir: str
+
+
+class RunningStatus(TypedDict):
+    pid: int | None
+    command: list[str] | None
+    elapsed_s: float | None
+    mem_bytes: int | None
+    procs: int | None
+    backend: str | None
+    run_id: str | None
+
+
+class WaitingStatus(TypedDict):
+    position: int
+    pid: int | None
+    command: list[str] | None
+    waiting_s: float
+
+
+class LockStatus(TypedDict):
+    lock: str
+    running: list[RunningStatus]
+    waiting: list[WaitingStatus]
+
+
+class Status(TypedDict):
+    """``seqbox status --json``."""
+
+    project: str
+    locks: list[LockStatus]
