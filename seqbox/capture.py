@@ -32,6 +32,9 @@ class Capture:
         self._threads: list[threading.Thread] = []
         self._pipes: list[tuple[int, int]] = []  # (read end, where to copy it)
         self._log_lock = threading.Lock()
+        #: why the log stopped being written (a full disk, say); the output
+        #: itself goes on, and the caller warns once
+        self.log_error: OSError | None = None
 
     def stdio(self) -> Stdio:
         if self.capture:
@@ -71,12 +74,19 @@ class Capture:
                     _write_all(target, chunk)
                 except OSError:
                     pass
-                if self.log is not None:
-                    with self._log_lock:
-                        self.log.write(chunk)
-                        self.log.flush()
+                self._to_log(chunk)
         finally:
             os.close(r)
+
+    def _to_log(self, data: bytes) -> None:
+        if self.log is None or self.log_error is not None:
+            return
+        with self._log_lock:
+            try:
+                self.log.write(data)
+                self.log.flush()
+            except OSError as err:
+                self.log_error = err
 
     def finish(self, timeout: float = 5.0) -> tuple[str | None, str | None]:
         """Wait for the copies to end; return captured (stdout, stderr) text."""
@@ -94,8 +104,7 @@ class Capture:
             f.seek(0)
             data = f.read()
             f.close()
-            if self.log is not None:
-                self.log.write(data)
+            self._to_log(data)
             texts.append(data.decode("utf-8", "replace"))
         self._files = []
         return texts[0], texts[1]

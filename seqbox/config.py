@@ -167,11 +167,16 @@ def resolve(
     explicit = profile_name is not None
     if profile_name is None and environ.get("CI", "").lower() == "true":
         profile_name = "ci"
+    # every profile is checked, chosen or not: a mistake shows the day it is made
+    profiles = {
+        name: _check_layer(table, where, f"{file_config.profiles_prefix}.{name}.")
+        for name, table in file_config.profiles.items()
+    }
     profile_layer: dict[str, object] = {}
     if profile_name is not None:
-        table = file_config.profiles.get(str(profile_name))
+        table = profiles.get(str(profile_name))
         if table is not None:
-            profile_layer = _check_layer(table, where, f"{file_config.profiles_prefix}.{profile_name}.")
+            profile_layer = table
         elif explicit:
             known = ", ".join(sorted(file_config.profiles)) or "none defined"
             raise ConfigError(f"{where}: no profile named {profile_name!r} (profiles: {known})")
@@ -183,13 +188,21 @@ def resolve(
         values.update(layer)
     values["profile"] = profile_name if (explicit or profile_layer) else None
     options = RunOptions(values)
-    _check_combination(options)
+    _check_combination(options, cli)
     return options
 
 
-def _check_combination(options: RunOptions) -> None:
+#: options that mean nothing without a queue: given with --no-lock, one is a mistake
+_QUEUE_OPTIONS = ("lock", "slots", "wait_timeout")
+
+
+def _check_combination(options: RunOptions, cli: Mapping[str, object]) -> None:
     if options.quiet and options.verbose:
         raise UsageError("-q and -v cannot be used together")
+    if cli.get("no_lock"):
+        for key in _QUEUE_OPTIONS:
+            if key in cli:
+                raise UsageError(f"--{key.replace('_', '-')} and --no-lock cannot be used together")
     if options.mem_high is not None and options.mem is not None and options.mem_high > options.mem:
         raise UsageError("--mem-high must not be above --mem")
     options.extra_env()  # validates K=V

@@ -56,10 +56,18 @@ def kill(
 
 def clean(environ: Mapping[str, str] | None = None) -> list[str]:
     """Remove what crashed runs left: cgroups, dead tickets, idle lock files."""
+    from seqbox.state import trees_dir
+
     removed = []
-    for path in leftovers.find():
+    trees = trees_dir(environ)
+    for path in leftovers.find(None, trees):
         if leftovers.remove(path):
-            removed.append(f"cgroup {path}")
+            kind = "the processes recorded in" if path.startswith(trees) else "cgroup"
+            removed.append(f"{kind} {path}")
+    try:
+        os.rmdir(trees)
+    except OSError:
+        pass
     for key in queue.all_projects(environ):
         for lockdir in queue.project_locks(key, environ):
             try:

@@ -13,6 +13,9 @@ import errno
 import fcntl
 import os
 import signal
+import stat
+
+from seqbox.errors import StateError
 
 FILE_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -26,12 +29,31 @@ def _on_alarm(signum: int, frame: object) -> None:
 
 
 def open_file(dir_fd: int, name: str, *, create: bool = True) -> int | None:
-    """Open ``name`` under ``dir_fd`` for locking; None when it does not exist."""
-    flags = FILE_FLAGS | (os.O_CREAT if create else 0)
+    """Open ``name`` under ``dir_fd`` for locking; None when it does not exist.
+
+    Anything but a regular file there (a planted symlink, a FIFO, a directory)
+    is refused with a StateError: seqbox never follows or blocks on it."""
+    flags = FILE_FLAGS | os.O_NONBLOCK | (os.O_CREAT if create else 0)
     try:
-        return os.open(name, flags, 0o600, dir_fd=dir_fd)
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR, errno.EMLINK):
+            raise _not_a_file(name) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_a_file(name)
+    return fd  # O_NONBLOCK stays: flock and pread of a regular file ignore it
+
+
+def _not_a_file(name: str) -> StateError:
+    return StateError(
+        f"refusing to use {name!r} in seqbox's state directory: it is not a regular file "
+        "(a symlink, a directory or a FIFO was put there)",
+        hint="remove it; seqbox recreates it ('seqbox doctor' shows the state dir)",
+    )
 
 
 def try_lock(fd: int, *, exclusive: bool = True) -> bool:

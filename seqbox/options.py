@@ -53,8 +53,8 @@ def _text(value: object, what: str) -> str:
     return value
 
 
-def _count_min1(value: str | int, what: str) -> int:
-    return units.parse_count(value, what, minimum=1)
+def _slots(value: str | int, what: str) -> int:
+    return units.parse_count(value, what, minimum=1, maximum=1000)
 
 
 def _count(value: str | int, what: str) -> int:
@@ -103,7 +103,7 @@ OPTIONS: tuple[Option, ...] = (
         "mem",
         ("--mem",),
         "SIZE",
-        units.parse_size,
+        units.parse_mem_limit,
         "2G",
         "memory limit of the whole tree (512M, 2G, 1.5GiB; 0/none: no limit)",
     ),
@@ -111,7 +111,7 @@ OPTIONS: tuple[Option, ...] = (
         "mem_high",
         ("--mem-high",),
         "SIZE",
-        units.parse_size,
+        units.parse_mem_limit,
         None,
         "soft limit: throttle above it (cgroup2), warn (other backends)",
     ),
@@ -151,7 +151,7 @@ OPTIONS: tuple[Option, ...] = (
         "pids",
         ("--pids",),
         "N",
-        units.parse_positive_int,
+        units.parse_pids,
         None,
         "max processes+threads in the tree (fork-bomb guard)",
     ),
@@ -174,7 +174,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("retry_on_oom", ("--retry-on-oom",), "", _bool, False, "also retry after a memory kill"),
     Option("lock", ("--lock",), "NAME", _lock_name, "default", "which project queue to wait in"),
     Option("no_lock", ("--no-lock",), "", _bool, False, "do not wait in any queue"),
-    Option("slots", ("--slots",), "N", _count_min1, 1, "let up to N runs hold the same lock at once"),
+    Option("slots", ("--slots",), "N", _slots, 1, "let up to N runs hold the same lock at once"),
     Option(
         "wait_timeout",
         ("--wait-timeout",),
@@ -293,6 +293,17 @@ class RunOptions:
         return out
 
 
+#: what a value of each metavar looks like, for errors
+_EXPECTED = {
+    "": "true or false",
+    "SIZE": 'a size like "2G" (a string) or a number of bytes',
+    "DURATION": 'a duration like "30m" (a string) or a number of seconds',
+    "N": "a whole number",
+    "FRACTION": "a fraction like 0.5",
+    "SIG": 'a signal name like "TERM" or a number',
+}
+
+
 def parse_value(key: str, raw: object, source: str) -> object:
     """Parse one raw value (from the CLI, env or config) for ``key``.
 
@@ -305,6 +316,12 @@ def parse_value(key: str, raw: object, source: str) -> object:
         if isinstance(raw, str):
             return (raw,)
         return tuple(str(item) for item in raw)  # type: ignore[attr-defined]
+    if not isinstance(raw, (str, int, float)):  # bool is an int
+        kind = (
+            "a table" if isinstance(raw, dict) else "a list" if isinstance(raw, (list, tuple)) else "a value"
+        )
+        expected = _EXPECTED.get(opt.takes, "a string")
+        raise UsageError(f"{source}: expected {expected}, got {kind}")
     return opt.parse(raw, source)
 
 

@@ -31,7 +31,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
-    from seqbox.records import Entry
+    from seqbox.records import Entry, SandboxInfo
 
     WaitHook = Callable[[Callable[[], "QueueView"], float], None]
 
@@ -109,6 +109,13 @@ def _open_lock_dir(project_key: str, lock: str, environ: Mapping[str, str] | Non
                     nxt = os.open(part, flocks.FILE_FLAGS & ~os.O_RDWR | os.O_DIRECTORY, dir_fd=fd)
                 except FileNotFoundError:
                     raise StateError(f"no such lock directory {path}") from None
+                except OSError as err:
+                    if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise StateError(
+                            f"refusing to use {path}: it is a symlink or not a directory",
+                            hint="remove it; seqbox will recreate it",
+                        ) from None
+                    raise
             else:
                 nxt = open_private_dir(fd, part, path)
             if fd != state:
@@ -131,7 +138,7 @@ def read_entry(dir_fd: int, name: str) -> Entry | None:
     try:
         for _ in range(3):
             try:
-                return entry_from_json(json.loads(flocks.read_fd(fd) or b"null"))
+                return parse_entry(flocks.read_fd(fd))
             except ValueError:
                 time.sleep(0.001)
         return None
@@ -157,7 +164,22 @@ _ENTRY_TYPES: dict[str, tuple[type, ...]] = {
     "cgroups": (list,),
     "mem_file": (str,),
     "procs_file": (str,),
+    "tree": (str,),
 }
+
+
+#: appended to a slot's entry by a holder that handed over in order (see Turn.hand_over)
+ENDED_MARK = b"\nended\n"
+
+
+def parse_entry(data: bytes) -> Entry | None:
+    """A ticket's or slot's content: one JSON object, then :data:`ENDED_MARK`
+    once its holder has handed over in order. Raises ValueError when torn."""
+    text, _, rest = data.partition(b"\n")
+    entry = entry_from_json(json.loads(text or b"null"))
+    if entry is not None and rest.startswith(ENDED_MARK[1:]):
+        entry["ended"] = True
+    return entry
 
 
 def entry_from_json(data: object) -> Entry | None:
@@ -258,6 +280,7 @@ class Turn:
         self.slot_fd: int | None = None
         self.slot: int | None = None
         self.wait_s = 0.0
+        self._written = 0
         #: who held our slot before us, as its slot file said (see :meth:`_took`)
         self.previous: Entry | None = None
 
@@ -349,15 +372,25 @@ class Turn:
         return False
 
     def _took(self, k: int, fd: int) -> None:
-        """The slot is ours: note who had it before (a holder that crashed may
-        have left its tree running). Who has it now is written once the command
-        runs (:meth:`started`), off the handoff's path; until then ``status`` and
-        ``kill`` see the old entry, whose process is gone, and leave it alone."""
+        """The slot is ours: note who had it before, and write who has it now.
+
+        A holder that hands over in order marks its entry ended; one that did
+        not died holding the slot (its flock went with its last fd: a zombie
+        cannot fake that), and its tree may still run: ``previous`` says where.
+        Our entry names our sandbox from now on, so that if we die the next
+        holder can end our tree; the command's pid follows in :meth:`started`."""
         self.slot, self.slot_fd = k, fd
         try:
-            self.previous = entry_from_json(json.loads(flocks.read_fd(fd) or b"null"))
+            self.previous = parse_entry(flocks.read_fd(fd))
         except ValueError:
             self.previous = None
+        self._write(self.info)
+
+    def _write(self, info: Entry) -> None:
+        if self.slot_fd is not None:
+            data = json.dumps(info).encode()
+            flocks.write_fd(self.slot_fd, data)
+            self._written = len(data)
 
     @property
     def held(self) -> bool:
@@ -365,8 +398,7 @@ class Turn:
 
     def started(self, info: Entry) -> None:
         """Record who holds the slot, and leave the line: the next waiter wakes."""
-        if self.slot_fd is not None:
-            flocks.write_fd(self.slot_fd, json.dumps(info).encode())
+        self._write(info)
         self._leave_line()
 
     def _leave_line(self) -> None:
@@ -376,11 +408,21 @@ class Turn:
             self.ticket_fd = None
 
     def hand_over(self) -> None:
-        """Give the place (or the slot) back: the next run starts at once."""
+        """Give the place (or the slot) back: the next run starts at once. The
+        slot's entry is marked ended first (an append, so it needs no new disk
+        block), so the next holder knows our tree was ended."""
         self._leave_line()
         if self.slot_fd is not None:
+            try:
+                os.pwrite(self.slot_fd, ENDED_MARK, self._written)
+            except OSError:  # the next holder then ends what it finds of our tree: nothing
+                pass
             os.close(self.slot_fd)
             self.slot_fd = None
+
+    def describe(self, sandbox: SandboxInfo) -> None:
+        """Where our tree will run: written into the slot as soon as we hold it."""
+        self.info = {**self.info, **sandbox}
 
 
 class NoTurn:
@@ -404,6 +446,9 @@ class NoTurn:
         pass
 
     def hand_over(self) -> None:
+        pass
+
+    def describe(self, sandbox: SandboxInfo) -> None:
         pass
 
 
@@ -486,8 +531,10 @@ def tidy(lockdir: LockDir) -> bool:
         if not flocks.try_lock(door):
             return False
         for name in lockdir.names():
-            if name.startswith(TICKET_PREFIX) or name.startswith(".new-"):
-                if name.startswith(".new-") or _held(fd, name):
+            if name.startswith(".new-"):  # joining holds the door: this joiner died
+                _unlink(fd, name)
+            elif name.startswith(TICKET_PREFIX):
+                if _held(fd, name):
                     return False
                 _unlink(fd, name)
         for k in lockdir.slots():
@@ -548,14 +595,28 @@ def project_locks(project_key: str, environ: Mapping[str, str] | None = None) ->
 
 
 def _listdir_at(dir_fd: int, relative: str) -> list[str]:
+    """The names in ``relative`` under ``dir_fd``, following no symlink."""
+    fd = dir_fd
     try:
-        fd = os.open(relative, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return []
-    try:
+        for part in relative.split("/"):
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                return []
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise StateError(
+                        f"refusing to use <state>/{relative}: {part} is a symlink or not a directory",
+                        hint="remove it; seqbox will recreate it",
+                    ) from None
+                raise
+            if fd != dir_fd:
+                os.close(fd)
+            fd = nxt
         return os.listdir(fd)
     finally:
-        os.close(fd)
+        if fd != dir_fd:
+            os.close(fd)
 
 
 def all_projects(environ: Mapping[str, str] | None = None) -> list[str]:

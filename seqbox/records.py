@@ -20,6 +20,8 @@ class SandboxInfo(TypedDict, total=False):
     #: files ``seqbox status`` reads the tree's memory and processes from
     mem_file: str
     procs_file: str
+    #: a polled tree's record of its members (pid and start time)
+    tree: str
 
 
 class Entry(TypedDict, total=False):
@@ -43,6 +45,9 @@ class Entry(TypedDict, total=False):
     cgroups: list[str]
     mem_file: str
     procs_file: str
+    tree: str
+    #: the holder handed over in order: its tree was ended
+    ended: bool
 
 
 class ProbeFacts(TypedDict):

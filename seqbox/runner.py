@@ -78,6 +78,10 @@ def execute(
     from seqbox.backends import leftovers
     from seqbox.project import project_key
 
+    if options.report:
+        from seqbox.summary import check_report_path
+
+        check_report_path(options.report)
     remember_ignored_signals()
     interrupts = Interrupts()
     interrupts.raising()
@@ -86,10 +90,10 @@ def execute(
         run = Run(argv, options, out, environ, key, f"{leftovers.run_stamp()}-{os.getpid()}")
         # join first, so arrival order is start order; the rest happens while waiting
         with run.join_queue() as turn:
-            for path in leftovers.find(key):  # a few directory listings when there are none
-                out.info(f"removing {path}, left by a crashed run")
-                leftovers.remove(path)
-            return run.execute(turn, choose_backend(options, out), interrupts)
+            run.remove_leftovers()  # a few directory listings when there are none
+            result = run.execute(turn, choose_backend(options, out), interrupts)
+            run.remove_leftovers()  # what crashed while we ran (our turn is handed over: off the path)
+            return result
     finally:
         interrupts.restore()
 
@@ -118,7 +122,12 @@ class Run:
         self.environ = environ
         self.nested = False
         self.waited = 0.0
+        self.log_warned = False
         self._start: float | None = None
+        from seqbox.state import trees_dir
+
+        #: where a polled tree's record goes (see backends/treerecord.py)
+        self.trees = trees_dir(environ)
 
     def me(self) -> Entry:
         """What this run writes in its ticket, and later in its slot."""
@@ -212,11 +221,17 @@ class Run:
             from seqbox.summary import dumps
 
             _log_line(log, "=== seqbox summary: " + dumps(summary.as_json()) + "\n")
-            log.close()
+            try:
+                log.close()
+            except OSError as err:
+                self.log_failed(err)
         if options.report:
             from seqbox.summary import write_report
 
-            write_report(options.report, summary.as_json())
+            try:
+                write_report(options.report, summary.as_json())
+            except SeqboxError as err:  # the command ran: its exit code stands
+                self.out.note(f"warning: {err}")
         return summary, captured
 
     def one_try(
@@ -230,9 +245,10 @@ class Run:
         """A fresh sandbox, the command parked in it, our turn, launch, supervise."""
         options = self.options
         name = f"{self.key}-{self.run_id}" + (f"-{attempt}" if attempt > 1 else "")
-        sandbox, note = selection.make_sandbox(self.limits, name)
+        sandbox, note = selection.make_sandbox(self.limits, name, self.trees)
         if note:
             self.out.note(note)
+        turn.describe(sandbox.describe())
         capture = _capture(options, log)
         captured = None
         try:
@@ -269,9 +285,21 @@ class Run:
             try:
                 if capture is not None:
                     captured = capture.finish()
+                    if capture.log_error is not None:
+                        self.log_failed(capture.log_error)
             finally:
                 sandbox.dispose()
         return outcome, captured
+
+    def log_failed(self, err: OSError) -> None:
+        """One warning when the --log file stops taking writes; the command's
+        output and exit code are not affected."""
+        if not self.log_warned:
+            self.log_warned = True
+            self.out.note(
+                f"warning: cannot write the log {self.options.log}: {err.strerror}; "
+                "the command's output was not cut, only the log is incomplete"
+            )
 
     def wait_turn(self, turn: Turn | NoTurn, prepared: Prepared) -> None:
         """Wait for our turn (and the git guard) with the command parked. On
@@ -303,33 +331,34 @@ class Run:
             raise
         self.waited = time.monotonic() - start
 
-    def clean_after_crash(self, previous: Entry | None) -> None:
-        """If the run before us died without ending its tree (its supervisor was
-        SIGKILLed), its cgroups still run: end them before we start.
-
-        On the handoff's path, so the check is kill(pid, 0), not /proc: the run
-        before is usually exiting at this moment, and reading its /proc status
-        waits for its memory to be torn down (1-1.5 ms measured). A pid reused
-        since reads as alive here; the next run's start-up scan still finds its
-        leftovers."""
+    def remove_leftovers(self) -> None:
+        """End and remove what crashed runs of this project left (their
+        supervisor is dead)."""
         from seqbox.backends import leftovers
 
-        pid = None if previous is None else previous.get("pid")
-        if pid is None:
-            return
-        try:
-            os.kill(pid, 0)
-            return
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            return
-        paths = leftovers.find(self.key)
-        for path in paths:
+        for path in leftovers.find(self.key, self.trees):
+            self.out.info(f"removing {path}, left by a crashed run")
             leftovers.remove(path)
-        if paths:
-            names = sorted({os.path.basename(path) for path in paths})
-            self.out.note(f"the run before (pid {pid}) died; ended what it left running: {', '.join(names)}")
+
+    def clean_after_crash(self, previous: Entry | None) -> None:
+        """If the run that held our slot before us did not hand it over in
+        order, its supervisor died holding it (a flock is released only when
+        the last fd goes: a zombie cannot fake that), and its tree may still
+        run: end it before our command starts.
+
+        On the handoff's path, so the common case costs one look at the
+        previous entry's mark; only a crash costs more."""
+        if previous is None or previous.get("ended"):
+            return
+        from seqbox.backends import leftovers
+
+        ended = leftovers.end_run(previous)
+        for path in leftovers.find(self.key, self.trees):  # anything else a crash of this project left
+            if leftovers.remove(path):
+                ended.append(path)
+        if ended:
+            names = ", ".join(sorted({os.path.basename(path) for path in ended}))
+            self.out.note(f"the run before (pid {previous.get('pid')}) died; ended what it left running: {names}")
 
 
 def _should_retry(outcome: Outcome, options: RunOptions, attempt: int) -> bool:
@@ -363,7 +392,7 @@ def _open_log(path: str | None, out: Output) -> BinaryIO | None:
 def _log_line(log: BinaryIO | None, text: str) -> None:
     if log is not None:
         try:
-            log.write(text.encode("utf-8", "replace"))
+            log.write(text.encode("utf-8", "surrogateescape"))
             log.flush()
         except OSError:
             pass

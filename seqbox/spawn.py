@@ -102,6 +102,26 @@ def resolve(argv0: str, env: dict[str, str], cwd: str | None) -> str:
     raise SpawnError("exec", errno.EACCES if denied else errno.ENOENT, argv0)
 
 
+_SH_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def sh_keeps(env: dict[str, str], cwd: str | None) -> bool:
+    """Whether ``env`` passes through the parking ``sh`` byte for byte: sh drops
+    variables whose names are not shell names (``A.B``, non-UTF-8) and sets
+    ``PWD`` when it is missing or names another directory."""
+    for name in env:
+        if not name or name[0].isdigit() or not _SH_NAME_CHARS.issuperset(name):
+            return False
+    pwd = env.get("PWD")
+    if not pwd:
+        return False
+    try:
+        here, there = os.stat(cwd or "."), os.stat(pwd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 def prepare(
     argv: list[str],
     *,
@@ -120,6 +140,7 @@ def prepare(
     child cannot join or set up.
     """
     resolve(argv[0], env, cwd)
+    in_sh = sh_keeps(env, cwd)
     err_r, err_w = os.pipe()
     go_r, go_w = os.pipe()
     try:
@@ -131,7 +152,7 @@ def prepare(
     if pid == 0:  # pragma: no cover - the child
         os.close(go_w)
         os.close(err_r)
-        _child(argv, cwd, env, stdio, new_session, join_fds, err_w, go_r)
+        _child(argv, cwd, env, stdio, new_session, join_fds, err_w, go_r, in_sh)
     os.close(err_w)
     os.close(go_r)
     try:
@@ -219,6 +240,7 @@ def _child(
     join_fds: tuple[int, ...],
     err_w: int,
     go_r: int,
+    in_sh: bool,
 ) -> None:  # pragma: no cover - runs in the forked child
     stage = "join"
     try:
@@ -249,13 +271,14 @@ def _child(
         if cwd is not None:
             os.chdir(cwd)
         stage = "setup"
-        park = _park_fd(avoid=err_w)
+        park = _park_fd(avoid=err_w) if in_sh else None
         if park is not None:
             if go_r != park:
                 os.dup2(go_r, park)
             os.set_inheritable(park, True)  # it survives the exec of sh (dup2 onto itself would not)
             os.execve("/bin/sh", ["sh", "-c", TRAMPOLINE.format(fd=park), "sh", *argv], env)
-        # Every low descriptor is inherited by the command: park in Python instead.
+        # The environment would not pass through sh unchanged, or every low
+        # descriptor is inherited by the command: park in Python instead.
         os.close(err_w)
         if os.read(go_r, 1) != b"g":
             os._exit(127)

@@ -12,6 +12,9 @@ import errno
 import os
 import stat
 
+#: errors the CLI explains itself (full disk, too many open files): not wrapped here
+_SYSTEM_LIMITS = (errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
 from seqbox.errors import StateError
 
 TYPE_CHECKING = False
@@ -53,10 +56,14 @@ def open_state_dir(environ: Mapping[str, str] | None = None) -> int:
     try:
         os.makedirs(parent, mode=0o700, exist_ok=True)
     except OSError as err:
+        if err.errno in _SYSTEM_LIMITS:
+            raise
         raise StateError(f"cannot create {parent}: {err.strerror}") from None
     try:
         parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
+        if err.errno in _SYSTEM_LIMITS:
+            raise
         raise StateError(f"cannot open {parent}: {err.strerror}") from None
     try:
         return open_private_dir(parent_fd, os.path.basename(path), path)
@@ -76,12 +83,16 @@ def open_private_dir(dir_fd: int, name: str, shown: str) -> int:
         except FileExistsError:
             pass
         except OSError as err:
+            if err.errno in _SYSTEM_LIMITS:
+                raise
             raise StateError(f"cannot create {shown}: {err.strerror}") from None
         try:
             fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
         except FileNotFoundError:
             continue
         except OSError as err:
+            if err.errno in _SYSTEM_LIMITS:
+                raise
             if err.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise StateError(
                     f"refusing to use {shown}: it is a symlink or not a directory",
@@ -101,3 +112,9 @@ def _checked(fd: int, shown: str) -> int:
     if stat.S_IMODE(info.st_mode) & 0o077:
         os.fchmod(fd, 0o700)
     return fd
+
+
+def trees_dir(environ: Mapping[str, str] | None = None) -> str:
+    """``<state>/trees``: where poll runs record their trees (made when needed,
+    removed when empty)."""
+    return os.path.join(state_dir_path(environ), "trees")

@@ -54,6 +54,19 @@ def dumps(document: dict[str, object]) -> str:
     return text
 
 
+def check_report_path(path: str) -> None:
+    """Refuse, before anything runs, a report that could not be written."""
+    from seqbox.errors import UsageError
+
+    if os.path.isdir(path):
+        raise UsageError(f"--report: {path} is a directory")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"--report: no such directory {directory}")
+    if not os.access(directory, os.W_OK) and not os.access(path, os.W_OK):
+        raise UsageError(f"--report: cannot write in {directory} (permission denied)")
+
+
 def write_report(path: str, document: dict[str, object]) -> None:
     """Write the summary to ``path`` atomically (a reader never sees half of it)."""
     from seqbox.errors import SeqboxError

@@ -12,6 +12,7 @@ _NONE_WORDS = ("none", "0", "off", "unlimited", "infinity", "max")
 
 _DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?", re.IGNORECASE)
 _DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
+MAX_SECONDS = 100 * 365 * 86400.0
 
 
 def parse_size(text: str | int | float, what: str = "size") -> int | None:
@@ -36,13 +37,32 @@ def parse_size(text: str | int | float, what: str = "size") -> int | None:
     return value or None
 
 
+MIN_LIMIT = 1 << 20  # a memory limit under 1 MiB is a mistake (a forgotten unit)
+MAX_LIMIT = 1 << 62  # 4 EiB: above what any kernel counts (cgroup v1 stops at 2^63 - 4 KiB)
+
+
+def parse_mem_limit(text: str | int | float, what: str = "--mem") -> int | None:
+    """A memory limit: :func:`parse_size` within 1 MiB .. 4 EiB; ``0``/``none``
+    -> None. A bare number under 1 MiB gets a hint (``300`` -> did you mean 300M?)."""
+    value = parse_size(text, what)
+    if value is None:
+        return None
+    if value < MIN_LIMIT:
+        bare = str(text).strip()
+        hint = f"; did you mean {bare}M?" if bare.isdigit() else ""
+        raise UsageError(f"{what}: a memory limit must be at least 1M, got {text!r} ({value} bytes){hint}")
+    if value > MAX_LIMIT:
+        raise UsageError(f"{what}: a memory limit must be at most 4E (2^62 bytes), got {text!r}")
+    return value
+
+
 def parse_duration(text: str | int | float, what: str = "duration") -> float | None:
     """``90``, ``90s``, ``5m``, ``1h30m``, ``500ms`` -> seconds; ``0``/``none`` -> None."""
     if isinstance(text, bool):
         raise UsageError(f"{what}: expected a duration like 90s or 5m, got {text!r}")
     if isinstance(text, (int, float)):
-        if text < 0:
-            raise UsageError(f"{what}: a duration cannot be negative, got {text}")
+        if not 0 <= text < MAX_SECONDS:  # also NaN and infinity
+            raise UsageError(f"{what}: expected a duration of 0 to 100 years in seconds, got {text}")
         return float(text) or None
     word = text.strip().lower()
     if word in _NONE_WORDS:
@@ -57,6 +77,8 @@ def parse_duration(text: str | int | float, what: str = "duration") -> float | N
         pos = match.end()
     if not compact:
         raise UsageError(f"{what}: expected a duration like 90, 90s, 5m or 1h30m, got {text!r}")
+    if total >= MAX_SECONDS:
+        raise UsageError(f"{what}: a duration must be under 100 years, got {text!r}")
     return total or None
 
 
@@ -86,31 +108,37 @@ def parse_signal(text: str | int, what: str = "signal") -> int:
     return number
 
 
-def parse_positive_int(text: str | int, what: str) -> int | None:
-    """A count such as ``--pids 64``; ``0``/``none`` -> None."""
-    if isinstance(text, bool):
-        raise UsageError(f"{what}: expected a whole number, got {text!r}")
-    if isinstance(text, int):
-        value = text
-    else:
+MAX_PIDS = 4194304  # the kernel's PID_MAX_LIMIT: no more tasks can exist
+
+
+def parse_pids(text: str | int, what: str) -> int | None:
+    """A process limit such as ``--pids 64`` (1 .. 4194304); ``none`` -> None.
+    ``0`` is refused: a tree of no process cannot run its command."""
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise UsageError(f"{what}: expected a whole number of processes, got {text!r}")
+    if isinstance(text, str):
         word = text.strip().lower()
-        if word in _NONE_WORDS:
+        if word in ("none", "off", "unlimited", "infinity", "max"):
             return None
         if not word.isdigit():
-            raise UsageError(f"{what}: expected a whole number, got {text!r}")
+            raise UsageError(f"{what}: expected a whole number of processes, got {text!r}")
         value = int(word)
-    if value < 0:
-        raise UsageError(f"{what}: expected a whole number, got {text!r}")
-    return value or None
+    else:
+        value = text
+    if not 1 <= value <= MAX_PIDS:
+        raise UsageError(f"{what}: expected 1 to {MAX_PIDS} processes (or none for no limit), got {text!r}")
+    return value
 
 
-def parse_count(text: str | int, what: str, minimum: int = 0) -> int:
+def parse_count(text: str | int, what: str, minimum: int = 0, maximum: int = 1_000_000) -> int:
     """A count where 0 is a real value (``--retry 0``)."""
-    if isinstance(text, bool) or not (isinstance(text, int) or str(text).strip().isdigit()):
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise UsageError(f"{what}: expected a whole number, got {text!r}")
+    if isinstance(text, str) and not text.strip().isdigit():
         raise UsageError(f"{what}: expected a whole number, got {text!r}")
     value = int(text)
-    if value < minimum:
-        raise UsageError(f"{what}: expected a whole number of at least {minimum}, got {text!r}")
+    if not minimum <= value <= maximum:
+        raise UsageError(f"{what}: expected a whole number from {minimum} to {maximum}, got {text!r}")
     return value
 
 
@@ -138,14 +166,16 @@ def parse_cpus(text: str | int | float, what: str = "cpus") -> float | None:
     if isinstance(text, bool):
         raise UsageError(f"{what}: expected a number of cores like 1.5, got {text!r}")
     try:
-        if isinstance(text, str) and text.strip().lower() in _NONE_WORDS:
+        if isinstance(text, str) and text.strip().lower() in _NONE_WORDS and text.strip() != "0":
             return None
         value = float(text)
     except ValueError:
         raise UsageError(f"{what}: expected a number of cores like 1.5, got {text!r}") from None
-    if not 0 <= value < 1e6:  # also rejects NaN and infinity
-        raise UsageError(f"{what}: expected a number of cores like 1.5, got {text!r}")
-    return value or None
+    if not 0.01 <= value < 1e6:  # also rejects NaN and infinity
+        raise UsageError(
+            f"{what}: expected a number of cores from 0.01 (or none for no quota), like 1.5, got {text!r}"
+        )
+    return value
 
 
 def format_size(n: int | None) -> str:

@@ -380,7 +380,31 @@ def parent(o: dict[str, str], argv: list[str]) -> int:
     return int(o.get("exit", "0"))
 
 
+def marked(o: dict[str, str]) -> int:
+    """Write to ``--out`` the pids of the live (not zombie) processes whose
+    environment holds ``--entry`` (NAME=VALUE), one per line."""
+    entry = o["entry"].encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if entry not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in (b"Z", b"X"):
+            found.append(name)
+    with open(o["out"], "w") as f:
+        f.write("".join(f"{pid}\n" for pid in found))
+    return 0
+
+
 PROGRAMS = {
+    "marked": marked,
     "hog": hog,
     "tree": tree,
     "family": family,

@@ -131,7 +131,7 @@ def test_parse_fraction_rejects(text: str) -> None:
 @pytest.mark.parametrize("text", ["-1", "x", "1.5"])
 def test_parse_pids_rejects(text: str) -> None:
     with pytest.raises(UsageError):
-        units.parse_positive_int(text, "--pids")
+        units.parse_pids(text, "--pids")
 
 
 @pytest.mark.parametrize(("text", "expected"), [("1.5", 1.5), ("2", 2.0), ("none", None)])

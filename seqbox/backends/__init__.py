@@ -69,11 +69,13 @@ class Selection:
         why = "; ".join(f"{p.name}: {p.reason}" for p in self.rejected)
         return f"no usable cgroup ({why}); enforcing limits by polling instead"
 
-    def make_sandbox(self, limits: Limits, name: str) -> tuple[Sandbox, str | None]:
+    def make_sandbox(
+        self, limits: Limits, name: str, records: str | None = None
+    ) -> tuple[Sandbox, str | None]:
         """The sandbox for one try, and the note to print when the chosen cgroup
         backend failed here and (under ``auto``) polling took over."""
         try:
-            return self.backend.create(limits, name), None
+            return self.backend.create(limits, name, records), None
         except BackendError as err:
             if not self.auto or not self.backend.kernel_enforced:
                 raise
@@ -81,7 +83,7 @@ class Selection:
             self.backend = _poll()
             self.probe = self.backend.probe()
             note = f"{failed} failed ({err}); enforcing limits by polling instead"
-            return self.backend.create(limits, name), note
+            return self.backend.create(limits, name, records), note
 
 
 def select(name: str = "auto") -> Selection:

@@ -240,8 +240,10 @@ class Backend(abc.ABC):
         """Can this backend work here? Cheap: no cgroup is created."""
 
     @abc.abstractmethod
-    def create(self, limits: Limits, name: str) -> Sandbox:
-        """Make a sandbox ``seqbox-<name>`` for one try. Raises BackendError when it cannot."""
+    def create(self, limits: Limits, name: str, records: str | None = None) -> Sandbox:
+        """Make a sandbox ``seqbox-<name>`` for one try. Raises BackendError when
+        it cannot. ``records`` is a private directory where a sandbox that no
+        cgroup holds keeps what finds its tree after a crash."""
 
 
 def kill_pids(pids: list[int], sig: int = signal.SIGKILL) -> None:

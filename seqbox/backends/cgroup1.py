@@ -77,7 +77,7 @@ class Cgroup1Backend(Backend):
         details["unified"] = layout.usable("unified")
         return Probe(self.name, True, f"cgroup v1 memory controller writable at {memory}", details)
 
-    def create(self, limits: Limits, name: str) -> Sandbox:
+    def create(self, limits: Limits, name: str, records: str | None = None) -> Sandbox:
         return Cgroup1Sandbox(Cgroup1Layout.current(), limits, name)
 
 
@@ -108,7 +108,12 @@ class Cgroup1Sandbox(Sandbox):
             wanted.append("unified")
         self.dirs: dict[str, str] = {}
         self.cgroups = []
-        try:
+        self.files = cgroupfs.OpenFiles()
+        self.eventfds: list[int] = []
+        self._into: cgroupfs.Into | None = None
+        self._join_fds: tuple[int, ...] = ()
+        self._oom_seen = False
+        try:  # whatever fails (EMFILE, say), nothing made here is left behind
             for controller in wanted:
                 self._make(layout, controller, name)
             unified = self.dirs.get("unified")
@@ -117,23 +122,22 @@ class Cgroup1Sandbox(Sandbox):
                 self._make(layout, "freezer", name)
             self._set_limits()
             self._into = cgroupfs.open_into(unified) if unified is not None else None
-            self._join_fds = tuple(cgroupfs.open_procs(p, v1=True) for p in self.cgroups if p != unified)
+            for path in self.cgroups:
+                if path != unified:
+                    self._join_fds = (*self._join_fds, cgroupfs.open_procs(path, v1=True))
+            self.memory = self.dirs["memory"]
+            memory = self.memory
+            self.files.open("usage", os.path.join(memory, "memory.usage_in_bytes"))
+            self.files.open("procs", os.path.join(memory, "cgroup.procs"))
+            self.files.open("oom", os.path.join(memory, "memory.oom_control"))
+            if "pids" in self.dirs:
+                self.files.open("tasks_peak", os.path.join(self.dirs["pids"], "pids.peak"))
+            if self.unified_kill:
+                self.files.open("events", os.path.join(self.dirs["unified"], "cgroup.events"))
+            self._oom_watch = self._notify(self.files.fd("oom"), "")
         except BaseException:
             self.close()
             raise
-        self.memory = self.dirs["memory"]
-        self._oom_seen = False
-        self.files = cgroupfs.OpenFiles()
-        memory = self.memory
-        self.files.open("usage", os.path.join(memory, "memory.usage_in_bytes"))
-        self.files.open("procs", os.path.join(memory, "cgroup.procs"))
-        self.files.open("oom", os.path.join(memory, "memory.oom_control"))
-        if "pids" in self.dirs:
-            self.files.open("tasks_peak", os.path.join(self.dirs["pids"], "pids.peak"))
-        if self.unified_kill:
-            self.files.open("events", os.path.join(self.dirs["unified"], "cgroup.events"))
-        self.eventfds: list[int] = []
-        self._oom_watch = self._notify(self.files.fd("oom"), "")
 
     def _notify(self, target: int | None, argument: str) -> list[int]:
         """An eventfd the kernel bumps on an OOM in the cgroup, or when usage
@@ -265,11 +269,13 @@ class Cgroup1Sandbox(Sandbox):
         return not self.pids()
 
     def close(self) -> None:
-        if hasattr(self, "files"):
-            self.files.close()
-        for fd in getattr(self, "eventfds", []):
+        self.files.close()
+        for fd in (*self.eventfds, *self._join_fds):
             os.close(fd)
         self.eventfds = []
+        self._join_fds = ()
+        cgroupfs.close_into(self._into)
+        self._into = None
         errors = []
         for path in reversed(self.cgroups):
             try:

@@ -156,7 +156,7 @@ class Cgroup2Backend(Backend):
         )
         return Probe(self.name, True, f"cgroup v2 with the memory controller; {placement.reason}", details)
 
-    def create(self, limits: Limits, name: str) -> Sandbox:
+    def create(self, limits: Limits, name: str, records: str | None = None) -> Sandbox:
         layout = Cgroup2Layout.current()
         placement = layout.placement()
         if placement.base is None:
@@ -408,6 +408,8 @@ class Cgroup2Sandbox(Sandbox):
     def close(self) -> None:
         if hasattr(self, "files"):
             self.files.close()
+        cgroupfs.close_into(getattr(self, "_into", None))
+        self._into = None
         try:
             for path in reversed(self.cgroups):
                 cgroupfs.remove_tree(path)

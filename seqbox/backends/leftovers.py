@@ -6,6 +6,10 @@ supervisor is gone (that pid is dead, or now belongs to a process that started
 later) is a leftover: its processes are killed and the cgroup removed. So is a
 cgroup v2 ``seqbox-sup-<pid>`` leaf whose seqbox has exited.
 
+A poll run's tree has no cgroup: its record of members
+(seqbox/backends/treerecord.py) carries the same name, in the state
+directory's ``trees/``, and is a leftover by the same rule.
+
 ``seqbox run`` removes its own project's leftovers before it starts;
 ``seqbox clean`` removes everyone's (that it may) and the queue's dead tickets.
 """
@@ -16,8 +20,12 @@ import os
 import re
 import time
 
-from seqbox.backends import cgroupfs, procinfo
+from seqbox.backends import cgroupfs, procinfo, treerecord
 from seqbox.errors import BackendError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seqbox.records import Entry
 
 NAME_RE = re.compile(r"^seqbox-(?P<key>.+)-(?P<time>\d{8}T\d{6})-(?P<pid>\d+)(?:-\d+)?$")
 SUP_RE = re.compile(r"^seqbox-sup-(?P<pid>\d+)$")
@@ -73,8 +81,9 @@ def places() -> list[str]:
     return sorted(p for p in paths if os.path.isdir(p))
 
 
-def find(project_key: str | None = None) -> list[str]:
-    """Leftover cgroup directories (of one project, or of any)."""
+def find(project_key: str | None = None, trees: str | None = None) -> list[str]:
+    """Leftover cgroup directories and poll tree records (of one project, or
+    of any); ``trees`` is the directory of the records."""
     found = []
     for place in places():
         try:
@@ -86,11 +95,53 @@ def find(project_key: str | None = None) -> list[str]:
                 path = os.path.join(place, name)
                 if os.path.isdir(path):
                     found.append(path)
+    if trees is not None:
+        try:
+            names = os.listdir(trees)
+        except OSError:
+            names = []
+        for name in names:
+            stem = name.removesuffix(treerecord.SUFFIX)
+            if name.startswith("seqbox-") and stem != name and is_leftover(stem, project_key):
+                found.append(os.path.join(trees, name))
     return sorted(found)
 
 
+def run_id_of(name: str) -> str | None:
+    """The run id (``<UTC time>-<pid>``) in a cgroup's or record's name."""
+    match = NAME_RE.match(name.removesuffix(treerecord.SUFFIX))
+    return None if match is None else f"{match.group('time')}-{match.group('pid')}"
+
+
+def end_run(entry: Entry) -> list[str]:
+    """End the tree of a run whose supervisor died holding its slot: its
+    cgroups, or its poll record and the processes carrying its run id.
+    Returns what was removed."""
+    removed = []
+    for path in entry.get("cgroups", []):
+        if os.path.basename(path).startswith("seqbox-") and os.path.isdir(path) and remove(path):
+            removed.append(path)
+    tree = entry.get("tree")
+    if tree is not None and tree.endswith(treerecord.SUFFIX) and remove(tree):
+        removed.append(tree)
+    run_id = entry.get("run_id")
+    if run_id is not None and treerecord.end_tree([], run_id):
+        removed.append(f"processes of run {run_id}")
+    return removed
+
+
 def remove(path: str) -> bool:
-    """Kill every process in the leftover cgroup tree and remove it."""
+    """Kill every process in the leftover cgroup tree (or recorded poll tree)
+    and remove it."""
+    if path.endswith(treerecord.SUFFIX):
+        treerecord.end_tree(treerecord.read_record(path), run_id_of(os.path.basename(path)))
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        return True
     kill = os.path.join(path, "cgroup.kill")
     if os.path.exists(kill):
         try:

@@ -21,6 +21,8 @@ from seqbox.spawn import prepare
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from seqbox.backends.proctree import ProcTree
+    from seqbox.backends.treerecord import TreeRecord
+    from seqbox.records import SandboxInfo
     from seqbox.spawn import Prepared, Stdio
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -59,23 +61,28 @@ class PollBackend(Backend):
             self.name, True, "polling with psutil; every pid seen is remembered", {"subreaper": False}
         )
 
-    def create(self, limits: Limits, name: str) -> Sandbox:
+    def create(self, limits: Limits, name: str, records: str | None = None) -> Sandbox:
+        from seqbox.backends.treerecord import TreeRecord
+
+        record = TreeRecord(records, f"seqbox-{name}") if records is not None else None
         if self.linux:
             from seqbox.backends.proctree import LinuxProcTree
 
             become_subreaper()
-            return PollSandbox(limits, LinuxProcTree())
+            return PollSandbox(limits, LinuxProcTree(), record)
         from seqbox.backends.proctree import PsutilProcTree
 
-        return PollSandbox(limits, PsutilProcTree())
+        return PollSandbox(limits, PsutilProcTree(), record)
 
 
 class PollSandbox(Sandbox):
     backend = "poll"
 
-    def __init__(self, limits: Limits, tree: ProcTree) -> None:
+    def __init__(self, limits: Limits, tree: ProcTree, record: TreeRecord | None = None) -> None:
         self.limits = limits
         self.tree = tree
+        #: the members seen, on disk: the next run ends them if this supervisor dies
+        self.record = record
         self.cgroups = []
         self.sample_interval = limits.poll_interval
         self._peak = 0
@@ -95,6 +102,8 @@ class PollSandbox(Sandbox):
         set is under every threshold (then so is what the kernel would charge);
         above, the exact proportional set size."""
         reading = self.tree.read()
+        if self.record is not None and any(pid not in self.record.members for pid in self.tree.tracked):
+            self.record.update(list(self.tree.tracked))
         mem = reading.mem
         if self._threshold is not None and reading.rss > self._threshold:
             pss = self.tree.pss()
@@ -148,5 +157,13 @@ class PollSandbox(Sandbox):
     def is_empty(self) -> bool:
         return self.tree.is_empty()
 
+    def describe(self) -> SandboxInfo:
+        info: SandboxInfo = {"backend": self.backend, "cgroups": []}
+        if self.record is not None:
+            info["tree"] = self.record.path
+        return info
+
     def close(self) -> None:
         self.tree.close()
+        if self.record is not None:
+            self.record.remove()

@@ -31,6 +31,8 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import psutil
 
 FULL_SCAN_EVERY = 10  # samples between walks of every thread's children
@@ -49,6 +51,9 @@ class Reading:
 
 
 class ProcTree(abc.ABC):
+    #: every member being watched, by pid
+    tracked: Mapping[int, object]
+
     @abc.abstractmethod
     def read(self, *, full: bool = False) -> Reading:
         """Find new members, drop the dead ones, and measure the tree."""

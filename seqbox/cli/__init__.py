@@ -66,10 +66,48 @@ def handle_errors(func: object, debug: bool, out: Output | None = None) -> int:
         return 128 + err.signum
     except KeyboardInterrupt:
         return 130
-    except Exception as err:  # the top-level handler: nothing below it catches everything
-        if debug or os.environ.get("SEQBOX_DEBUG"):
+    except OSError as err:
+        message = os_error_message(err)
+        if message is None:
+            return _internal(err, debug, out)
+        if debug:
             import traceback
 
             traceback.print_exc()
-        out.error(f"internal error: {type(err).__name__}: {err} (run with --debug for a traceback)")
+        out.error(message)
         return EXIT_SEQBOX_FAILED
+    except Exception as err:
+        return _internal(err, debug, out)
+
+
+def _internal(err: Exception, debug: bool, out: Output) -> int:
+    """An error seqbox did not expect: one line, a traceback with --debug."""
+    if debug or os.environ.get("SEQBOX_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+    out.error(f"internal error: {type(err).__name__}: {err} (run with --debug for a traceback)")
+    return EXIT_SEQBOX_FAILED
+
+
+def os_error_message(err: OSError) -> str | None:
+    """One line for what the system refused seqbox (full disk, too few file
+    descriptors, read-only file system), with what to do; None for the rest."""
+    import errno
+
+    where = f" ({err.filename})" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        from seqbox.state import state_dir_path
+
+        return (
+            f"no space left on the device{where}: free some space "
+            f"(seqbox keeps its state in {state_dir_path()}; SEQBOX_STATE_DIR moves it)"
+        )
+    if err.errno in (errno.EMFILE, errno.ENFILE):
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return f"too many open files (ulimit -n is {soft}): raise the limit, e.g. 'ulimit -n 1024'"
+    if err.errno == errno.EROFS:
+        return f"read-only file system{where}: set SEQBOX_STATE_DIR to a writable directory"
+    return None

@@ -1,0 +1,74 @@
+"""A supervisor SIGKILLed at a random moment (joining, making its sandbox,
+parked, running, tearing down), with and without a run queued behind it: the
+next command never starts while anything of the crashed tree lives, nothing of
+that tree survives, and once idle no cgroup and no state file is left."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from seqbox.project import project_key
+from tests.helpers import SeqboxRunner, alive, environ_has, prog, seqbox_cgroups, slack
+
+ROUNDS_FAST = 3
+ROUNDS_SLOW = int(os.environ.get("SEQBOX_CRASH_ROUNDS", "10"))
+
+
+def _marked(entry: bytes) -> list[int]:
+    """Live processes whose environment holds ``entry``."""
+    pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    return alive(pid for pid in pids if pid != os.getpid() and environ_has(pid, entry))
+
+
+def _state_files(state: Path) -> list[str]:
+    return sorted(str(path.relative_to(state)) for path in state.rglob("*") if not path.is_dir())
+
+
+def _crash_rounds(sbx: SeqboxRunner, backend: str, tmp_path: Path, rounds: int, waiter_first: bool) -> None:
+    rng = random.Random(f"{backend}-{waiter_first}-{rounds}")
+    state = Path(os.environ["SEQBOX_STATE_DIR"])
+    key = project_key(os.path.realpath(sbx.project))
+    key_cgroups = {path for path in seqbox_cgroups() if key in path}
+    for round_ in range(rounds):
+        mark = f"SBX_CRASH={round_}-old"
+        seen = tmp_path / f"seen-{round_}"
+        holder = sbx.start(
+            "--mem", "256M", "--", *prog("family", "--pids", tmp_path / f"fam-{round_}", "--exit", "wait"),
+            backend=backend, env={"SBX_CRASH": f"{round_}-old"},
+        )  # fmt: skip
+        checker = ["--", *prog("marked", "--entry", mark, "--out", seen)]
+        waiter = None
+        if waiter_first:
+            time.sleep(0.05)
+            waiter = sbx.start(*checker, backend=backend)
+        time.sleep(rng.uniform(0.0, 0.6))
+        holder.send_signal(signal.SIGKILL)  # not reaped yet: a zombie until the round ends
+        if waiter is None:
+            waiter = sbx.start(*checker, backend=backend)
+        out, err = waiter.communicate(timeout=slack(30))
+        assert waiter.returncode == 0, (round_, out, err)
+        beside = seen.read_text().split()
+        assert beside == [], f"round {round_}: the next command started beside {beside}; {err!r}"
+        survivors = _marked(mark.encode())
+        assert survivors == [], f"round {round_}: {survivors} of the crashed tree survived"
+        holder.wait(timeout=slack(10))
+        assert _state_files(state) == [], f"round {round_}: state left: {_state_files(state)}"
+        left = {path for path in seqbox_cgroups() if key in path} - key_cgroups
+        assert not left, f"round {round_}: cgroups left: {left}"
+
+
+@pytest.mark.parametrize("waiter_first", [True, False], ids=["waiter-queued", "next-run-later"])
+def test_crash_a_few_rounds(sbx: SeqboxRunner, backend: str, tmp_path: Path, waiter_first: bool) -> None:
+    _crash_rounds(sbx, backend, tmp_path, ROUNDS_FAST, waiter_first)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("waiter_first", [True, False], ids=["waiter-queued", "next-run-later"])
+def test_crash_many_rounds(sbx: SeqboxRunner, backend: str, tmp_path: Path, waiter_first: bool) -> None:
+    _crash_rounds(sbx, backend, tmp_path, ROUNDS_SLOW, waiter_first)
