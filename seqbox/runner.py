@@ -358,7 +358,8 @@ class Run:
                 ended.append(path)
         if ended:
             names = ", ".join(sorted({os.path.basename(path) for path in ended}))
-            self.out.note(f"the run before (pid {previous.get('pid')}) died; ended what it left running: {names}")
+            pid = previous.get("pid")
+            self.out.note(f"the run before (pid {pid}) died; ended what it left running: {names}")
 
 
 def _should_retry(outcome: Outcome, options: RunOptions, attempt: int) -> bool:

@@ -12,10 +12,10 @@ import errno
 import os
 import stat
 
+from seqbox.errors import StateError
+
 #: errors the CLI explains itself (full disk, too many open files): not wrapped here
 _SYSTEM_LIMITS = (errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-
-from seqbox.errors import StateError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

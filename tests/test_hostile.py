@@ -44,7 +44,7 @@ HOSTILE_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("args", HOSTILE_OPTIONS, ids=lambda a: " ".join(a))
+@pytest.mark.parametrize("args", HOSTILE_OPTIONS, ids=" ".join)
 def test_hostile_options_are_refused_before_anything_runs(
     sbx: SeqboxRunner, tmp_path: Path, args: list[str]
 ) -> None:
@@ -203,7 +203,8 @@ def test_odd_files_in_the_state_dir_are_refused(
     for command in (["status"], ["kill", "--all"], ["clean"]):
         other = sbx.cli(*command)
         assert other.returncode in (0, 1, 125), other
-        assert "internal error" not in other.stderr and "Traceback" not in other.stderr, other
+        assert "internal error" not in other.stderr, other
+        assert "Traceback" not in other.stderr, other
 
 
 def test_a_half_joined_ticket_is_removed(sbx: SeqboxRunner, project: Path) -> None:
@@ -301,5 +302,6 @@ def test_too_few_file_descriptors_is_one_line(sbx: SeqboxRunner, backend: str, l
         return
     assert proc.returncode == 125, proc
     lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("seqbox: "), proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("seqbox: "), proc.stderr
     assert "internal error" not in lines[0]
