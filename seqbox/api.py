@@ -5,9 +5,10 @@ queue as a ``seqbox run`` typed in a terminal, and the caller's own process is
 left alone (no signal handlers installed, no subreaper flag, no fork of a
 possibly multi-threaded program).
 
-Keyword arguments mirror ``seqbox run``'s long options. One that is not given
-(None) is left to the usual precedence: SEQBOX_* environment, profile, config
-file, default. To switch a limit off pass ``0`` or ``"none"``.
+Keyword arguments are ``seqbox run``'s long options (``--mem-high`` is
+``mem_high``), each with its type. One that is not given (None) is left to the
+usual precedence: SEQBOX_* environment, profile, config file, default. To
+switch a limit off pass ``0`` or ``"none"``.
 """
 
 from __future__ import annotations
@@ -16,21 +17,36 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, make_dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 from seqbox.errors import UsageError
 from seqbox.options import OPTIONS, parse_value
 from seqbox.summary import FIELDS, Summary
 
-__all__ = ["Result", "run", "run_async"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeAlias
 
-#: options the API takes as keywords: every command-line option but those it
-#: handles itself (capture -> --json, env -> --env, the report it reads) and --debug
-_KEYWORDS = {
-    opt.key: opt for opt in OPTIONS if opt.flags and opt.key not in ("json", "report", "env", "debug")
-}
+    Command: TypeAlias = "list[str] | tuple[str, ...]"
+    Size: TypeAlias = "str | int"
+    Duration: TypeAlias = "str | float"
+    PathText: TypeAlias = "str | os.PathLike[str]"
+
+#: the names ``backend=`` takes
+BackendName = Literal["auto", "cgroup2", "cgroup1", "poll"]
+
+__all__ = ["BackendName", "Result", "run", "run_async"]
+
+#: keywords of ``run``/``run_async`` that are not options of the table
+OWN_KEYWORDS = ("command", "capture", "env")
+#: options of the table the API does not take as keywords: it handles them itself
+#: (``capture`` is ``--json``, ``env`` is ``--env``, it reads its own ``--report``)
+#: or they make no sense for a caller (``--debug``)
+NOT_KEYWORDS = ("json", "report", "env", "debug")
+#: the options the API takes as keywords: every command-line option but those above
+KEYWORDS = {opt.key: opt for opt in OPTIONS if opt.flags and opt.key not in NOT_KEYWORDS}
 
 
 def _ok(self: Result) -> bool:
@@ -42,7 +58,8 @@ if TYPE_CHECKING:
     @dataclass(frozen=True, init=False)
     class Result(Summary):
         """How a run ended: the fields of the JSON summary, and with
-        ``capture=True`` the command's output."""
+        ``capture=True`` the command's output; its ``stderr`` then also holds
+        seqbox's own lines (why the command was killed, why it could not run)."""
 
         stdout: str | None
         stderr: str | None
@@ -64,7 +81,8 @@ else:
         frozen=True,
         namespace={
             "ok": property(_ok),
-            "__doc__": "How a run ended: the fields of the JSON summary, and with capture=True the output.",
+            "__doc__": "How a run ended: the fields of the JSON summary, and with capture=True the "
+            "output (stderr also holds seqbox's own lines).",
         },
     )
     Result.__module__ = __name__
@@ -75,21 +93,22 @@ def _result_from(data: Mapping[str, Any], **extra: Any) -> Result:
 
 
 def _command_line(
-    command: Sequence[str],
+    command: Command,
     capture: bool,
     report: str | None,
     env: Mapping[str, str] | None,
     options: Mapping[str, object],
 ) -> list[str]:
-    if isinstance(command, str) or not command:
+    if isinstance(command, str) or not isinstance(command, (list, tuple)) or not command:
         raise UsageError("command must be a non-empty list of strings, e.g. ['pytest', '-x']")
     argv = [sys.executable, "-m", "seqbox", "run"]
-    for key, value in options.items():
-        opt = _KEYWORDS.get(key)
+    for key, given in options.items():
+        opt = KEYWORDS.get(key)
         if opt is None:
             raise UsageError(f"seqbox.run() got an unknown option {key!r}")
-        if value is None:
+        if given is None:
             continue
+        value = os.fspath(given) if isinstance(given, os.PathLike) else given
         parse_value(key, value, key)  # misuse raises here, in the caller
         if key == "cwd" and not os.path.isdir(str(value)):
             raise UsageError(f"cwd: not a directory: {value}")
@@ -108,10 +127,21 @@ def _command_line(
     return [*argv, "--", *map(str, command)]
 
 
+def _options(given: Mapping[str, object]) -> dict[str, object]:
+    """The option keywords of a call (from its ``locals()``), in table order."""
+    return {key: given[key] for key in KEYWORDS}
+
+
 def _result(
-    returncode: int, stdout: bytes | None, report_path: str, capture: bool, command: Sequence[str]
+    returncode: int,
+    stdout: bytes | None,
+    stderr: bytes | None,
+    report_path: str,
+    capture: bool,
+    command: Command,
 ) -> Result:
     text = (stdout or b"").decode("utf-8", "replace") if capture else ""
+    own = (stderr or b"").decode("utf-8", "replace")  # seqbox's own lines (capture only)
     if not capture:
         try:
             with open(report_path, encoding="utf-8") as f:
@@ -125,51 +155,111 @@ def _result(
     if not isinstance(data, dict):  # seqbox itself failed before a summary (its stderr says why)
         failed: dict[str, Any] = {"command": list(command), "status": "error", "exit_code": returncode}
         failed.update(wall_s=0.0, procs_peak=0, lock_wait_s=0.0, attempts=0, run_id="")
+        if capture:
+            return _result_from(failed, stdout="", stderr=own)
         return _result_from(failed)
-    return _result_from(data, stdout=data.get("stdout"), stderr=data.get("stderr"))
+    errors = str(data.get("stderr") or "") + own if capture else None
+    return _result_from(data, stdout=data.get("stdout"), stderr=errors)
 
 
 def run(
-    command: Sequence[str], *, capture: bool = False, env: Mapping[str, str] | None = None, **options: object
+    command: Command,
+    *,
+    capture: bool = False,
+    env: Mapping[str, str] | None = None,
+    mem: Size | None = None,
+    mem_high: Size | None = None,
+    warn_at: float | str | None = None,
+    timeout: Duration | None = None,
+    grace: Duration | None = None,
+    signal: str | int | None = None,
+    pids: int | None = None,
+    cpus: float | None = None,
+    retry: int | None = None,
+    retry_on_oom: bool | None = None,
+    lock: str | None = None,
+    no_lock: bool | None = None,
+    slots: int | None = None,
+    wait_timeout: Duration | None = None,
+    backend: BackendName | None = None,
+    log: PathText | None = None,
+    quiet: bool | None = None,
+    verbose: bool | None = None,
+    cwd: PathText | None = None,
+    profile: str | None = None,
 ) -> Result:
-    """Run ``command`` under seqbox and wait for it.
+    """Run ``command`` (a list of strings) under seqbox and wait for it.
 
-    ``capture=True`` collects its stdout and stderr into the result (as
-    ``--json`` does); otherwise they are inherited. ``env`` adds environment
-    variables. Other keywords: ``mem``, ``mem_high``, ``warn_at``, ``timeout``,
-    ``grace``, ``signal``, ``pids``, ``cpus``, ``retry``, ``retry_on_oom``,
-    ``lock``, ``no_lock``, ``slots``, ``wait_timeout``, ``backend``, ``log``,
-    ``profile``, ``cwd``, ``quiet``, ``verbose``.
+    With ``capture`` true, its stdout and stderr are collected into the result
+    (as ``--json`` does), with seqbox's own lines after the command's in
+    ``stderr``; otherwise both are inherited. ``env`` adds environment variables.
 
-    Raises UsageError for bad arguments; a failing command is a Result.
+    The limits, each as ``seqbox run``'s option of the same name:
+    ``mem`` and ``mem_high`` (``"512M"``, ``"2G"`` or bytes), ``warn_at``
+    (a fraction of ``mem``), ``timeout`` and ``grace`` (``"90s"``, ``"5m"`` or
+    seconds), ``signal`` (``"TERM"``, ``"INT"``, 9), ``pids``, ``cpus``.
+    ``retry`` and ``retry_on_oom`` run it again after a failure.
+    The queue: ``lock`` (a name), ``no_lock``, ``slots``, ``wait_timeout``.
+    ``backend`` forces ``"cgroup2"``, ``"cgroup1"`` or ``"poll"``; ``log`` appends
+    the output to a file; ``quiet`` silences seqbox's lines (only its own
+    failures are printed), ``verbose`` shows what it does; ``cwd`` is the
+    working directory; ``profile`` picks a profile from the config.
+
+    Raises ``seqbox.SeqboxError`` for bad arguments; a failing command is a Result.
     """
     import subprocess
 
+    options = _options(locals())
     with tempfile.TemporaryDirectory(prefix="seqbox-api-") as tmp:
         report = None if capture else os.path.join(tmp, "report.json")
         argv = _command_line(command, capture, report, env, options)
-        proc = subprocess.run(argv, stdout=subprocess.PIPE if capture else None, check=False)
-        return _result(proc.returncode, proc.stdout, report or "", capture, command)
+        pipe = subprocess.PIPE if capture else None
+        proc = subprocess.run(argv, stdout=pipe, stderr=pipe, check=False)
+        return _result(proc.returncode, proc.stdout, proc.stderr, report or "", capture, command)
 
 
 async def run_async(
-    command: Sequence[str], *, capture: bool = False, env: Mapping[str, str] | None = None, **options: object
+    command: Command,
+    *,
+    capture: bool = False,
+    env: Mapping[str, str] | None = None,
+    mem: Size | None = None,
+    mem_high: Size | None = None,
+    warn_at: float | str | None = None,
+    timeout: Duration | None = None,
+    grace: Duration | None = None,
+    signal: str | int | None = None,
+    pids: int | None = None,
+    cpus: float | None = None,
+    retry: int | None = None,
+    retry_on_oom: bool | None = None,
+    lock: str | None = None,
+    no_lock: bool | None = None,
+    slots: int | None = None,
+    wait_timeout: Duration | None = None,
+    backend: BackendName | None = None,
+    log: PathText | None = None,
+    quiet: bool | None = None,
+    verbose: bool | None = None,
+    cwd: PathText | None = None,
+    profile: str | None = None,
 ) -> Result:
-    """``run`` for asyncio. Cancelling the task stops the command's whole tree
-    (seqbox gets SIGTERM and tears it down) before the cancellation propagates."""
+    """``run`` for asyncio, with the same keywords. Cancelling the task stops the
+    command's whole tree (seqbox gets SIGTERM and tears it down) before the
+    cancellation propagates."""
     import asyncio
 
+    options = _options(locals())
     with tempfile.TemporaryDirectory(prefix="seqbox-api-") as tmp:
         report = None if capture else os.path.join(tmp, "report.json")
         argv = _command_line(command, capture, report, env, options)
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE if capture else None
-        )
+        pipe = asyncio.subprocess.PIPE if capture else None
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=pipe, stderr=pipe)
         try:
-            stdout, _ = await proc.communicate()
+            stdout, stderr = await proc.communicate()
         except asyncio.CancelledError:
             if proc.returncode is None:
                 proc.terminate()
                 await proc.wait()
             raise
-        return _result(proc.returncode or 0, stdout, report or "", capture, command)
+        return _result(proc.returncode or 0, stdout, stderr, report or "", capture, command)

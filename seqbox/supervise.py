@@ -255,18 +255,18 @@ class Supervisor:
         limits, reason = self.limits, self.reason
         if reason == "memory":
             limit = format_size(limits.mem) if limits.mem else "of the enclosing sandbox"
-            self.out.error(f"killed: memory limit {limit} exceeded (peak {format_size(peak)})")
+            self.out.note(f"killed: memory limit {limit} exceeded (peak {format_size(peak)})")
             return "memory", 137
         if reason == "interrupt" and self.stop_signal is not None:
             return "signal", 128 + self.stop_signal
         if reason == "timeout":
-            self.out.error(f"timeout: stopped after {format_duration(limits.timeout or 0)}")
+            self.out.note(f"timeout: stopped after {format_duration(limits.timeout or 0)}")
             return "timeout", 124
         if reason == "pids":
-            self.out.error(f"killed: process limit {limits.pids} exceeded")
+            self.out.note(f"killed: process limit {limits.pids} exceeded")
             return "signal", 128 + signal.SIGKILL
         if reason == "killed":
-            self.out.error("killed by 'seqbox kill'")
+            self.out.note("killed by 'seqbox kill'")
             return "signal", 128 + (sig or signal.SIGKILL)
         if sig is not None:
             return "signal", 128 + sig
