@@ -9,7 +9,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def project_root(cwd: str, environ: dict[str, str] | os._Environ[str] | None = None) -> str:
-    """The git top-level of ``cwd``, or ``cwd`` itself outside git.
+    """The git top-level of ``cwd``, or ``cwd`` itself outside git. Every
+    worktree of a repository is that repository's project: they share its queue.
 
     ``SEQBOX_PROJECT`` overrides.
     """
@@ -20,12 +21,29 @@ def project_root(cwd: str, environ: dict[str, str] | os._Environ[str] | None = N
     start = os.path.realpath(cwd)
     path = start
     while True:
-        if os.path.lexists(os.path.join(path, ".git")):
-            return path
+        dotgit = os.path.join(path, ".git")
+        if os.path.lexists(dotgit):
+            return _main_worktree(dotgit, path) if os.path.isfile(dotgit) else path
         parent = os.path.dirname(path)
         if parent == path:
             return start
         path = parent
+
+
+def _main_worktree(dotgit: str, worktree: str) -> str:
+    """The main worktree of a linked worktree (``git worktree add``), whose
+    ``.git`` file names a directory under the repository's own git directory
+    with a ``commondir`` file; else (a submodule) ``worktree`` itself."""
+    gitdir = _gitdir_from_file(dotgit, worktree)
+    if gitdir is None:
+        return worktree
+    try:
+        with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as f:
+            common = os.path.realpath(os.path.join(gitdir, f.readline().strip()))
+    except OSError:
+        return worktree
+    # a non-bare repository's git directory is <main worktree>/.git; a bare one is its own root
+    return os.path.dirname(common) if os.path.basename(common) == ".git" else common
 
 
 def fnv1a64(data: bytes) -> int:

@@ -12,7 +12,7 @@ app = typer.Typer(
     help="Run commands one at a time per project, with memory, process and time limits "
     "on the whole process tree.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -117,6 +117,32 @@ def clean() -> None:
     from seqbox.cli.admin import clean_main
 
     raise typer.Exit(handle_errors(clean_main, debug=False))
+
+
+@app.command()
+def init(
+    folder: str = typer.Argument(None, metavar="[DIR]", help="Where --recipe writes (default: scripts/)."),
+    toml: bool = typer.Option(False, "--toml", help="Write seqbox.toml even when there is a pyproject.toml."),
+    recipe: bool = typer.Option(
+        False, "--recipe", help="Write the old recipe's drop-in scripts (seq, wait_all.sh, ...) instead."
+    ),
+    force: bool = typer.Option(False, "--force", help="With --recipe: replace scripts of the same name."),
+) -> None:
+    """Write a commented config for this project and show how to use seqbox in pre-commit and CI.
+
+    The config goes into pyproject.toml as [tool.seqbox] when there is one, else
+    into seqbox.toml; an existing config is never touched.
+
+    \b
+    examples:
+      seqbox init
+      seqbox init --toml
+      seqbox init --recipe            # scripts/seq, scripts/wait_all.sh, ...
+      seqbox init --recipe tools/
+    """
+    from seqbox.cli.init import init_main
+
+    raise typer.Exit(handle_errors(lambda: init_main(toml, recipe, folder, force), debug=False))
 
 
 def app_main(args: list[str]) -> int:
