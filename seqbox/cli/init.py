@@ -29,7 +29,7 @@ def wiring() -> str:
 
 
 def init_main(toml: bool, recipe: bool, folder: str | None, force: bool) -> int:
-    from seqbox.init import write_config, write_recipe
+    from seqbox.init import ACTIVE, write_config, write_recipe
     from seqbox.project import project_root
 
     root = project_root(os.getcwd())
@@ -51,6 +51,7 @@ def init_main(toml: bool, recipe: bool, folder: str | None, force: bool) -> int:
         return 0
     path = write_config(root, toml=toml)
     where = "[tool.seqbox] in " if path.endswith("pyproject.toml") else ""
-    sys.stdout.write(f"wrote {where}{path}: mem = 2G and timeout = 30m; the other keys are commented out\n")
+    active = " and ".join(f"{key} = {value}" for key, value in ACTIVE.items())
+    sys.stdout.write(f"wrote {where}{path}: {active}; the other keys are commented out\n")
     sys.stdout.write(wiring())
     return 0
