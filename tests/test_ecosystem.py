@@ -152,7 +152,7 @@ def test_pip_install(toolbox: Toolbox, kind: str, tmp_path: Path, project: Path)
         cwd=project,
     )
     assert api.stdout == "ok\n"
-    completion = sh(bin_dir / "seqbox", "--show-completion", "bash", cwd=project)
+    completion = sh(bin_dir / "seqbox", "--show-completion", cwd=project, env={"SHELL": "/bin/bash"})
     assert "_seqbox_completion" in completion.stdout
 
 
