@@ -1,0 +1,48 @@
+"""Shell completion comes from typer, which ``seqbox run`` never imports (it is on
+the start-up path of every wrapped command)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.helpers import SeqboxRunner
+
+
+def test_run_does_not_import_typer(sbx: SeqboxRunner) -> None:
+    code = (
+        "import sys\n"
+        "from seqbox.cli import main\n"
+        "code = main(['run', '--no-lock', '--', 'true'])\n"
+        "print(code, sorted(m for m in ('typer', 'rich', 'click') if m in sys.modules))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=sbx.project,
+        env=sbx.env(),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.stdout == "0 []\n", res
+
+
+def test_bash_completion_of_commands_and_options(sbx: SeqboxRunner) -> None:
+    def complete(words: str) -> list[str]:
+        env = sbx.env(
+            {
+                "_SEQBOX_COMPLETE": "complete_bash",
+                "COMP_WORDS": words,
+                "COMP_CWORD": str(len(words.split()) - 1),
+            }
+        )
+        res = subprocess.run(
+            [sys.executable, "-m", "seqbox"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert res.returncode == 0, res
+        return res.stdout.split()
+
+    assert complete("seqbox in") == ["init"]
+    assert set(complete("seqbox st")) == {"status"}
+    assert {"--toml", "--recipe", "--force"} <= set(complete("seqbox init --"))
