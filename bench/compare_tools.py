@@ -1,10 +1,16 @@
-"""What other tools add to a command's start-up, beside ``seqbox run``.
+"""What other tools add to a command's start-up, and what they leave running,
+beside ``seqbox run``.
 
-Median of N runs of ``TOOL ... true`` minus the median of N bare ``true`` (runs
-interleaved round-robin after one warm-up round), for the tools of the README's
-comparison that this machine has: ``seqbox run --mem 256M``, ``timeout 60``,
-``flock FILE``, GNU parallel's ``sem --id ... -j1 --fg``, ``systemd-run --scope``
-(only where systemd runs) and BenchExec's ``runexec`` (only when installed).
+1. Start-up: median of N runs of ``TOOL ... true`` minus the median of N bare
+   ``true`` (runs interleaved round-robin after one warm-up round).
+2. Leftovers: ``TOOL ... sh -c 'setsid sleep & sleep & exit 0'``: how many of the
+   two background processes are still alive when the tool has returned (they are
+   killed afterwards).
+
+For the tools of the README's comparison that this machine has: ``seqbox run --mem
+256M``, ``timeout 60``, ``flock FILE``, GNU parallel's ``sem --id ... -j1 --fg``,
+``systemd-run --scope`` (only where systemd runs) and BenchExec's ``runexec`` (only
+when on PATH).
 
     python bench/compare_tools.py [--runs 21]
 """
@@ -49,6 +55,33 @@ def tools(scratch: str) -> dict[str, list[str]]:
     return found
 
 
+def _leftovers(argv: list[str], env: dict[str, str], cwd: str, marker: int) -> int:
+    """How many of a setsid daemon and a background child outlive ``argv``."""
+    import signal
+
+    script = f"setsid sleep {marker}.1 & sleep {marker}.2 & exit 0"
+    subprocess.run(
+        [*argv, "sh", "-c", script],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    time.sleep(0.5)
+    alive = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                words = f.read().split(b"\0")
+        except OSError:
+            continue
+        if words[:1] == [b"sleep"] and words[1:2] in ([f"{marker}.1".encode()], [f"{marker}.2".encode()]):
+            alive += 1
+            os.kill(int(pid), signal.SIGKILL)
+    return alive
+
+
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--runs", type=int, default=21)
@@ -64,10 +97,12 @@ def main() -> None:
                 if round_:  # the first round warms up
                     samples[name].append(elapsed)
         base = median(samples["true"])
-        print(f"start-up cost over a bare `true` ({ms(base)}), median of {runs}, {os.cpu_count()} CPUs:")
-        for name, values in samples.items():
+        print(f"start-up cost over a bare `true` ({ms(base)}), median of {runs}, {os.cpu_count()} CPUs;")
+        print("left running: of a setsid daemon and a background child, when the tool returned")
+        for number, (name, values) in enumerate(samples.items()):
             if name != "true":
-                print(f"  {name:<26} {ms(median(values) - base):>10}")
+                left = _leftovers(commands[name][:-1], env, scratch, 3000 + number)
+                print(f"  {name:<26} {ms(median(values) - base):>10}   left running: {left} of 2")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
