@@ -152,6 +152,14 @@ def test_pip_install(toolbox: Toolbox, kind: str, tmp_path: Path, project: Path)
         cwd=project,
     )
     assert api.stdout == "ok\n"
+    metadata = sh(
+        bin_dir / "python",
+        "-c",
+        "from importlib.metadata import metadata; m = metadata('seqbox'); "
+        "print('\\n'.join(m.get_all('Project-URL') + m.get_all('Classifier')))",
+    ).stdout.splitlines()
+    assert f"Source, {PUBLIC_URL}" in metadata
+    assert {f"Programming Language :: Python :: 3.{minor}" for minor in range(10, 15)} <= set(metadata)
     # typer finds the shell among seqbox's ancestors, as when a person types it
     completion = sh("bash", "-c", f"{bin_dir / 'seqbox'} --show-completion; true", cwd=project)
     assert "_seqbox_completion" in completion.stdout

@@ -121,7 +121,7 @@ def clean() -> None:
 
 @app.command()
 def init(
-    folder: str = typer.Argument(None, metavar="[DIR]", help="Where --recipe writes (default: scripts/)."),
+    folder: str = typer.Argument(None, metavar="DIR", help="Where --recipe writes (default: scripts/)."),
     toml: bool = typer.Option(False, "--toml", help="Write seqbox.toml even when there is a pyproject.toml."),
     recipe: bool = typer.Option(
         False, "--recipe", help="Write the old recipe's drop-in scripts (seq, wait_all.sh, ...) instead."
@@ -130,7 +130,7 @@ def init(
 ) -> None:
     """Write a commented config for this project and show how to use seqbox in pre-commit and CI.
 
-    The config goes into pyproject.toml as [tool.seqbox] when there is one, else
+    The config goes into pyproject.toml as \\[tool.seqbox] when there is one, else
     into seqbox.toml; an existing config is never touched.
 
     \b
