@@ -36,7 +36,7 @@ GIT_ID = {
     "GIT_COMMITTER_EMAIL": "t@example.com",
 }
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.ecosystem, pytest.mark.timeout(900)]
 
 
 def sh(
