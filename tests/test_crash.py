@@ -38,9 +38,11 @@ def _crash_rounds(sbx: SeqboxRunner, backend: str, tmp_path: Path, rounds: int, 
     for round_ in range(rounds):
         mark = f"SBX_CRASH={round_}-old"
         seen = tmp_path / f"seen-{round_}"
+        # the command marks its own tree (not seqbox, nor a parked command that never ran)
+        family = prog("family", "--pids", tmp_path / f"fam-{round_}", "--exit", "wait")
         holder = sbx.start(
-            "--mem", "256M", "--", *prog("family", "--pids", tmp_path / f"fam-{round_}", "--exit", "wait"),
-            backend=backend, env={"SBX_CRASH": f"{round_}-old"},
+            "--mem", "256M", "--", "sh", "-c", f'export {mark}; exec "$@"', "sh", *family,
+            backend=backend,
         )  # fmt: skip
         checker = ["--", *prog("marked", "--entry", mark, "--out", seen)]
         waiter = None

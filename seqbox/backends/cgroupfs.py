@@ -194,21 +194,30 @@ def own_cgroup_names() -> set[str]:
 
 def kill_until_empty(path: str, rounds: int = 100, pause: float = 0.0) -> bool:
     """SIGKILL every process in the cgroup tree ``path``, again and again until
-    none is left (a process may fork between listing and kill). True when empty."""
+    none is left (a process may fork between listing and kill), then wait for
+    each to be gone (a task leaves the cgroup a moment before it stops
+    running). True when empty."""
     import time
 
+    killed: set[int] = set()
+    empty = False
     for _ in range(rounds):
         pids = tree_pids(path)
         if not pids:
-            return True
+            empty = True
+            break
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
             except (ProcessLookupError, PermissionError):
                 pass
         if pause:
             time.sleep(pause)
-    return not tree_pids(path)
+    from seqbox.backends.procinfo import wait_gone
+
+    wait_gone(sorted(killed))
+    return empty or not tree_pids(path)
 
 
 # -- reading and writing, with errors that name the file ---------------------

@@ -105,3 +105,19 @@ def started_epoch(pid: int) -> float | None:
     if HAVE_PROC:
         return _boot_time() + info[1] / os.sysconf("SC_CLK_TCK")
     return info[1]  # psutil's create_time is already an epoch
+
+
+def wait_gone(pids: list[int], timeout: float = 2.0) -> list[int]:
+    """Wait until none of ``pids`` runs any more (a SIGKILLed process takes a
+    moment to exit); return those still running at ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while pids:
+        pids = [pid for pid in pids if is_alive(pid, None)]
+        if not pids or time.monotonic() >= deadline:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    return pids

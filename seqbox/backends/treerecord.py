@@ -154,22 +154,8 @@ def end_tree(members: list[tuple[int, float]], run_id: str | None) -> list[int]:
             ended.append(pid)
     for pid in ended:
         _send(pid, signal.SIGKILL)
-    _wait_gone(ended)
+    procinfo.wait_gone(ended)
     return ended
-
-
-def _wait_gone(pids: list[int], timeout: float = 2.0) -> None:
-    """A SIGKILLed process takes a moment to exit: the next command must not
-    start while one still runs."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    delay = 0.0005
-    while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if procinfo.is_alive(pid, None)]
-        if pids:
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
 
 
 def _owned(pid: int, uid: int) -> bool:
