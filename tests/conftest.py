@@ -3,7 +3,9 @@
 * Capabilities decide skips (tests/capabilities.py); with ``SEQBOX_EXPECT`` a
   skip of a test this machine must be able to run is a failure.
 * ``backend`` runs a contract test once per backend this machine can run
-  (``SEQBOX_TEST_BACKENDS`` restricts it); ``cgroup_backend`` once per cgroup one.
+  (``SEQBOX_TEST_BACKENDS`` restricts it), and once per variant of one
+  (``poll-psutil``: the poll backend on its macOS code path); ``cgroup_backend``
+  once per cgroup one.
 * Every test is isolated: its own HOME, XDG_RUNTIME_DIR, SEQBOX_STATE_DIR and
   project, no SEQBOX_* / CI / recipe variables from outside.
 * After every test: nothing it started is still alive, and no ``seqbox-*``
@@ -98,9 +100,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if fixture not in metafunc.fixturenames:
             continue
         if names:
-            metafunc.parametrize(fixture, names)
+            metafunc.parametrize(fixture, [_backend_param(name) for name in names])
         else:
             metafunc.parametrize(fixture, [pytest.param(NONE_SELECTED, marks=pytest.mark.none_selected)])
+
+
+def _backend_param(name: str) -> object:
+    if name in caps.VARIANTS:
+        return pytest.param(caps.Variant(name), id=name)
+    return name
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -120,7 +128,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if callspec is not None:
             for fixture in BACKEND_FIXTURES:
                 value = callspec.params.get(fixture)
-                if value in caps.BACKENDS:
+                if isinstance(value, caps.Variant):
+                    needed.add(value.name)
+                elif value in caps.BACKENDS:
                     needed.add(value)
         item.stash[NEEDED] = frozenset(needed)
         kept.append(item)
@@ -172,9 +182,12 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, project: Path, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def isolated(
+    request: pytest.FixtureRequest, tmp_path: Path, project: Path, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Nothing of the developer's or CI's environment leaks in; nothing writes to
-    the real home."""
+    the real home. A backend variant under test puts its environment in (seqbox,
+    in-process or not, inherits it)."""
     for name in list(os.environ):
         if name.startswith("SEQBOX_") or name in LEAKY_VARIABLES:
             monkeypatch.delenv(name)
@@ -190,6 +203,12 @@ def isolated(tmp_path: Path, project: Path, token: str, monkeypatch: pytest.Monk
     monkeypatch.setenv("SEQBOX_PROJECT", str(project))
     monkeypatch.setenv(TOKEN_ENV, token)  # the API's seqbox inherits it too
     monkeypatch.chdir(project)
+    callspec = getattr(request.node, "callspec", None)
+    for fixture in BACKEND_FIXTURES:
+        variant = callspec.params.get(fixture) if callspec is not None else None
+        if isinstance(variant, caps.Variant):
+            for key, value in variant.env.items():
+                monkeypatch.setenv(key, value)
 
 
 def _project_key(project: Path) -> str:

@@ -1,19 +1,26 @@
 """Polling, for macOS, BSD and Linux without a usable cgroup.
 
-Every ``poll_interval`` (0.1 s by default) the supervisor measures the whole
-tree (see :mod:`seqbox.backends.proctree`) and kills it when it is over the
+The supervisor measures the whole tree (see :mod:`seqbox.backends.proctree`)
+every ``poll_interval`` (0.1 s by default), and sooner as the tree nears a
+threshold (the limit, ``--warn-at``, ``--mem-high``): the next sample comes
+before the tree, growing at its measured rate, could cross it
+(:meth:`PollSandbox.next_sample_in`). It kills the tree when it is over the
 memory limit, or over ``--pids`` (polling cannot refuse a fork, so too many
 tasks end the tree). On Linux seqbox is a child subreaper, so orphans stay in
 its tree; everywhere every pid seen is remembered against re-parenting and
 pid reuse. The kill stops the whole tree first (SIGSTOP), round after round
 until no new process appears, then SIGKILLs every member: a fork bomb cannot
 outrun it.
+
+``SEQBOX_POLL_READER=psutil`` makes Linux poll as macOS does (psutil, no
+subreaper): a test switch, so that the suite runs that code path on Linux.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage
 from seqbox.spawn import prepare
@@ -27,6 +34,19 @@ if TYPE_CHECKING:
 
 PR_SET_CHILD_SUBREAPER = 36
 STOP_ROUNDS = 1000
+#: test-only: ``psutil`` makes Linux use the macOS code path
+READER_ENV = "SEQBOX_POLL_READER"
+#: the run id in every command's environment (set by the runner): how the
+#: psutil reader recognises an orphan it never saw attached
+RUN_ID_ENV = "SEQBOX_RUN_ID"
+#: the tightest sampling near a threshold, in seconds
+MIN_INTERVAL_S = 0.002
+#: and never more than this share of a core spent sampling (interval >= cost / share)
+MAX_CPU_SHARE = 0.25
+#: sample after this share of the time the tree needs to reach the next threshold
+LEAD = 0.5
+#: a measured growth rate halves every this many seconds without new growth
+RATE_HALF_LIFE_S = 0.05
 
 
 def become_subreaper() -> bool:
@@ -46,7 +66,8 @@ class PollBackend(Backend):
     supports_cpus = False
 
     def __init__(self, linux: bool) -> None:
-        self.linux = linux
+        #: read /proc and be the tree's subreaper (else: psutil, as on macOS)
+        self.linux = linux and os.environ.get(READER_ENV) != "psutil"
 
     def probe(self) -> Probe:
         if self.linux:
@@ -91,16 +112,25 @@ class PollSandbox(Sandbox):
         self._tasks_peak = 0
         thresholds = [n for n in (limits.mem, *limits.notify_at) if n is not None]
         self._threshold = min(thresholds) if thresholds else None
+        self._thresholds = sorted(set(thresholds))
+        self._last: tuple[float, int, int] | None = None  # (time, mem, rss) of the last sample
+        self._rate = 0.0  # bytes/s, the tree's recent growth
+        self._cost = 0.0  # seconds the last sample took
+        self._next = self.sample_interval
 
     def prepare(
         self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
     ) -> Prepared:
+        run_id = env.get(RUN_ID_ENV)
+        if run_id:
+            self.tree.mark(RUN_ID_ENV, run_id, time.time() - 2.0)  # create times are coarse
         return prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session)
 
     def sample(self) -> Usage:
         """The tree's memory: its private pages, while even its whole resident
         set is under every threshold (then so is what the kernel would charge);
         above, the exact proportional set size."""
+        began = time.monotonic()
         reading = self.tree.read()
         if self.record is not None and any(pid not in self.record.members for pid in self.tree.tracked):
             self.record.update(list(self.tree.tracked))
@@ -111,7 +141,32 @@ class PollSandbox(Sandbox):
         self._peak = max(self._peak, mem)
         self._tasks = reading.tasks
         self._tasks_peak = max(self._tasks_peak, reading.tasks)
+        now = time.monotonic()
+        self._cost = now - began
+        self._plan(now, mem, reading.rss)
         return Usage(mem, reading.procs)
+
+    def _plan(self, now: float, mem: int, rss: int) -> None:
+        """When to look next: before the tree, at its recent growth rate, could
+        reach the nearest threshold it is still under."""
+        if self._last is not None:
+            then, mem0, rss0 = self._last
+            elapsed = now - then
+            if elapsed > 0:
+                growth = max(mem - mem0, rss - rss0) / elapsed
+                self._rate = max(growth, self._rate * 0.5 ** (elapsed / RATE_HALF_LIFE_S))
+        self._last = (now, mem, rss)
+        interval = self.sample_interval
+        # the gauge each threshold is checked against: the resident total bounds
+        # the charged memory from above until it passes; then the exact measure
+        headroom = [t - (rss if rss <= t else mem) for t in self._thresholds if mem <= t]
+        if headroom and self._rate > 0:
+            interval = min(interval, LEAD * min(headroom) / self._rate)
+        floor = max(MIN_INTERVAL_S, self._cost / MAX_CPU_SHARE)
+        self._next = max(min(floor, self.sample_interval), interval)
+
+    def next_sample_in(self) -> float:
+        return self._next
 
     def memory_exceeded(self, usage: Usage | None) -> bool:
         if not self._mem_exceeded and usage is not None and self.limits.mem is not None:
