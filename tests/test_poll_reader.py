@@ -189,7 +189,7 @@ def test_a_growing_tree_is_sampled_before_it_could_cross_the_limit() -> None:
 
 
 def test_the_warning_threshold_is_approached_the_same_way() -> None:
-    limits = Limits(mem=1024 * MIB, notify_at=(512 * MIB,))
+    limits = Limits(mem=1024 * MIB, warn_at=0.5)
     near_warning = _intervals(limits, 490, 500)[1]
     assert near_warning == pytest.approx(0.5 * 12 / 1000, rel=0.01)
     past_warning = _intervals(limits, 520, 530)[1]  # the limit is next
