@@ -3,9 +3,9 @@
 * Capabilities decide skips (tests/capabilities.py); with ``SEQBOX_EXPECT`` a
   skip of a test this machine must be able to run is a failure.
 * ``backend`` runs a contract test once per backend this machine can run
-  (``SEQBOX_TEST_BACKENDS`` restricts it), and once per variant of one
-  (``poll-psutil``: the poll backend on its macOS code path); ``cgroup_backend``
-  once per cgroup one.
+  (``SEQBOX_TEST_BACKENDS`` restricts it), and, if marked ``poll_reader``, once
+  per variant of one (``poll-psutil``: the poll backend on its macOS code
+  path); ``cgroup_backend`` once per cgroup one.
 * Every test is isolated: its own HOME, XDG_RUNTIME_DIR, SEQBOX_STATE_DIR and
   project, no SEQBOX_* / CI / recipe variables from outside.
 * After every test: nothing it started is still alive, and no ``seqbox-*``
@@ -67,6 +67,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "none_selected: internal: a backend fixture had no backend to run with"
     )
+    config.addinivalue_line(
+        "markers",
+        "poll_reader: the test checks how the tree is found, measured or killed: its backend "
+        "fixture also runs the poll backend's psutil code path (poll-psutil)",
+    )
     caps.selected_backends()  # validate the environment's lists before collecting
     helpers.SLOWDOWN = helpers.measure_slowdown()
     config.stash[EXPECT] = caps.expected()
@@ -90,6 +95,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     selected = caps.selected_backends()
+    if metafunc.definition.get_closest_marker("poll_reader") is None:
+        # a variant reads the tree another way: only tests about the tree run with it
+        selected = [name for name in selected if name not in caps.VARIANTS]
     choices = {
         "backend": selected,
         "cgroup_backend": [name for name in selected if name in caps.CGROUP_BACKENDS],
