@@ -43,6 +43,8 @@ RUN_ID_ENV = "SEQBOX_RUN_ID"
 MIN_INTERVAL_S = 0.002
 #: and never more than this share of a core spent sampling (interval >= CPU cost / share)
 MAX_CPU_SHARE = 0.25
+#: the exact (PSS) measure above a threshold: at most this share of a core between crossings
+EXACT_CPU_SHARE = 0.05
 #: sample after this share of the time the tree needs to reach the next threshold
 LEAD = 0.5
 #: a measured growth rate halves every this many seconds without new growth
@@ -113,11 +115,12 @@ class PollSandbox(Sandbox):
         thresholds = [n for n in (limits.mem, *limits.notify_at) if n is not None]
         self._threshold = min(thresholds) if thresholds else None
         self._thresholds = sorted(set(thresholds))
-        self._last: tuple[float, int, int] | None = None  # (time, mem, rss) of the last sample
+        self._last: tuple[float, int] | None = None  # (time, resident total) of the last sample
         self._rate = 0.0  # bytes/s, the tree's recent growth
         self._cost = 0.0  # CPU seconds the last reading of the tree took
         self._next = self.sample_interval
         self._exact: tuple[float, int, int] | None = None  # (time, rss, pss) of the last exact measure
+        self._exact_every = self.sample_interval
 
     def prepare(
         self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
@@ -147,9 +150,10 @@ class PollSandbox(Sandbox):
     def _charged(self, reading: Reading, now: float) -> int:
         """Above the lowest threshold, the exact proportional set size, which
         costs a walk of every member's page tables (~4 ms for 256 MiB): measured
-        at most every ``poll_interval``, and whenever the estimate in between
-        (the last exact value plus all resident growth since) crosses a
-        threshold, so a kill or a warning is always decided on an exact value."""
+        every ``poll_interval`` at most (less often when it would take more than
+        a twentieth of a core), and whenever the estimate in between (the last
+        exact value plus all resident growth since) crosses a threshold, so a
+        kill or a warning is always decided on an exact value."""
         if self._threshold is None or reading.rss <= self._threshold:
             self._exact = None
             return reading.mem
@@ -157,9 +161,12 @@ class PollSandbox(Sandbox):
             at, rss0, pss0 = self._exact
             estimate = max(0, pss0 + reading.rss - rss0)
             crossing = any(pss0 <= t < estimate for t in self._thresholds)
-            if now - at < self.sample_interval and not crossing:
+            if now - at < self._exact_every and not crossing:
                 return estimate
+        began = time.thread_time()
         pss = self.tree.pss()
+        cost = time.thread_time() - began
+        self._exact_every = max(self.sample_interval, cost / EXACT_CPU_SHARE)
         if pss is None:
             return reading.rss
         self._exact = (now, reading.rss, pss)
@@ -169,12 +176,14 @@ class PollSandbox(Sandbox):
         """When to look next: before the tree, at its recent growth rate, could
         reach the nearest threshold it is still under."""
         if self._last is not None:
-            then, mem0, rss0 = self._last
+            # the growth of the resident total: one gauge throughout (the charged
+            # figure switches between estimates and exact measures)
+            then, rss0 = self._last
             elapsed = now - then
             if elapsed > 0:
-                growth = max(mem - mem0, rss - rss0) / elapsed
+                growth = (rss - rss0) / elapsed
                 self._rate = max(growth, self._rate * 0.5 ** (elapsed / RATE_HALF_LIFE_S))
-        self._last = (now, mem, rss)
+        self._last = (now, rss)
         interval = self.sample_interval
         # the gauge each threshold is checked against: the resident total bounds
         # the charged memory from above until it passes; then the exact measure
