@@ -116,7 +116,7 @@ def _variant(name: str) -> Capability:
     try:
         backend_obj = PollBackend(linux=True)
         probe = backend_obj.probe()
-        switched = not backend_obj.linux
+        switched = backend_obj.switched
     finally:
         for key, value in saved.items():
             if value is None:

@@ -68,8 +68,10 @@ class PollBackend(Backend):
     supports_cpus = False
 
     def __init__(self, linux: bool) -> None:
+        #: the macOS code path on Linux, asked for by the test switch
+        self.switched = linux and os.environ.get(READER_ENV) == "psutil"
         #: read /proc and be the tree's subreaper (else: psutil, as on macOS)
-        self.linux = linux and os.environ.get(READER_ENV) != "psutil"
+        self.linux = linux and not self.switched
 
     def probe(self) -> Probe:
         if self.linux:
@@ -80,9 +82,10 @@ class PollBackend(Backend):
             import psutil  # noqa: F401
         except ImportError as err:  # pragma: no cover - psutil is a dependency
             return Probe(self.name, False, f"psutil is not importable: {err}")
-        return Probe(
-            self.name, True, "polling with psutil; every pid seen is remembered", {"subreaper": False}
-        )
+        why = "polling with psutil; every pid seen is remembered"
+        if self.switched:
+            why += f" (as on macOS: {READER_ENV}=psutil, a test switch)"
+        return Probe(self.name, True, why, {"subreaper": False})
 
     def create(self, limits: Limits, name: str, records: str | None = None) -> Sandbox:
         from seqbox.backends.treerecord import TreeRecord
