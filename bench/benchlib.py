@@ -47,6 +47,16 @@ def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: a backend measured another way: name -> (the backend, the environment that selects the way);
+#: poll-psutil is the poll backend on its macOS code path (psutil, no subreaper), on Linux
+VARIANTS = {"poll-psutil": ("poll", {"SEQBOX_POLL_READER": "psutil"})}
+
+
+def variant_env(name: str) -> dict[str, str]:
+    """The environment seqbox runs with to measure backend ``name``."""
+    return bench_env(VARIANTS[name][1] if name in VARIANTS else None)
+
+
 ENV_NOTE = ("environment: PYTHONDONTWRITEBYTECODE, SEQBOX_* and the recipe's variables removed; "
             "commands run in a scratch directory outside any project")
 
@@ -83,7 +93,7 @@ class Doctor:
                     print("SKIP backend auto: seqbox doctor finds no usable backend")
                 else:
                     picked.append(name)
-            elif self.usable.get(name):
+            elif self.usable.get(VARIANTS[name][0] if name in VARIANTS else name):
                 picked.append(name)
             else:
                 why = self.reasons.get(name, "not available on this platform")
@@ -92,6 +102,8 @@ class Doctor:
 
     def resolve(self, name: str) -> str:
         """The concrete backend ``name`` stands for (``auto`` -> what doctor picks)."""
+        if name in VARIANTS:
+            return VARIANTS[name][0]
         return (self.auto or "?") if name == "auto" else name
 
 

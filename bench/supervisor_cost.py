@@ -11,8 +11,10 @@ and is measured the same way: this machine's floor for any 10 Hz python
 supervisor at that moment (in a VM a vCPU woken from idle runs with cold
 caches, so that floor moves between 0.3 % and 2 % here).
 
-    python bench/supervisor_cost.py [--backend all|cgroup2|cgroup1|poll] [--duration 10]
+    python bench/supervisor_cost.py [--backend all|cgroup2|cgroup1|poll|poll-psutil] [--duration 10]
                                     [--repeat 2] [--tree sleep|python] [--json]
+
+``poll-psutil`` is the poll backend on its macOS code path (psutil), on Linux.
 
 Targets (from the issue): supervisor CPU <= 2 % of a core with a cgroup
 backend, <= 5 % with poll at poll_interval 0.1 s; peak RSS <= 40 MB.
@@ -28,14 +30,14 @@ import sys
 import time
 from typing import Any
 
-from benchlib import Doctor, Report, bench_env, parser, remove_dir, scratch_dir
+from benchlib import VARIANTS, Doctor, Report, bench_env, parser, remove_dir, scratch_dir, variant_env
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SAMPLE_EVERY = 0.25
 POLL_INTERVAL = 0.1  # seqbox's default; the bench does not change it
 WARMUP_S = 1.0
 PROCS = 100
-CPU_TARGET = {"cgroup1": 2.0, "cgroup2": 2.0, "poll": 5.0}
+CPU_TARGET = {"cgroup1": 2.0, "cgroup2": 2.0, "poll": 5.0, "poll-psutil": 5.0}
 RSS_TARGET_MB = 40.0
 
 
@@ -104,12 +106,14 @@ def system_processes() -> int:
     return sum(1 for name in os.listdir("/proc") if name.isdigit())
 
 
-def measure(report: Report, backend: str, kind: str, duration: float, cwd: str) -> dict[str, Any]:
+def measure(report: Report, name: str, kind: str, duration: float, cwd: str) -> dict[str, Any]:
+    """One run with backend ``name`` (or a variant of one, see benchlib.VARIANTS)."""
+    backend = VARIANTS[name][0] if name in VARIANTS else name
     argv = [*report.argv, "run", "--backend", backend, "--mem", "2G", "--timeout", "none",
             "--json", "--", *tree_command(kind, duration)]
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-                            env=bench_env(), text=True)
+                            env=variant_env(name), text=True)
     report.seqbox_pids.append(proc.pid)
     floor_proc = subprocess.Popen([sys.executable, "-c", FLOOR_LOOP, str(duration + 5)],
                                   env=bench_env())
@@ -155,7 +159,7 @@ def measure(report: Report, backend: str, kind: str, duration: float, cwd: str) 
     total_cpu = samples[-1][1] if samples else float("nan")
     startup_cpu = steady[0][1] if steady else float("nan")
     peak_rss_mb = max(hwm, max((s[2] for s in samples), default=0)) * 1024 / 1e6
-    print(f"\n-- {backend}, {PROCS} x {kind}: seqbox exit {proc.returncode}, status "
+    print(f"\n-- {name}, {PROCS} x {kind}: seqbox exit {proc.returncode}, status "
           f"{summary.get('status')}, procs_peak {summary.get('procs_peak')}, wall {wall:.1f} s; "
           f"{system_procs} processes on the system")
     steady_ms = (steady[-1][1] - steady[0][1]) * 1000 if len(steady) >= 2 else float("nan")
@@ -180,7 +184,7 @@ def measure(report: Report, backend: str, kind: str, duration: float, cwd: str) 
           f"~{steady_pct - floor_pct:.2f} %")
     for line in err.strip().splitlines()[-3:]:
         print(f"   stderr: {line}")
-    return {"backend": backend, "tree": kind, "exit_code": proc.returncode, "wall_s": wall,
+    return {"backend": name, "tree": kind, "exit_code": proc.returncode, "wall_s": wall,
             "steady_cpu_percent": steady_pct, "floor_cpu_percent": floor_pct,
             "per_second": rates,
             "steady_span_s": span, "total_cpu_s": total_cpu,
@@ -209,7 +213,7 @@ def judge(report: Report, backend: str, runs: list[dict[str, Any]]) -> None:
 
 
 def main() -> int:
-    p = parser(__doc__.splitlines()[0], ("cgroup2", "cgroup1", "poll"))
+    p = parser(__doc__.splitlines()[0], ("cgroup2", "cgroup1", "poll", "poll-psutil"))
     p.add_argument("--duration", type=float, default=10.0,
                    help="how long the tree runs (s, default 10)")
     p.add_argument("--repeat", type=int, default=2,
@@ -219,7 +223,7 @@ def main() -> int:
     args = p.parse_args()
     report = Report("supervisor_cost")
     doctor = Doctor()
-    backends = doctor.pick(args.backend, ("cgroup2", "cgroup1", "poll"))
+    backends = doctor.pick(args.backend, ("cgroup2", "cgroup1", "poll", "poll-psutil"))
     cwd = scratch_dir("cost")
     print(f"tree: sh + {PROCS} x {args.tree} for {args.duration:.0f} s; poll_interval 0.1 s "
           f"(default); supervisor sampled every {SAMPLE_EVERY} s")

@@ -128,7 +128,6 @@ class Supervisor:
         for fd, mask in sandbox.watch_fds():
             poller.register(fd, mask)
             watched.add(fd)
-        interval = sandbox.sample_interval
         next_sample = start  # at once: a command of a few ms still gets a sample
         arm_at: float | None = start + ARM_LATER_AFTER_S
         status: int | None = None
@@ -147,7 +146,7 @@ class Supervisor:
                 next_sample = now
             if now >= next_sample:
                 self._sample()
-                next_sample = now + interval
+                next_sample = now + sandbox.next_sample_in()
             if deadline is not None and now >= deadline and self.reason is None:
                 self._timeout()
             if self.kill_at is not None and now >= self.kill_at:

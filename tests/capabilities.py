@@ -10,7 +10,9 @@ into a failure when ``SEQBOX_EXPECT`` says this machine must have it.
 Environment (read once, when the test session starts):
 
 * ``SEQBOX_TEST_BACKENDS=cgroup2,poll``: the backends the contract suite runs
-  against (default: every usable one, plus every expected one);
+  against (default: every usable one, plus every expected one); ``poll-psutil``
+  is the poll backend on its macOS code path (psutil, no subreaper), which
+  ``SEQBOX_POLL_READER=psutil`` selects on Linux;
 * ``SEQBOX_EXPECT=cgroup1,poll,root``: capabilities this machine must have; a
   test that is skipped although it needs only these fails instead;
 * ``SEQBOX_TEST_DISABLE=cgroup1``: pretend a capability is missing (to see the
@@ -26,7 +28,9 @@ import pytest
 
 BACKENDS = ("cgroup2", "cgroup1", "poll")
 CGROUP_BACKENDS = ("cgroup2", "cgroup1")
-CAPABILITIES = (*BACKENDS, "root", "unprivileged", "strace")
+#: a backend run another way: name -> (the backend, the environment that selects the way)
+VARIANTS = {"poll-psutil": ("poll", {"SEQBOX_POLL_READER": "psutil"})}
+CAPABILITIES = (*BACKENDS, *VARIANTS, "root", "unprivileged", "strace")
 #: the user the "unprivileged" capability runs seqbox as
 NOBODY = 65534
 
@@ -90,10 +94,54 @@ def capability(name: str) -> Capability:
         return _unprivileged()
     if name == "strace":
         return _strace()
+    if name in VARIANTS:
+        return _variant(name)
     probe = _probes().get(name)
     if probe is None:
         return Capability(name, False, f"seqbox offers no {name} backend on this platform")
     return probe
+
+
+def _variant(name: str) -> Capability:
+    """A variant works where its backend does and seqbox, with the variant's
+    environment, says so (the poll backend's probe names its reader)."""
+    backend, env = VARIANTS[name]
+    base = capability(backend)
+    if not base.usable:
+        return Capability(name, False, base.reason)
+    from seqbox.backends.poll import PollBackend
+
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        backend_obj = PollBackend(linux=True)
+        probe = backend_obj.probe()
+        switched = backend_obj.switched
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    if not switched:
+        return Capability(name, False, f"{', '.join(env)} does not switch the {backend} reader")
+    return Capability(name, probe.usable, probe.reason)
+
+
+class Variant(str):
+    """A backend run another way. It equals the backend's name (what a test passes
+    to ``--backend`` and reads back from the summary); ``env`` selects the way
+    (the ``backend`` fixture puts it in the test's environment)."""
+
+    name: str
+    env: dict[str, str]
+
+    def __new__(cls, name: str) -> Variant:
+        backend, env = VARIANTS[name]
+        self = super().__new__(cls, backend)
+        self.name = name
+        self.env = env
+        return self
 
 
 def _unprivileged() -> Capability:
@@ -209,12 +257,12 @@ def selected_backends() -> list[str]:
     """
     requested = env_list("SEQBOX_TEST_BACKENDS")
     if requested is not None:
-        wrong = [name for name in requested if name not in BACKENDS]
+        wrong = [name for name in requested if name not in BACKENDS and name not in VARIANTS]
         if wrong:
             raise pytest.UsageError(f"SEQBOX_TEST_BACKENDS: {', '.join(wrong)} is not a backend")
         return requested
     expected = set(env_list("SEQBOX_EXPECT") or ())
-    return [name for name in BACKENDS if usable(name) or name in expected]
+    return [name for name in (*BACKENDS, *VARIANTS) if usable(name) or name in expected]
 
 
 def expected() -> frozenset[str] | None:

@@ -3,7 +3,9 @@
 * Capabilities decide skips (tests/capabilities.py); with ``SEQBOX_EXPECT`` a
   skip of a test this machine must be able to run is a failure.
 * ``backend`` runs a contract test once per backend this machine can run
-  (``SEQBOX_TEST_BACKENDS`` restricts it); ``cgroup_backend`` once per cgroup one.
+  (``SEQBOX_TEST_BACKENDS`` restricts it), and, if marked ``poll_reader``, once
+  per variant of one (``poll-psutil``: the poll backend on its macOS code
+  path); ``cgroup_backend`` once per cgroup one.
 * Every test is isolated: its own HOME, XDG_RUNTIME_DIR, SEQBOX_STATE_DIR and
   project, no SEQBOX_* / CI / recipe variables from outside.
 * After every test: nothing it started is still alive, and no ``seqbox-*``
@@ -65,6 +67,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "none_selected: internal: a backend fixture had no backend to run with"
     )
+    config.addinivalue_line(
+        "markers",
+        "poll_reader: the test checks how the tree is found, measured or killed: its backend "
+        "fixture also runs the poll backend's psutil code path (poll-psutil)",
+    )
     caps.selected_backends()  # validate the environment's lists before collecting
     helpers.SLOWDOWN = helpers.measure_slowdown()
     config.stash[EXPECT] = caps.expected()
@@ -88,6 +95,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     selected = caps.selected_backends()
+    if metafunc.definition.get_closest_marker("poll_reader") is None:
+        # a variant reads the tree another way: only tests about the tree run with it
+        selected = [name for name in selected if name not in caps.VARIANTS]
     choices = {
         "backend": selected,
         "cgroup_backend": [name for name in selected if name in caps.CGROUP_BACKENDS],
@@ -98,9 +108,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if fixture not in metafunc.fixturenames:
             continue
         if names:
-            metafunc.parametrize(fixture, names)
+            metafunc.parametrize(fixture, [_backend_param(name) for name in names])
         else:
             metafunc.parametrize(fixture, [pytest.param(NONE_SELECTED, marks=pytest.mark.none_selected)])
+
+
+def _backend_param(name: str) -> object:
+    if name in caps.VARIANTS:
+        return pytest.param(caps.Variant(name), id=name)
+    return name
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -120,7 +136,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if callspec is not None:
             for fixture in BACKEND_FIXTURES:
                 value = callspec.params.get(fixture)
-                if value in caps.BACKENDS:
+                if isinstance(value, caps.Variant):
+                    needed.add(value.name)
+                elif value in caps.BACKENDS:
                     needed.add(value)
         item.stash[NEEDED] = frozenset(needed)
         kept.append(item)
@@ -172,9 +190,12 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, project: Path, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def isolated(
+    request: pytest.FixtureRequest, tmp_path: Path, project: Path, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Nothing of the developer's or CI's environment leaks in; nothing writes to
-    the real home."""
+    the real home. A backend variant under test puts its environment in (seqbox,
+    in-process or not, inherits it)."""
     for name in list(os.environ):
         if name.startswith("SEQBOX_") or name in LEAKY_VARIABLES:
             monkeypatch.delenv(name)
@@ -190,6 +211,12 @@ def isolated(tmp_path: Path, project: Path, token: str, monkeypatch: pytest.Monk
     monkeypatch.setenv("SEQBOX_PROJECT", str(project))
     monkeypatch.setenv(TOKEN_ENV, token)  # the API's seqbox inherits it too
     monkeypatch.chdir(project)
+    callspec = getattr(request.node, "callspec", None)
+    for fixture in BACKEND_FIXTURES:
+        variant = callspec.params.get(fixture) if callspec is not None else None
+        if isinstance(variant, caps.Variant):
+            for key, value in variant.env.items():
+                monkeypatch.setenv(key, value)
 
 
 def _project_key(project: Path) -> str:

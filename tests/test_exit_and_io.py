@@ -83,6 +83,7 @@ def test_command_words_are_not_options(sbx: SeqboxRunner) -> None:
     assert (res.returncode, res.stdout) == (0, "--mem 1G --timeout\n"), res
 
 
+@pytest.mark.poll_reader
 def test_procs_peak_counts_the_tree(sbx: SeqboxRunner, backend: str) -> None:
     res = sbx.run("--json", "--", "sh", "-c", "sleep 0.6 & sleep 0.6 & sleep 0.6 & wait", backend=backend)
     assert res.returncode == 0, res

@@ -22,6 +22,8 @@ from tests.helpers import (
     token_pids,
 )
 
+pytestmark = pytest.mark.poll_reader  # memory, tasks and kills: both ways of reading the tree
+
 
 def _warnings(lines: list[str]) -> list[str]:
     return [line for line in lines if line.startswith("seqbox: warning: memory")]

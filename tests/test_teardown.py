@@ -30,6 +30,8 @@ from tests.helpers import (
 
 FAMILY = ("background", "ignorer", "daemon", "main")
 
+pytestmark = pytest.mark.poll_reader  # finding and killing the whole tree: both ways of reading it
+
 
 @pytest.mark.parametrize("code", [0, 5])
 def test_nothing_outlives_the_main_process(

@@ -141,6 +141,11 @@ class Sandbox(abc.ABC):
     def sample(self) -> Usage:
         """Memory and process count of the whole tree now."""
 
+    def next_sample_in(self) -> float:
+        """Seconds from the sample just taken to the next one (a polled sandbox
+        looks sooner as the tree nears a threshold)."""
+        return self.sample_interval
+
     @abc.abstractmethod
     def memory_exceeded(self, usage: Usage | None) -> bool:
         """True once the tree went over the memory limit (kernel counters on cgroups)."""

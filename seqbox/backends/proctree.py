@@ -9,9 +9,11 @@ Two readers with one interface:
   sample, and an open /proc file pins its process, so a pid reused by an
   unrelated process can never be mistaken for a member. Cost: a few reads per
   member, not per process on the machine.
-* :class:`PsutilProcTree` (macOS, BSD) asks psutil for the parent of every
-  process and remembers every pid seen (with its create time), since orphans
-  are re-parented to launchd there.
+* :class:`PsutilProcTree` (macOS, BSD) looks at every new pid once: a member
+  if its parent is one or if it carries the run's marker in its environment;
+  it remembers every member (with its create time), since orphans are
+  re-parented to launchd there. On Linux ``SEQBOX_POLL_READER=psutil`` selects
+  it (a test switch: the suite runs the macOS code path on Linux).
 
 Each sample reads every member's resident set (statm): its total, and its
 private part (resident minus file-backed and shared pages). The private sum is
@@ -62,6 +64,11 @@ class ProcTree(abc.ABC):
         """The tree's proportional set size in bytes (shared pages divided among
         the processes sharing them), or None where the system does not say."""
         return None
+
+    def mark(self, name: str, value: str, since: float) -> None:  # noqa: B027 - optional hook
+        """Members carry ``name=value`` in their environment and started after
+        ``since`` (epoch seconds): a reader that cannot keep orphans attached
+        recognises them by it."""
 
     @abc.abstractmethod
     def members(self) -> list[int]:
@@ -258,61 +265,146 @@ class LinuxProcTree(ProcTree):
 
 
 class PsutilProcTree(ProcTree):
+    """The tree by psutil's documented, portable calls (``pids``, ``Process.ppid``,
+    ``create_time``, ``memory_info().rss``, ``memory_full_info().uss``,
+    ``num_threads``, ``status``, ``environ``, ``send_signal``): what runs on
+    macOS and BSD, where seqbox cannot be a subreaper and an orphan is
+    re-parented to launchd (pid 1).
+
+    Membership is decided once per process, when its pid first shows up in
+    ``psutil.pids()``: it is a member if its parent is one (or seqbox), or if
+    its environment carries the run's marker (an orphan whose parent exited
+    before any sample saw it; where the system lets seqbox read that
+    environment). A member stays one after re-parenting: it is remembered as a
+    ``psutil.Process``, which holds its create time, so a reused pid is never
+    measured long nor signalled (psutil checks the create time before every
+    signal). A pid that leaves the listing is forgotten.
+    """
+
     def __init__(self, root: int | None = None) -> None:
         import psutil
 
         self._psutil = psutil
         self.root = os.getpid() if root is None else root
         self.tracked: dict[int, psutil.Process] = {}
+        self.threads: dict[int, int] = {}
+        self.marker: tuple[str, str] | None = None
+        self.since = 0.0
+        # every process already there is no member: look at new pids only
+        self.judged: set[int] = set(psutil.pids())
+        self.reads = 0
 
-    def _ppid_map(self) -> dict[int, int]:
-        ppid_map = getattr(self._psutil, "_ppid_map", None)
-        if ppid_map is not None:
-            result: dict[int, int] = ppid_map()
-            return result
-        return {p.pid: p.info["ppid"] for p in self._psutil.process_iter(["ppid"])}  # pragma: no cover
+    def mark(self, name: str, value: str, since: float) -> None:
+        self.marker = (name, value)
+        self.since = since
+
+    def _marked(self, proc: psutil.Process) -> bool:
+        if self.marker is None:
+            return False
+        name, value = self.marker
+        try:
+            if proc.create_time() < self.since:
+                return False
+            return proc.environ().get(name) == value
+        except self._psutil.Error:  # gone, or not ours to read (AccessDenied)
+            return False
+
+    def _adopt(self, proc: psutil.Process) -> None:
+        self.tracked[proc.pid] = proc
+        try:
+            self.threads[proc.pid] = proc.num_threads()
+        except self._psutil.Error:
+            self.threads[proc.pid] = 1
 
     def _walk(self) -> None:
-        ppids = self._ppid_map()
-        for pid in [pid for pid in self.tracked if pid not in ppids]:
+        ps = self._psutil
+        listed = set(ps.pids())
+        for pid in [pid for pid in self.tracked if pid not in listed]:
             del self.tracked[pid]
-        children: dict[int, list[int]] = {}
-        for pid, ppid in ppids.items():
-            children.setdefault(ppid, []).append(pid)
-        stack = [self.root, *self.tracked]
-        seen = set(stack)
-        while stack:
-            for child in children.get(stack.pop(), ()):
-                if child not in seen:
-                    seen.add(child)
-                    stack.append(child)
-                    try:
-                        self.tracked[child] = self._psutil.Process(child)
-                    except self._psutil.Error:
-                        pass
+            self.threads.pop(pid, None)
+        self.judged &= listed  # a pid that left the listing may come back as another process
+        fresh = listed - self.judged - self.tracked.keys()
+        fresh.discard(self.root)
+        if not fresh:
+            return
+        parents: dict[int, tuple[psutil.Process, int]] = {}
+        for pid in fresh:
+            try:
+                proc = ps.Process(pid)
+                parents[pid] = (proc, proc.ppid())
+            except ps.Error:
+                continue  # gone already
+        self._adopt_children(parents)
+        for pid, (proc, _) in list(parents.items()):
+            if self._marked(proc):
+                self._adopt(proc)
+                del parents[pid]
+        self._adopt_children(parents)  # children of the orphans just found
+        self.judged.update(parents)
+
+    def _adopt_children(self, parents: dict[int, tuple[psutil.Process, int]]) -> None:
+        """Adopt (and remove from ``parents``) every process whose parent is a member."""
+        found = True
+        while found:
+            found = False
+            for pid, (proc, ppid) in list(parents.items()):
+                if ppid == self.root or ppid in self.tracked:
+                    self._adopt(proc)
+                    del parents[pid]
+                    found = True
 
     def read(self, *, full: bool = False) -> Reading:
+        self.reads += 1
+        full = full or self.reads % FULL_SCAN_EVERY == 1
         self._walk()
         ps = self._psutil
-        mem = rss = procs = tasks = 0
+        rss = procs = tasks = 0
         for pid, proc in list(self.tracked.items()):
             try:
-                if full and not proc.is_running():  # create time differs: the pid was reused
-                    del self.tracked[pid]
-                    continue
-                info = proc.memory_info()
-                rss += info.rss
-                mem += max(0, info.rss - getattr(info, "shared", 0))
                 if full:
-                    tasks += proc.num_threads()
-                procs += 1
+                    if not proc.is_running():  # another process has this pid now
+                        raise ps.NoSuchProcess(pid)
+                    if proc.status() == ps.STATUS_ZOMBIE:
+                        continue
+                    self.threads[pid] = proc.num_threads()
+                rss += proc.memory_info().rss
             except ps.Error:
-                del self.tracked[pid]
-        return Reading(mem, procs, tasks, rss)
+                self.tracked.pop(pid, None)
+                self.threads.pop(pid, None)
+                continue
+            procs += 1
+            tasks += self.threads.get(pid, 1)
+        return Reading(rss, procs, tasks, rss)
+
+    def pss(self) -> int | None:
+        """No proportional set size outside Linux: the unique set sizes (pages only
+        one process maps) plus the largest shared part of any member (pages
+        shared among the tree, as copy-on-write after fork leaves them, count
+        once). Exact when the members share one set of pages; never more than
+        the resident total."""
+        ps = self._psutil
+        unique = shared = 0
+        for proc in list(self.tracked.values()):
+            try:
+                info = proc.memory_full_info()
+            except ps.Error:
+                continue
+            uss = getattr(info, "uss", info.rss)
+            unique += uss
+            shared = max(shared, info.rss - uss)
+        return unique + shared
 
     def members(self) -> list[int]:
         self._walk()
-        return list(self.tracked)
+        ps = self._psutil
+        alive = []
+        for pid, proc in list(self.tracked.items()):
+            try:
+                if proc.is_running() and proc.status() != ps.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except ps.Error:
+                continue
+        return alive
 
     def signal(self, pid: int, sig: int) -> bool:
         proc = self.tracked.get(pid)
@@ -325,15 +417,8 @@ class PsutilProcTree(ProcTree):
             return False
 
     def is_empty(self) -> bool:
-        self._walk()
-        ps = self._psutil
-        for proc in self.tracked.values():
-            try:
-                if proc.status() != ps.STATUS_ZOMBIE:
-                    return False
-            except ps.Error:
-                continue
-        return True
+        return not self.members()
 
     def close(self) -> None:
         self.tracked.clear()
+        self.threads.clear()
