@@ -5,28 +5,42 @@ from __future__ import annotations
 import os
 import re
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def project_root(cwd: str, environ: dict[str, str] | os._Environ[str] | None = None) -> str:
-    """The git top-level of ``cwd``, or ``cwd`` itself outside git. Every
-    worktree of a repository is that repository's project: they share its queue.
+#: files that mark a project's root outside git
+MARKERS = ("pyproject.toml", "seqbox.toml")
 
-    ``SEQBOX_PROJECT`` overrides.
+
+def project_root(cwd: str, environ: Mapping[str, str] | None = None) -> str:
+    """The project ``cwd`` belongs to: the git top level (every worktree of a
+    repository is that repository's project: they share its queue); outside
+    git, the nearest ancestor holding a ``pyproject.toml`` or ``seqbox.toml``;
+    else ``cwd`` itself. ``SEQBOX_PROJECT`` overrides.
+
+    So a run started in a subfolder waits in the same queue as one started
+    at the root.
     """
     env = os.environ if environ is None else environ
     override = env.get("SEQBOX_PROJECT")
     if override:
         return os.path.realpath(override)
     start = os.path.realpath(cwd)
+    marked: str | None = None
     path = start
     while True:
         dotgit = os.path.join(path, ".git")
         if os.path.lexists(dotgit):
             return _main_worktree(dotgit, path) if os.path.isfile(dotgit) else path
+        if marked is None and any(os.path.lexists(os.path.join(path, name)) for name in MARKERS):
+            marked = path
         parent = os.path.dirname(path)
         if parent == path:
-            return start
+            return marked or start
         path = parent
 
 
