@@ -37,6 +37,8 @@ class Entry(TypedDict, total=False):
     lock: str
     mem: int | None
     pids: int | None
+    #: the share of ``mem`` at which it warns (a nested run then need not)
+    warn_at: float | None
     arrived: float
     number: int
     since: float
@@ -83,6 +85,7 @@ class RunningStatus(TypedDict):
     command: list[str] | None
     elapsed_s: float | None
     mem_bytes: int | None
+    mem_limit_bytes: int | None
     procs: int | None
     backend: str | None
     run_id: str | None

@@ -52,6 +52,7 @@ def _holder(entry: Entry, now: float) -> RunningStatus:
         "command": entry.get("command"),
         "elapsed_s": round(now - since, 1) if since is not None else None,
         "mem_bytes": mem,
+        "mem_limit_bytes": entry.get("mem"),
         "procs": procs,
         "backend": entry.get("backend"),
         "run_id": entry.get("run_id"),

@@ -1,0 +1,103 @@
+"""``seqbox logs [RUN] [--follow]``: recent runs, one run, or the current one live."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from seqbox import history
+
+FOLLOW_POLL_S = 0.25
+
+
+def logs_main(ref: str | None, follow: bool, limit: int, as_json: bool) -> int:
+    log_dir = history.log_directory(os.getcwd(), os.environ)
+    if follow:
+        return _follow(log_dir, ref)
+    if ref is not None:
+        return _show(history.load(history.find(log_dir, ref)), as_json)
+    records = list(history.recent(log_dir, limit))
+    if as_json:
+        import json
+
+        for record in records:
+            sys.stdout.write(json.dumps(_row(record)) + "\n")
+        return 0
+    if not records:
+        sys.stdout.write(f"no runs logged in {log_dir} yet (each 'seqbox run' adds one)\n")
+        return 0
+    from rich.console import Console
+
+    from seqbox.render import runs_table
+
+    console = Console(highlight=False)
+    console.print(runs_table(records, console.width))
+    return 0
+
+
+def _row(record: history.RunRecord) -> dict[str, object]:
+    return {
+        "run_id": record.run_id,
+        "started": record.started_at,
+        "command": record.command,
+        "status": record.status,
+        "exit_code": record.exit_code,
+        "peak_mem_bytes": record.peak_mem,
+        "mem_limit_bytes": record.mem_limit,
+        "duration_s": record.duration,
+        "log": record.path,
+    }
+
+
+def _show(record: history.RunRecord, as_json: bool) -> int:
+    if as_json:
+        import json
+
+        for event in record.events:
+            sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+        return 0
+    from seqbox.render import event_line
+
+    sys.stdout.write(f"{record.path}\n")
+    for event in record.events:
+        sys.stdout.write(event_line(event) + "\n")
+    if record.status in ("running", "crashed"):
+        sys.stdout.write(f"({record.status}: no exit event yet)\n")
+    return 0
+
+
+def _follow(log_dir: str, ref: str | None) -> int:
+    """Print the run's events as they are written, until it ends."""
+    from seqbox.render import event_line
+
+    path = history.find(log_dir, ref) if ref is not None else history.current(log_dir)
+    if path is None:
+        newest = history.log_paths(log_dir)[:1]
+        sys.stderr.write("seqbox: nothing is running now; waiting for the next run (Ctrl-C to stop)\n")
+        while path is None:
+            time.sleep(FOLLOW_POLL_S)
+            paths = history.log_paths(log_dir)[:1]
+            if paths and paths != newest:
+                path = paths[0]
+    sys.stdout.write(f"{path}\n")
+    sys.stdout.flush()
+    offset, pending = 0, b""
+    while True:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+        offset += len(chunk)
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        ended = False
+        for event in history.parse(b"\n".join(lines).decode("utf-8", "replace")):
+            sys.stdout.write(event_line(event) + "\n")
+            ended = ended or event.get("event") in ("exit", "error")
+        sys.stdout.flush()
+        if ended:
+            return 0
+        if not chunk and not history.load(path).running:
+            sys.stdout.write("(the run's seqbox is gone without an exit event)\n")
+            return 1
+        time.sleep(FOLLOW_POLL_S)

@@ -1,0 +1,30 @@
+"""``seqbox report [RUN] [--svg FILE]``: one run's summary with its memory over time."""
+
+from __future__ import annotations
+
+import os
+
+from seqbox import history
+from seqbox.errors import SeqboxError
+
+WIDTH = 100
+
+
+def report_main(ref: str | None, svg: str | None) -> int:
+    from rich.console import Console
+
+    from seqbox.render import report
+
+    record = history.load(history.find(history.log_directory(os.getcwd(), os.environ), ref))
+    picture = report(record, width=50)
+    Console(highlight=False).print(picture)
+    if svg is not None:
+        recorder = Console(record=True, width=WIDTH, file=open(os.devnull, "w"), highlight=False)  # noqa: SIM115
+        recorder.print(picture)
+        try:
+            recorder.save_svg(svg, title=f"seqbox report {record.run_id}")
+        except OSError as err:
+            raise SeqboxError(f"cannot write {svg}: {err.strerror}") from None
+        finally:
+            recorder.file.close()
+    return 0

@@ -1,0 +1,324 @@
+"""What ``seqbox logs``, ``seqbox report`` and ``seqbox monitor`` draw, as rich
+renderables (pure: data in, renderable out; the commands print them)."""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from seqbox.units import format_duration, format_size
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from rich.console import RenderableType
+
+    from seqbox.history import RunRecord
+    from seqbox.records import Status
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+STATUS_STYLE = {
+    "ok": "green",
+    "failed": "red",
+    "timeout": "yellow",
+    "memory": "bold red",
+    "signal": "magenta",
+    "error": "red",
+    "running": "cyan",
+    "crashed": "bold red",
+}
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def command_text(command: object, width: int | None = None) -> str:
+    """The command as a shell would take it, on one line."""
+    text = shlex.join(str(w) for w in command) if isinstance(command, list) else str(command or "?")
+    text = " ".join(text.split())
+    if width is not None and len(text) > width:
+        return text[: width - 3] + "..."
+    return text
+
+
+def size(value: int | None) -> str:
+    return "-" if value is None else format_size(value)
+
+
+def duration(value: float | None) -> str:
+    return "-" if value is None else format_duration(value)
+
+
+def clock(epoch: float | None, with_date: bool = True) -> str:
+    if epoch is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S", time.localtime(epoch))
+
+
+def sparkline(values: Sequence[int], width: int, top: int | None = None) -> str:
+    """``values`` squeezed into ``width`` block characters (each the highest
+    value it covers), scaled so that ``top`` (else the highest) is a full block."""
+    if not values or width <= 0:
+        return ""
+    if len(values) > width:
+        step = len(values) / width
+        values = [
+            max(values[int(i * step) : max(int((i + 1) * step), int(i * step) + 1)]) for i in range(width)
+        ]
+    scale = top if top else max(values)
+    if scale <= 0:
+        return BLOCKS[0] * len(values)
+    return "".join(BLOCKS[min(len(BLOCKS) - 1, max(0, round(v / scale * (len(BLOCKS) - 1))))] for v in values)
+
+
+def bar(value: int | None, limit: int | None, width: int = 30) -> Text:
+    """``[██████░░░░] 63.2 MiB of 100.0 MiB (63%)``; without a limit, the value only."""
+    if value is None:
+        return Text("memory unknown", style="dim")
+    if not limit:
+        return Text(f"{format_size(value)} (no limit)")
+    share = value / limit
+    filled = min(width, round(share * width))
+    style = "red" if share >= 0.9 else "yellow" if share >= 0.5 else "green"
+    text = Text("[")
+    text.append("█" * filled, style=style)
+    text.append("░" * (width - filled), style="dim")
+    text.append(f"] {format_size(value)} of {format_size(limit)} ({100 * share:.0f}%)")
+    return text
+
+
+def status_text(status: str, exit_code: int | None = None) -> Text:
+    label = status if exit_code is None or status == "running" else f"{status} ({exit_code})"
+    return Text(label, style=STATUS_STYLE.get(status, ""))
+
+
+# -- seqbox logs --------------------------------------------------------------------------
+
+
+def runs_table(records: Sequence[RunRecord], width: int = 80) -> Table:
+    """The recent runs, one a line, fitted to ``width`` (the command gives way)."""
+    headers = ("#", "started", "command", "status", "peak", "limit", "duration")
+    today = time.strftime("%Y-%m-%d")
+    rows = [
+        [
+            str(number),
+            clock(record.started_at).removeprefix(today + " "),
+            command_text(record.command),
+            record.status if record.exit_code is None else f"{record.status} ({record.exit_code})",
+            size(record.peak_mem),
+            size(record.mem_limit),
+            duration(record.duration),
+        ]
+        for number, record in enumerate(records, 1)
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    room = max(20, width - sum(w for i, w in enumerate(widths) if i != 2) - 2 * (len(headers) - 1))
+    table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1, 0, 1))
+    for i, header in enumerate(headers):
+        justify = "right" if i in (0, 4, 5, 6) else "left"
+        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for row, record in zip(rows, records, strict=True):
+        row[2] = command_text(record.command, room)
+        status = row[3]
+        table.add_row(*row[:3], Text(status, style=STATUS_STYLE.get(record.status, "")), *row[4:])
+    return table
+
+
+def event_line(event: dict[str, object]) -> str:
+    """One log event as a line a person reads."""
+    kind = str(event.get("event"))
+    t = event.get("t")
+    when = clock(float(t), with_date=False) if isinstance(t, (int, float)) else "--:--:--"
+    if kind == "start":
+        limits = event.get("limits") if isinstance(event.get("limits"), dict) else {}
+        assert isinstance(limits, dict)
+        mem = limits.get("mem")
+        timeout = limits.get("timeout")
+        detail = (
+            f"{command_text(event.get('command'))} (backend {event.get('backend')}, "
+            f"mem {size(mem) if isinstance(mem, int) else 'no limit'}, "
+            f"timeout {duration(float(timeout)) if isinstance(timeout, (int, float)) else 'none'})"
+        )
+    elif kind == "lock":
+        waited = event.get("waited_s")
+        wait = duration(float(waited)) if isinstance(waited, (int, float)) else "?"
+        lock = event.get("lock")
+        what = "no lock" if lock is None else f'lock "{lock}"'
+        if event.get("nested"):
+            what += " (nested: inside the running holder)"
+        detail = f"{what}: {'got it' if event.get('got') else 'gave up'} after {wait}"
+    elif kind == "sample":
+        mem, procs, cpu = event.get("mem"), event.get("procs"), event.get("cpu_s")
+        detail = f"{size(mem) if isinstance(mem, int) else '?'}, "
+        detail += plural(procs, "process").replace("processs", "processes") if isinstance(procs, int) else "?"
+        if isinstance(cpu, (int, float)):
+            detail += f", cpu {cpu:.2f}s"
+    elif kind in ("warn", "kill", "error"):
+        detail = str(event.get("message"))
+        if kind == "kill":
+            detail = f"{event.get('reason')}: {detail}"
+    elif kind == "exit":
+        summary = event.get("summary") if isinstance(event.get("summary"), dict) else {}
+        assert isinstance(summary, dict)
+        peak = summary.get("peak_mem_bytes")
+        wall = summary.get("wall_s")
+        detail = (
+            f"{summary.get('status')}, exit {summary.get('exit_code')}, "
+            f"peak {size(peak) if isinstance(peak, int) else '-'}, "
+            f"{duration(float(wall)) if isinstance(wall, (int, float)) else '-'}"
+        )
+    else:
+        detail = ""
+    return f"{when}  {kind:<6}  {detail}".rstrip()
+
+
+# -- seqbox report ------------------------------------------------------------------------
+
+
+def report(record: RunRecord, width: int = 60) -> RenderableType:
+    """A run's summary, with memory over time against its limit and the kill marked."""
+    summary = record.summary or {}
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("run", record.run_id)
+    grid.add_row("command", command_text(record.command))
+    grid.add_row("status", status_text(record.status, record.exit_code))
+    grid.add_row("started", clock(record.started_at))
+    wall = summary.get("wall_s")
+    cpu = summary.get("cpu_s")
+    timing = f"wall {duration(record.duration)}"
+    if isinstance(cpu, (int, float)):
+        timing += f", cpu {cpu:.2f}s"
+    grid.add_row("time", timing if wall is not None or record.duration is not None else "-")
+    limit = record.mem_limit
+    grid.add_row(
+        "memory", f"peak {size(record.peak_mem)}, " + (f"limit {size(limit)}" if limit else "no limit")
+    )
+    procs = summary.get("procs_peak")
+    if isinstance(procs, int):
+        grid.add_row("processes", f"peak {procs}")
+    lock = summary.get("lock", record.start.get("lock"))
+    waited = summary.get("lock_wait_s")
+    grid.add_row(
+        "lock",
+        "none"
+        if lock is None
+        else f'"{lock}"'
+        + (f", waited {duration(float(waited))}" if isinstance(waited, (int, float)) else ""),
+    )
+    grid.add_row("backend", record.backend or "-")
+    for kill in record.kills:
+        grid.add_row(
+            Text("killed", style="bold red"),
+            Text(f"{kill.get('reason')}: {kill.get('message')}", style="red"),
+        )
+    for warning in record.warnings:
+        grid.add_row(Text("warned", style="yellow"), warning)
+    if record.error:
+        grid.add_row(Text("error", style="red"), record.error)
+    grid.add_row("log", record.path)
+    return Group(grid, Text(""), memory_chart(record, width))
+
+
+def timeline(points: Sequence[tuple[float, int]], width: int) -> list[int]:
+    """Memory per column of a chart ``width`` wide spanning the points' times:
+    each column holds the highest sample taken in its time slice (or the one
+    before, when none was taken in it)."""
+    if not points:
+        return []
+    t0, t1 = points[0][0], points[-1][0]
+    span = max(t1 - t0, 1e-9)
+    columns: list[int | None] = [None] * width
+    for t, mem in points:
+        col = min(width - 1, int((t - t0) / span * (width - 1) + 0.5))
+        current = columns[col]
+        columns[col] = mem if current is None else max(current, mem)
+    out, last = [], points[0][1]
+    for value in columns:
+        last = last if value is None else value
+        out.append(last)
+    return out
+
+
+def memory_chart(record: RunRecord, width: int) -> RenderableType:
+    """Memory over time as a sparkline scaled to the limit, the limit drawn as
+    a line above it and the kill marked where it happened."""
+    points = sorted(
+        (float(t), mem)
+        for e in [*record.samples, *record.kills]
+        if isinstance(t := e.get("t"), (int, float)) and isinstance(mem := e.get("mem"), int)
+    )
+    limit = record.mem_limit
+    if not points:
+        return Text("memory over time: no samples (the command ended before the first one)", style="dim")
+    top = limit or max(mem for _, mem in points) or 1
+    columns = width if len(points) > 1 else 1
+    spark = sparkline(timeline(points, columns), columns, top)
+    label_width = max(len(size(top)), 9)
+    chart = Text()
+    chart.append("memory over time\n", style="bold")
+    if limit:
+        chart.append(f"{size(limit):>{label_width}} ┤", style="red")
+        chart.append("┄" * columns + " limit\n", style="red")
+    else:
+        chart.append(f"{size(top):>{label_width}} ┤" + " " * columns + " (no limit: scaled to the peak)\n")
+    chart.append(f"{'':>{label_width}} │")
+    chart.append(spark, style="cyan")
+    if record.kills:
+        chart.append("✗", style="bold red")
+        chart.append(f" killed: {record.kills[0].get('reason')}", style="red")
+    chart.append("\n")
+    end = duration(points[-1][0] - (record.started_at or points[0][0]))
+    chart.append(f"{'0':>{label_width}} └0s{end:>{max(len(end), columns - 2)}}")
+    return chart
+
+
+# -- seqbox monitor -----------------------------------------------------------------------
+
+
+def monitor_screen(data: Status, history: dict[str, list[int]], width: int = 40) -> RenderableType:
+    """The monitor's screen: per lock, the running command with its memory bar
+    and sparkline, and the queue."""
+    root = data["project"]
+    header = Text()
+    header.append("seqbox monitor", style="bold")
+    header.append(f"  {root}  {clock(time.time(), with_date=False)}  (q quits)", style="dim")
+    parts: list[RenderableType] = [header, Text("")]
+    if not data["locks"]:
+        parts.append(Text(f"nothing running or waiting in {root}"))
+        return Group(*parts)
+    for lock in data["locks"]:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(no_wrap=True, overflow="ellipsis")
+        parts.append(Text(f'lock "{lock["lock"]}"', style="bold underline"))
+        for run in lock["running"]:
+            limit = run["mem_limit_bytes"]
+            grid.add_row(
+                "running",
+                f'pid {run["pid"]} "{command_text(run["command"], 120)}", '
+                f"for {duration(run['elapsed_s'])}, {run['backend']}",
+            )
+            grid.add_row("memory", bar(run["mem_bytes"], limit))
+            spark = sparkline(history.get(str(run["run_id"]), []), width, limit)
+            grid.add_row("history", Text(spark or "-", style="cyan"))
+            grid.add_row("processes", "?" if run["procs"] is None else str(run["procs"]))
+        if not lock["running"]:
+            grid.add_row("running", "nothing (the next waiter starts now)")
+        for waiter in lock["waiting"]:
+            grid.add_row(
+                "waiting" if waiter["position"] == 1 else "",
+                f'{waiter["position"]}. pid {waiter["pid"]} "{command_text(waiter["command"], 120)}" '
+                f"for {duration(waiter['waiting_s'])}",
+            )
+        if not lock["waiting"]:
+            grid.add_row("waiting", "nobody")
+        parts += [grid, Text("")]
+    return Group(*parts)

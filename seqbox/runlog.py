@@ -1,0 +1,211 @@
+"""The run log: one JSON Lines file per run, written while it runs.
+
+Events, one object a line, each with ``event`` and ``t`` (epoch seconds):
+
+* ``start``: the command, its working directory, the limits and the backend;
+* ``lock``: which lock, how long the run waited, whether it got its turn;
+* ``sample``: about every second, the tree's memory (bytes), processes and CPU seconds;
+* ``warn``: a warning seqbox printed;
+* ``kill``: why seqbox stopped the tree (memory, pids, timeout, interrupt, killed);
+* ``error``: seqbox could not do its job (the run ends without an ``exit``);
+* ``exit``: the summary, with the same fields as ``--json``.
+
+Writing costs the command nothing at start-up: events are kept in memory
+until the command has been launched, then written (and from then on as they
+come). A log that cannot be written gives one warning; the run goes on.
+
+Logs live under the state directory (``logs/<project key>/``) or in the
+project's ``log_dir``; the newest ``keep_logs`` runs are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from seqbox.output import Output
+
+SUFFIX = ".jsonl"
+SAMPLE_EVERY_S = 1.0
+
+
+def directory(log_dir: str | None, root: str, project_key: str, environ: Mapping[str, str]) -> str:
+    """Where the project's run logs go: ``log_dir`` (relative to the project
+    root), else ``logs/<project key>`` in the per-user state directory."""
+    if log_dir:
+        return os.path.join(root, os.path.expanduser(log_dir))
+    from seqbox.state import log_dir_default
+
+    return os.path.join(log_dir_default(environ), project_key)
+
+
+class RunLog:
+    """The log of one run. ``event()`` is cheap; nothing touches the disk
+    before :meth:`flush` (called once the command runs)."""
+
+    __slots__ = ("_fd", "_last_sample", "_out", "_pending", "failed", "path")
+
+    def __init__(self, path: str, out: Output) -> None:
+        self.path = path
+        self.failed = False
+        self._out = out
+        self._fd: int | None = None
+        self._pending: list[dict[str, object]] = []
+        self._last_sample = -SAMPLE_EVERY_S
+
+    @property
+    def written_path(self) -> str | None:
+        """The log's path, or None when it could not be written."""
+        return None if self.failed else self.path
+
+    def event(self, kind: str, **fields: object) -> None:
+        if self.failed:
+            return
+        record: dict[str, object] = {"event": kind, "t": round(time.time(), 3)}
+        record.update(fields)
+        if self._fd is None:
+            self._pending.append(record)
+        else:
+            self._write([record])
+
+    def sample(self, mem: int, procs: int, cpu_seconds: Callable[[], float | None]) -> None:
+        """A sample of the tree, at most one a second (the first at once);
+        ``cpu_seconds`` is only asked when the sample is taken."""
+        now = time.monotonic()
+        if now - self._last_sample < SAMPLE_EVERY_S:
+            return
+        self._last_sample = now
+        cpu = cpu_seconds()
+        self.event("sample", mem=mem, procs=procs, cpu_s=None if cpu is None else round(cpu, 3))
+
+    def flush(self) -> None:
+        """Open the file (once) and write what is pending."""
+        if self.failed or (self._fd is not None and not self._pending):
+            return
+        if self._fd is None:
+            try:
+                os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+                self._fd = os.open(
+                    self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+                )
+            except OSError as err:
+                self._fail(err)
+                return
+        pending, self._pending = self._pending, []
+        self._write(pending)
+
+    def _write(self, records: list[dict[str, object]]) -> None:
+        assert self._fd is not None
+        data = "".join(dumps(r) + "\n" for r in records)
+        try:
+            os.write(self._fd, data.encode("utf-8", "surrogateescape"))
+        except OSError as err:
+            self._fail(err)
+
+    def _fail(self, err: OSError) -> None:
+        self.failed = True
+        self._pending = []
+        self.close()
+        self._out.note(
+            f"warning: cannot write the run log {self.path}: {err.strerror}; the command runs on "
+            "without it (free some space, or set log_dir in the config to a writable directory)"
+        )
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+
+
+def prune(log_dir: str, keep: int) -> list[str]:
+    """Remove the oldest run logs so that ``keep`` remain; return what went.
+
+    Run ids start with their UTC start time, so names sort by age."""
+    try:
+        names = sorted(name for name in os.listdir(log_dir) if name.endswith(SUFFIX))
+    except OSError:
+        return []
+    removed = []
+    for name in names[: max(0, len(names) - keep)]:
+        try:
+            os.unlink(os.path.join(log_dir, name))
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
+def for_run(
+    log_dir: str | None,
+    keep: int,
+    root: str,
+    project_key: str,
+    run_id: str,
+    out: Output,
+    environ: Mapping[str, str],
+) -> RunLog | None:
+    """The run's log (not yet on disk), or None when ``keep_logs`` is 0."""
+    if keep <= 0:
+        return None
+    return RunLog(os.path.join(directory(log_dir, root, project_key, environ), run_id + SUFFIX), out)
+
+
+def limits_record(limits: object, retry: int) -> dict[str, object]:
+    """The limits a run's ``start`` event records."""
+    keys = ("mem", "mem_high", "warn_at", "pids", "cpus", "timeout", "grace", "signal")
+    return {**{key: getattr(limits, key, None) for key in keys}, "retry": retry}
+
+
+def dumps(value: object) -> str:
+    """JSON text of a record (str, int, float, bool, None, list, tuple, dict),
+    ASCII-only. The json package costs milliseconds to import on the run path;
+    its C string escaper does not."""
+    try:
+        from _json import encode_basestring_ascii as quote
+    except ImportError:  # pragma: no cover - an interpreter without the accelerator
+        from json.encoder import py_encode_basestring_ascii as quote
+
+    def encode(item: object) -> str:
+        if isinstance(item, str):
+            return str(quote(item))
+        if item is None or item is True or item is False:
+            return "null" if item is None else "true" if item else "false"
+        if isinstance(item, int):
+            return int.__repr__(item)
+        if isinstance(item, float):
+            import math
+
+            return float.__repr__(item) if math.isfinite(item) else "null"
+        if isinstance(item, dict):
+            return "{" + ", ".join(f"{quote(str(k))}: {encode(v)}" for k, v in item.items()) + "}"
+        if isinstance(item, (list, tuple)):
+            return "[" + ", ".join(encode(v) for v in item) + "]"
+        return str(quote(str(item)))
+
+    return encode(value)
+
+
+def closing_line(summary: Mapping[str, object]) -> str:
+    """The one line ``-v`` ends a run with."""
+    from seqbox.units import format_duration, format_size
+
+    peak, limit, wall = summary.get("peak_mem_bytes"), summary.get("mem_limit_bytes"), summary.get("wall_s")
+    procs = summary.get("procs_peak")
+    text = f"done: {summary.get('status')}, exit {summary.get('exit_code')}"
+    if isinstance(wall, (int, float)):
+        text += f", {format_duration(wall)}"
+    text += f", peak {format_size(peak) if isinstance(peak, int) else '?'}"
+    text += f" of {format_size(limit)}" if isinstance(limit, int) else " (no limit)"
+    if isinstance(procs, int):
+        text += ", 1 process" if procs == 1 else f", {procs} processes"
+    text += f", {summary.get('backend')}"
+    if summary.get("log"):
+        text += f"; details: seqbox report {summary.get('run_id')}"
+    return text

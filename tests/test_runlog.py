@@ -1,0 +1,290 @@
+"""Run logs (one JSON Lines file per run), ``seqbox logs`` and ``seqbox report``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import MIB, SeqboxRunner, prog, slack
+
+
+def events(path: str | Path) -> list[dict[str, object]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def kinds(evs: list[dict[str, object]]) -> list[str]:
+    return [str(e["event"]) for e in evs]
+
+
+def log_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "state" / "logs").glob("*/*.jsonl"))
+
+
+def test_a_run_writes_its_log(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    res = sbx.run("--json", "--mem", "256M", "--", "sh", "-c", "sleep 1.3; exit 3")
+    assert res.returncode == 3, res
+    summary = res.json()
+    path = summary["log"]
+    assert isinstance(path, str)
+    assert [Path(path)] == log_files(tmp_path)
+    evs = events(path)
+    assert kinds(evs)[:2] == ["start", "lock"]
+    assert kinds(evs)[-1] == "exit"
+    assert kinds(evs).count("sample") >= 2  # one at once, one a second
+    start = evs[0]
+    assert start["command"] == ["sh", "-c", "sleep 1.3; exit 3"]
+    assert start["backend"] == summary["backend"]
+    assert start["limits"]["mem"] == 256 * MIB  # type: ignore[index]
+    assert evs[1]["got"] is True
+    assert evs[1]["lock"] == "default"
+    sample = next(e for e in evs if e["event"] == "sample")
+    assert {"mem", "procs", "cpu_s"} <= set(sample)
+    times = [float(e["t"]) for e in evs]  # type: ignore[arg-type]
+    assert times == sorted(times)
+    # the exit event carries the summary, the same fields as --json
+    del summary["stdout"], summary["stderr"]
+    assert evs[-1]["summary"] == summary
+
+
+def test_memory_kill_and_warning_are_logged(sbx: SeqboxRunner) -> None:
+    res = sbx.run(
+        "--json", "--mem", "64M", "--", *prog("hog", "--total", "200", "--chunk", "4", "--pause", "0.02")
+    )
+    assert res.returncode == 137, res
+    evs = events(str(res.json()["log"]))
+    warn = [e for e in evs if e["event"] == "warn"]
+    kill = [e for e in evs if e["event"] == "kill"]
+    assert len(warn) == 1
+    assert "memory at" in str(warn[0]["message"])
+    assert [k["reason"] for k in kill] == ["memory"]
+    assert evs[-1]["summary"]["status"] == "memory"  # type: ignore[index]
+
+
+def test_keep_logs_keeps_exactly_that_many(sbx: SeqboxRunner, project: Path, tmp_path: Path) -> None:
+    (project / "seqbox.toml").write_text('keep_logs = 2\nlog_dir = "logs"\n')
+    ids = []
+    for _ in range(4):
+        res = sbx.run("--json", "--", "true")
+        assert res.returncode == 0, res
+        ids.append(res.json()["run_id"])
+    kept = sorted(p.name for p in (project / "logs").iterdir())
+    assert kept == sorted(f"{run_id}.jsonl" for run_id in ids[-2:])
+    assert not log_files(tmp_path)  # log_dir replaces the state directory's
+
+
+def test_keep_logs_zero_writes_none(sbx: SeqboxRunner, project: Path, tmp_path: Path) -> None:
+    (project / "seqbox.toml").write_text("keep_logs = 0\n")
+    res = sbx.run("--json", "--", "true")
+    assert res.json()["log"] is None
+    assert not log_files(tmp_path)
+
+
+def test_unwritable_log_warns_once_and_the_command_runs(sbx: SeqboxRunner, project: Path) -> None:
+    (project / "not-a-dir").write_text("")
+    (project / "seqbox.toml").write_text('log_dir = "not-a-dir/logs"\n')
+    res = sbx.run("--mem", "256M", "--", "sh", "-c", "echo out; sleep 1.2; exit 4")
+    assert res.returncode == 4, res
+    assert res.stdout == "out\n"
+    lines = res.seqbox_lines()
+    assert len(lines) == 1, res
+    assert "cannot write the run log" in lines[0]
+    assert "log_dir" in lines[0]  # what to do next
+    res = sbx.run("--json", "--", "true")
+    assert res.json()["log"] is None
+
+
+@pytest.mark.needs("root")
+def test_full_disk_warns_once(sbx: SeqboxRunner, tmp_path: Path, project: Path) -> None:
+    """ENOSPC while the run writes: one warning, the exit code is the command's."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mnt)], check=True)
+    try:
+        try:
+            (mnt / "filler").write_bytes(b"x" * 16384)  # as much as fits: the disk is full
+        except OSError:
+            pass
+        (project / "seqbox.toml").write_text(f'log_dir = "{mnt}"\n')
+        res = sbx.run("--mem", "256M", "--", "sh", "-c", "echo out; sleep 1.2; exit 5")
+        assert res.returncode == 5, res
+        assert res.stdout == "out\n"
+        lines = res.seqbox_lines()
+        assert len(lines) == 1, res
+        assert "cannot write the run log" in lines[0]
+        assert "No space left on device" in lines[0]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_log_option_is_the_output_transcript(sbx: SeqboxRunner, project: Path) -> None:
+    """--log FILE keeps the command's output; the summary's log is the run log,
+    whose start event names the transcript."""
+    res = sbx.run("--json", "--log", "out.txt", "--", "sh", "-c", "echo hi")
+    doc = res.json()
+    assert "hi" in (project / "out.txt").read_text()
+    assert str(doc["log"]).endswith(".jsonl")
+    assert events(str(doc["log"]))[0]["output_log"] == str(project / "out.txt")
+
+
+def test_no_lock_has_no_wait(sbx: SeqboxRunner) -> None:
+    """Issue 9 item 14: with --no-lock, lock_wait_s is 0 (it measured set-up time)."""
+    for _ in range(3):
+        doc = sbx.run("--json", "--no-lock", "--", "true").json()
+        assert doc["lock_wait_s"] == 0
+        assert doc["lock"] is None
+
+
+# -- seqbox logs / report ---------------------------------------------------------------
+
+
+def test_logs_lists_recent_runs(sbx: SeqboxRunner) -> None:
+    assert sbx.run("--", "sh", "-c", "exit 7").returncode == 7
+    assert sbx.run("--mem", "100M", "--", "echo", "hello-logs").returncode == 0
+    res = sbx.cli("logs")
+    assert res.returncode == 0, res
+    lines = res.stdout.splitlines()
+    assert lines[0].split() == ["#", "started", "command", "status", "peak", "limit", "duration"]
+    assert "echo hello-logs" in lines[1]
+    assert "ok (0)" in lines[1]
+    assert "100.0 MiB" in lines[1]
+    assert "sh -c 'exit 7'" in lines[2]
+    assert "failed (7)" in lines[2]
+    shown = sbx.cli("logs", "2")
+    assert shown.returncode == 0, shown
+    assert [line.split()[1] for line in shown.stdout.splitlines()[1:]][:2] == ["start", "lock"]
+    assert "exit" in shown.stdout.splitlines()[-1]
+    rows = [json.loads(line) for line in sbx.cli("logs", "--json").stdout.splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "failed"]
+
+
+def test_logs_with_nothing_logged_and_a_bad_ref(sbx: SeqboxRunner) -> None:
+    res = sbx.cli("logs")
+    assert res.returncode == 0
+    assert "no runs logged" in res.stdout
+    res = sbx.cli("report")
+    assert res.returncode == 125
+    assert "seqbox run" in res.one_line()
+    sbx.run("--", "true")
+    res = sbx.cli("logs", "no-such-run")
+    assert res.returncode == 125
+    assert "seqbox logs" in res.one_line()
+
+
+def test_logs_follow_prints_the_running_commands_events(sbx: SeqboxRunner) -> None:
+    runner = sbx.start("--mem", "256M", "--", "sh", "-c", "sleep 2.2; exit 0")
+    follower = sbx.start("logs", "--follow", cli=True)
+    out, err = follower.communicate(timeout=slack(20))
+    assert runner.wait(timeout=slack(10)) == 0
+    assert follower.returncode == 0, err
+    kinds_seen = [line.split()[1] for line in out.decode().splitlines()[1:]]
+    assert kinds_seen[0] in ("start", "lock", "sample")
+    assert kinds_seen.count("sample") >= 2
+    assert kinds_seen[-1] == "exit"
+
+
+def test_report_marks_limit_and_kill_and_writes_svg(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    res = sbx.run("--mem", "64M", "--", *prog("hog", "--total", "200", "--chunk", "4", "--pause", "0.05"))
+    assert res.returncode == 137, res
+    svg = tmp_path / "report.svg"
+    rep = sbx.cli("report", "--svg", str(svg))
+    assert rep.returncode == 0, rep
+    text = rep.stdout
+    assert "memory (137)" in text
+    assert "limit 64.0 MiB" in text
+    assert "limit\n" in text  # the limit line over the sparkline
+    assert "✗ killed: memory" in text
+    assert any(block in text for block in "▁▂▃▄▅▆▇█")
+    root = ET.parse(svg).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    drawn = "".join(root.itertext()).replace("\xa0", " ")
+    assert "prog.py hog" in drawn
+    assert "64.0 MiB" in drawn
+    assert "killed: memory" in drawn
+
+
+def test_every_view_command_has_help_with_examples(sbx: SeqboxRunner) -> None:
+    for command in ("logs", "report", "monitor"):
+        res = sbx.cli(command, "--help")
+        assert res.returncode == 0, res
+        assert "examples:" in res.stdout
+        assert f"seqbox {command}" in res.stdout
+
+
+def test_monitor_once_when_nothing_runs(sbx: SeqboxRunner, project: Path) -> None:
+    res = sbx.cli("monitor", "--once")
+    assert res.returncode == 0, res
+    assert "nothing running or waiting" in res.stdout
+
+
+def _wait_for(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + slack(timeout)
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/tmux"), reason="needs tmux")
+def test_monitor_under_tmux(sbx: SeqboxRunner, project: Path, tmp_path: Path) -> None:
+    """What a person sees: one run holds the lock, another waits; the screen
+    shows the command, its memory bar against the limit and the waiter; q quits."""
+    import sys
+
+    holder = sbx.start("--mem", "256M", "--", *prog("hog", "--total", "40", "--chunk", "40", "--hold", "30"))
+    _wait_for(lambda: "running" in sbx.cli("status").stdout, 10)
+    waiter = sbx.start("--mem", "128M", "--", "sh", "-c", "echo waiter-ran")
+    _wait_for(lambda: "waiting" in sbx.cli("status").stdout, 10)
+    socket = str(tmp_path / "tmux.sock")
+    env = sbx.env()
+    tmux = ["tmux", "-S", socket]
+    launch = f"cd {project} && exec {sys.executable} -m seqbox monitor"
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-x", "220", "-y", "30", "-s", "mon", "sh", "-c", launch],
+        env=env,
+        check=True,
+    )
+    try:
+        screen = ""
+
+        def captured() -> bool:
+            nonlocal screen
+            screen = subprocess.run(
+                [*tmux, "capture-pane", "-p", "-t", "mon"],
+                check=False,
+                capture_output=True,
+                text=True,
+                env=env,
+            ).stdout
+            return "waiting" in screen and "MiB of 256.0 MiB" in screen
+
+        _wait_for(captured, 15)
+        print(screen)
+        assert "seqbox monitor" in screen
+        assert "prog.py hog" in screen
+        assert "[█" in screen  # the memory bar
+        assert "░" in screen
+        assert "sh -c 'echo waiter-ran'" in screen
+        assert "1. pid" in screen
+        subprocess.run([*tmux, "send-keys", "-t", "mon", "q"], env=env, check=True)
+        _wait_for(
+            lambda: (
+                subprocess.run(
+                    [*tmux, "has-session", "-t", "mon"], check=False, capture_output=True, env=env
+                ).returncode
+                != 0
+            ),
+            10,
+        )
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False, capture_output=True, env=env)
+        for proc in (waiter, holder):  # SIGTERM: seqbox ends its tree, then exits
+            proc.terminate()
+            proc.wait(timeout=slack(10))
