@@ -23,6 +23,7 @@ class Output:
         self.level = level
         self._stream = stream
         self._live_line = False
+        self._tty: bool | None = None  # whether the stream is a terminal, once asked
 
     @property
     def stream(self) -> TextIO:
@@ -33,6 +34,8 @@ class Output:
             if self._live_line:
                 self.stream.write("\r\033[K")
                 self._live_line = False
+            elif text:
+                self.stream.write(self._fresh_line())
             self.stream.write(text)
             self.stream.flush()
         except (BrokenPipeError, ValueError, OSError):
@@ -48,6 +51,24 @@ class Output:
     def info(self, message: str) -> None:
         if self.level >= VERBOSE:
             self._write(f"seqbox: {message}\n")
+
+    def _fresh_line(self) -> str:
+        """On a terminal, what moves the cursor to the start of a fresh line
+        whether or not the command left it in the middle of one (seqbox cannot
+        see the command's output): as many spaces as the terminal is wide, a
+        carriage return and erase-to-end. From column 0 the spaces just fill the
+        line (the cursor waits at its end), so the return comes back to the
+        same, now blank, line; from the middle of a line they wrap onto the next
+        one, and the return lands there. This is zsh's PROMPT_SP."""
+        if self._tty is None:
+            self._tty = self.is_tty()
+        if not self._tty:
+            return ""
+        try:  # asked each time: the terminal may have been resized
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            return ""
+        return " " * columns + "\r\033[K"
 
     def is_tty(self) -> bool:
         try:

@@ -147,7 +147,7 @@ def read_entry(dir_fd: int, name: str) -> Entry | None:
 
 
 #: an entry's keys and the JSON types each may have
-_NULLABLE = frozenset({"start", "mem", "pids"})
+_NULLABLE = frozenset({"start", "mem", "pids", "warn_at"})
 _ENTRY_TYPES: dict[str, tuple[type, ...]] = {
     "pid": (int,),
     "start": (int, float),
@@ -156,6 +156,7 @@ _ENTRY_TYPES: dict[str, tuple[type, ...]] = {
     "lock": (str,),
     "mem": (int,),
     "pids": (int,),
+    "warn_at": (int, float),
     "arrived": (int, float),
     "number": (int,),
     "since": (int, float),

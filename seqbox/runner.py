@@ -17,9 +17,9 @@ import time
 
 from seqbox.backends import Limits, Selection, select
 from seqbox.errors import SeqboxError
-from seqbox.interrupts import Interrupts
+from seqbox.interrupts import Interrupted, Interrupts
 from seqbox.options import RunOptions
-from seqbox.output import Output
+from seqbox.output import VERBOSE, Output
 from seqbox.spawn import Prepared, SpawnError, Stdio, abandon, remember_ignored_signals
 from seqbox.summary import Summary
 from seqbox.supervise import Outcome, Supervisor, spawn_failed, terminal_foreground
@@ -32,11 +32,15 @@ if TYPE_CHECKING:
     from seqbox.capture import Capture
     from seqbox.queue import NoTurn, Turn
     from seqbox.records import Entry
+    from seqbox.runlog import RunLog
 
     #: what a ``--json`` run captured of the command: (stdout, stderr)
     Captured = tuple[str | None, str | None]
 
 RUN_ID_ENV = "SEQBOX_RUN_ID"
+
+
+CANCELLED = "cancelled by 'seqbox kill --all' before it started; run it again when you want it"
 
 
 class CancelledRun(SeqboxError):
@@ -62,12 +66,43 @@ def limits_for(options: RunOptions) -> Limits:
 def choose_backend(options: RunOptions, out: Output) -> Selection:
     selection = select(options.backend)
     note = selection.fallback_note()
-    if note:
-        out.note(note)
+    if note:  # the whole story with -v; otherwise a short line, once
+        if out.level >= VERBOSE:
+            out.info(note)
+        elif _first_time("poll-fallback"):
+            out.note(
+                "no usable cgroup here: limits are enforced by polling the process tree "
+                "(said once; 'seqbox doctor' explains why)"
+            )
     if options.cpus is not None and not selection.backend.supports_cpus:
         out.note(f"--cpus is ignored by the {selection.backend.name} backend")
     out.info(f"backend {selection.backend.name}: {selection.probe.reason}")
     return selection
+
+
+def _first_time(what: str) -> bool:
+    """True the first time ``what`` is asked in this state directory (which
+    lives as long as the login session, under $XDG_RUNTIME_DIR)."""
+    from seqbox.errors import StateError
+    from seqbox.state import open_state_dir
+
+    try:
+        dir_fd = open_state_dir()
+    except StateError:
+        return True
+    try:
+        os.close(
+            os.open(
+                f"said-{what}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd
+            )
+        )
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(dir_fd)
 
 
 def execute(
@@ -75,6 +110,7 @@ def execute(
 ) -> tuple[Summary, Captured | None]:
     """Run ``argv`` under ``options`` in the project at ``root``: its summary,
     and with ``--json`` what it printed."""
+    from seqbox import runlog
     from seqbox.backends import leftovers
     from seqbox.project import project_key
 
@@ -88,12 +124,17 @@ def execute(
     try:
         key = project_key(root)
         run = Run(argv, options, out, environ, key, f"{leftovers.run_stamp()}-{os.getpid()}")
-        # join first, so arrival order is start order; the rest happens while waiting
-        with run.join_queue() as turn:
-            run.remove_leftovers()  # a few directory listings when there are none
-            result = run.execute(turn, choose_backend(options, out), interrupts)
-            run.remove_leftovers()  # what crashed while we ran (our turn is handed over: off the path)
-            return result
+        run.log = runlog.for_run(options.log_dir, options.keep_logs, root, key, run.run_id, out, environ)
+        try:
+            # join first, so arrival order is start order; the rest happens while waiting
+            with run.join_queue() as turn:
+                run.remove_leftovers()  # a few directory listings when there are none
+                result = run.execute(turn, choose_backend(options, out), interrupts)
+                run.remove_leftovers()  # what crashed while we ran (our turn is handed over: off the path)
+                return result
+        except BaseException as err:
+            run.close_log(error=err)
+            raise
     finally:
         interrupts.restore()
 
@@ -123,6 +164,7 @@ class Run:
         self.nested = False
         self.waited = 0.0
         self.log_warned = False
+        self.log: RunLog | None = None
         self._start: float | None = None
         from seqbox.state import trees_dir
 
@@ -143,6 +185,7 @@ class Run:
             "lock": self.options.lock,
             "mem": self.limits.mem,
             "pids": self.limits.pids,
+            "warn_at": self.limits.warn_at if self.limits.mem else None,
         }
 
     def join_queue(self) -> Turn | NoTurn:
@@ -157,6 +200,15 @@ class Run:
         if holder is not None:
             self.nested = True
             self.limits = self.limits.nested_in(holder.get("mem"), holder.get("pids"))
+            # The enclosing run samples the same tree against the same limit: its
+            # warning is enough (one line, not one per level).
+            outer_warn = holder.get("warn_at")
+            if (
+                isinstance(outer_warn, (int, float))
+                and self.limits.mem == holder.get("mem")
+                and (self.limits.warn_at is None or outer_warn <= self.limits.warn_at)
+            ):
+                self.limits.warn_at = None
             self.out.info(
                 f"nested inside pid {holder.get('pid')} (lock {holder.get('lock')!r}): "
                 "not queueing; limits nest inside its sandbox"
@@ -165,7 +217,7 @@ class Run:
         turn = queue.arrive(
             self.key, self.options.lock, self.options.slots, {**self.me(), "arrived": time.time()}
         )
-        self.out.info(f"in the queue of lock {self.options.lock!r} as number {turn.number}")
+        self.out.info(f'joined the queue of lock "{self.options.lock}"')
         return turn
 
     def execute(
@@ -173,6 +225,7 @@ class Run:
     ) -> tuple[Summary, Captured | None]:
         options = self.options
         log = _open_log(options.log, self.out)
+        self.log_start(selection)
         outcome: Outcome | None = None
         attempts, wall, cpu, peak, procs_peak = 0, 0.0, 0.0, 0, 0
         captured = None
@@ -216,7 +269,12 @@ class Run:
         summary.lock_wait_s = round(self.waited, 3)
         summary.attempts = attempts
         summary.run_id = self.run_id
-        summary.log = os.path.abspath(options.log) if options.log else None
+        summary.log = self.log_path()
+        self.close_log(summary=summary.as_json())
+        if self.out.level >= VERBOSE:
+            from seqbox.runlog import closing_line
+
+            self.out.info(closing_line(summary.as_json()))
         if log is not None:
             from seqbox.summary import dumps
 
@@ -267,6 +325,8 @@ class Run:
                 if capture is not None:
                     capture.started()
                 turn.started({**self.me(), "since": time.time(), "child": pid, **sandbox.describe()})
+                if self.log is not None:  # the command runs: the log may touch the disk now
+                    self.log.flush()
 
             def ended() -> None:  # the command is over: let the next run start, and step aside
                 turn.hand_over()
@@ -276,7 +336,9 @@ class Run:
                     pass
 
             last_try = options.retry == 0
-            outcome = Supervisor(sandbox, self.out, interrupts).run(
+            supervisor = Supervisor(sandbox, self.out, interrupts)
+            supervisor.events = self.log
+            outcome = supervisor.run(
                 prepared, foreground=foreground, started=started, ended=ended if last_try else None
             )
             if not _should_retry(outcome, options, attempt):
@@ -315,10 +377,19 @@ class Run:
                 try:
                     turn.wait(timeout=self.options.wait_timeout, on_wait=line, tick=line.tick)
                 except queue.Cancelled:
-                    raise CancelledRun("cancelled by 'seqbox kill --all' before it started") from None
+                    raise CancelledRun(CANCELLED) from None
+                except Interrupted:  # kill --all marks the waiters cancelled, then sends SIGTERM
+                    if turn.number <= turn.lockdir.cancel_mark():
+                        raise CancelledRun(CANCELLED) from None
+                    raise
                 finally:
                     line.done()
+                # no lock, no wait: only a queue's turn counts (0 with --no-lock or nested)
+                self.waited = time.monotonic() - start
+                self.log_lock(self.waited, True)
                 self.clean_after_crash(turn.previous)
+            else:
+                self.log_lock(0.0, True)
             if not self.nested and os.path.basename(self.argv[0]) == "git":
                 from seqbox import gitguard
 
@@ -327,9 +398,62 @@ class Run:
                     on_wait=lambda path: self.out.note(f"waiting for {path} to go away"),
                 )
         except BaseException:
+            if isinstance(turn, queue.Turn) and not self.waited:
+                self.log_lock(time.monotonic() - start, False)
             abandon(prepared)
             raise
-        self.waited = time.monotonic() - start
+
+    # -- the run log ------------------------------------------------------------
+
+    def log_start(self, selection: Selection) -> None:
+        if self.log is None:
+            return
+        from seqbox.runlog import limits_record
+
+        options = self.options
+        self.log.event(
+            "start",
+            run_id=self.run_id,
+            command=self.argv,
+            cwd=os.path.abspath(options.cwd or os.getcwd()),
+            pid=os.getpid(),
+            backend=selection.backend.name,
+            lock=None if options.no_lock else options.lock,
+            nested=self.nested,
+            limits=limits_record(self.limits, options.retry),
+            output_log=os.path.abspath(options.log) if options.log else None,
+        )
+
+    def log_lock(self, waited: float, got: bool) -> None:
+        if self.log is not None:
+            lock = None if self.options.no_lock else self.options.lock
+            self.log.event("lock", lock=lock, waited_s=round(waited, 3), got=got, nested=self.nested)
+
+    def log_path(self) -> str | None:
+        """The run log's path for the summary (written out first, so it exists)."""
+        if self.log is None:
+            return None
+        self.log.flush()
+        return self.log.written_path
+
+    def close_log(
+        self, summary: Mapping[str, object] | None = None, error: BaseException | None = None
+    ) -> None:
+        """The last event (``exit``, or ``error`` when seqbox could not finish), then prune."""
+        log, self.log = self.log, None
+        if log is None:
+            return
+        if summary is not None:
+            log.event("exit", summary=dict(summary))
+        elif error is not None:
+            code = getattr(error, "exit_code", None)
+            log.event("error", message=str(error) or type(error).__name__, exit_code=code)
+        log.flush()
+        log.close()
+        if not log.failed:
+            from seqbox.runlog import prune
+
+            prune(os.path.dirname(log.path), self.options.keep_logs)
 
     def remove_leftovers(self) -> None:
         """End and remove what crashed runs of this project left (their

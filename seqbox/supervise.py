@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from seqbox.output import Output
+    from seqbox.runlog import RunLog
 
 
 #: a command still running after this gets the notifications that are costly to set up
@@ -94,6 +95,7 @@ class Supervisor:
         self.procs_peak = 0
         self.warned_at = False
         self.warned_high = False
+        self.events: RunLog | None = None  # the run log, if any
 
     def run(
         self,
@@ -173,6 +175,7 @@ class Supervisor:
         self._handle_signals(skip_pgrp)
         if self.reason is None and sandbox.memory_exceeded(None):
             self.reason = "memory"
+            self._logged_kill("memory", "the kernel's OOM killer acted inside the sandbox")
         cpu = sandbox.cpu_seconds()
         if cpu is None:
             cpu = _children_cpu() - rusage_before
@@ -185,11 +188,13 @@ class Supervisor:
             if signum == KILL_REQUEST:
                 if self.reason not in ("memory", "interrupt"):
                     self.reason = "killed"
+                self._logged_kill("killed", "killed by 'seqbox kill'")
                 self.sandbox.kill_all()
             elif signum in STOP_SIGNALS:
                 if self.stop_signal is None:
                     self.stop_signal = signum
                     self.reason = "interrupt"
+                    self._logged_kill("interrupt", f"seqbox got signal {signum}")
                     # From a terminal, the command's process group got it too.
                     from_tty = signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
                     self.sandbox.signal_all(signum, skip_pgrp if from_tty else None)
@@ -201,18 +206,22 @@ class Supervisor:
         sandbox, limits = self.sandbox, self.limits
         usage = sandbox.sample()
         self.procs_peak = max(self.procs_peak, usage.procs)  # the kernel's pids.peak is read once, at the end
+        if self.events is not None:
+            self.events.sample(usage.mem, usage.procs, sandbox.cpu_seconds)
         if self.reason not in ("memory", "interrupt") and sandbox.memory_exceeded(usage):
             self.reason = "memory"
+            self._logged_kill("memory", f"memory limit exceeded ({format_size(usage.mem)})", mem=usage.mem)
             sandbox.kill_all()
             return
         if self.reason is None and sandbox.pids_exceeded(usage):
             self.reason = "pids"
+            self._logged_kill("pids", f"process limit {limits.pids} exceeded", procs=usage.procs)
             sandbox.kill_all()
             return
         if limits.mem and limits.warn_at and not self.warned_at and usage.mem > limits.warn_at * limits.mem:
             self.warned_at = True
             share = 100 * usage.mem / limits.mem
-            self.out.note(
+            self._warn(
                 f"warning: memory at {share:.0f}% of the limit "
                 f"({format_size(usage.mem)} of {format_size(limits.mem)})"
             )
@@ -223,18 +232,35 @@ class Supervisor:
             and usage.mem > limits.mem_high
         ):
             self.warned_high = True
-            self.out.note(
+            self._warn(
                 f"warning: memory above --mem-high {format_size(limits.mem_high)} ({format_size(usage.mem)})"
             )
 
+    def _warn(self, message: str) -> None:
+        self.out.note(message)
+        if self.events is not None:
+            self.events.event("warn", message=message)
+
+    def _logged_kill(self, reason: str, message: str, **fields: object) -> None:
+        if self.events is not None:
+            self.events.event("kill", reason=reason, message=message, **fields)
+
     def _timeout(self) -> None:
         self.reason = "timeout"
+        self._logged_kill("timeout", f"timeout after {format_duration(self.limits.timeout or 0)}")
         self.sandbox.signal_all(self.limits.signal)
         self.kill_at = time.monotonic() + self.limits.grace
 
     # -- results ----------------------------------------------------------------
 
     def _outcome(self, status: int, wall: float, cpu: float) -> Outcome:
+        refused = self.sandbox.forks_refused() if self.limits.pids else None
+        if refused:
+            forks = "1 fork" if refused == 1 else f"{refused} forks"
+            self._warn(
+                f"--pids {self.limits.pids} refused {forks} of the command "
+                "(its 'cannot fork' errors); raise --pids if it needs more processes"
+            )
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         peak = self.sandbox.peak_mem()
         kind, code = self._verdict(status, sig, peak)

@@ -57,12 +57,13 @@ class WaitLine:
         ahead = len(queue.holders) + sum(1 for w in queue.waiters if _number(w) < self.number)
         text = f'waiting for lock "{self.lock}": {ahead} ahead'
         if queue.holders:
-            holder = queue.holders[0]
-            since = holder.get("since")
-            held = format_duration(max(0.0, time.time() - since)) if since is not None else "?"
-            text += (
-                f'; held by pid {holder.get("pid")} "{describe_command(holder.get("command"))}" for {held}'
-            )
+            now = time.time()
+            held = []
+            for holder in queue.holders:  # with --slots, every holder
+                since = holder.get("since")
+                took = format_duration(max(0.0, now - since)) if isinstance(since, (int, float)) else "?"
+                held.append(f'pid {holder.get("pid")} "{describe_command(holder.get("command"))}" for {took}')
+            text += "; held by " + ", ".join(held)
         return text
 
     def done(self) -> None:

@@ -3,10 +3,12 @@ the test suite is the one command CI runs, so these checks live here."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,9 +26,19 @@ def _tool(name: str) -> list[str]:
     return [found]
 
 
+def _cache(name: str) -> str:
+    """A cache directory outside the checkout (which may be read-only, as in the VM)."""
+    return os.path.join(tempfile.gettempdir(), f"seqbox-tests-{os.getuid()}-{name}")
+
+
 def test_ruff_is_clean() -> None:
     res = subprocess.run(
-        [*_tool("ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        [*_tool("ruff"), "check", "--cache-dir", _cache("ruff"), "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert res.returncode == 0, res.stdout + res.stderr
 
@@ -34,7 +46,12 @@ def test_ruff_is_clean() -> None:
 @pytest.mark.slow
 def test_mypy_strict_is_clean() -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, "-m", "mypy", "--cache-dir", _cache("mypy")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert res.returncode == 0, res.stdout + res.stderr
 

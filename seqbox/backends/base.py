@@ -169,6 +169,11 @@ class Sandbox(abc.ABC):
         kernel counts it (pids.peak)."""
         return None
 
+    def forks_refused(self) -> int | None:
+        """How many forks the process limit refused, where the kernel counts
+        them (``pids.events`` ``max``); read before the sandbox is disposed."""
+        return None
+
     def pids_exceeded(self, usage: Usage | None) -> bool:
         """True when a backend that cannot stop forks saw too many tasks."""
         return False

@@ -176,6 +176,12 @@ class Cgroup1Sandbox(Sandbox):
     def tasks_peak(self) -> int | None:
         return self.files.number("tasks_peak")
 
+    def forks_refused(self) -> int | None:
+        if "pids" not in self.dirs:
+            return None
+        text = cgroupfs.try_read(os.path.join(self.dirs["pids"], "pids.events"))
+        return None if text is None else cgroupfs.parse_flat_keyed(text).get("max")
+
     def _make(self, layout: Cgroup1Layout, controller: str, name: str) -> None:
         path = os.path.join(layout.dirs[controller], name)
         if path not in self.dirs.values():  # co-mounted controllers share a directory

@@ -334,6 +334,10 @@ class Cgroup2Sandbox(Sandbox):
     def tasks_peak(self) -> int | None:
         return self.files.number("tasks_peak")
 
+    def forks_refused(self) -> int | None:
+        text = cgroupfs.try_read(self._file("pids.events"))
+        return None if text is None else cgroupfs.parse_flat_keyed(text).get("max")
+
     def sample(self) -> Usage:
         mem = self.files.number("current") or 0
         self._sampled_peak = max(self._sampled_peak, mem)

@@ -35,7 +35,7 @@ def status_main(as_json: bool) -> int:
             elapsed = format_duration(run["elapsed_s"]) if run["elapsed_s"] is not None else "?"
             sys.stdout.write(
                 f'  running  pid {run["pid"]} "{describe_command(run["command"], 60)}" '
-                f"for {elapsed}, {mem}, {run['procs']} processes, {run['backend']}\n"
+                f"for {elapsed}, {mem}, {_processes(run['procs'])}, {run['backend']}\n"
             )
         for waiter in lock["waiting"]:
             sys.stdout.write(
@@ -76,3 +76,7 @@ def clean_main() -> int:
     if not removed:
         sys.stdout.write("nothing to clean\n")
     return 0
+
+
+def _processes(count: object) -> str:
+    return "1 process" if count == 1 else f"{count if count is not None else '?'} processes"

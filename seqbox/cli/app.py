@@ -13,6 +13,7 @@ app = typer.Typer(
     "on the whole process tree.",
     no_args_is_help=True,
     add_completion=True,
+    rich_markup_mode=None,  # plain help: flags without a "<bool>" type column
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -130,7 +131,7 @@ def init(
 ) -> None:
     """Write a commented config for this project and show how to use seqbox in pre-commit and CI.
 
-    The config goes into pyproject.toml as \\[tool.seqbox] when there is one, else
+    The config goes into pyproject.toml as [tool.seqbox] when there is one, else
     into seqbox.toml; an existing config is never touched.
 
     \b
@@ -143,6 +144,69 @@ def init(
     from seqbox.cli.init import init_main
 
     raise typer.Exit(handle_errors(lambda: init_main(toml, recipe, folder, force), debug=False))
+
+
+@app.command()
+def logs(
+    run: str = typer.Argument(
+        None, metavar="RUN", help="A run: its number in the list (1 = newest), its run id or part of it."
+    ),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Print the current run's events as they come."),
+    limit: int = typer.Option(20, "--limit", "-n", metavar="N", help="How many recent runs to list."),
+    json: bool = typer.Option(False, "--json", help="JSON Lines: one run per line, or the run's raw events."),
+) -> None:
+    """List this project's recent runs (when, command, status, peak memory, duration), or show one.
+
+    Every 'seqbox run' writes a JSON Lines log (start, lock, a sample a second,
+    warnings, kills, exit with the summary); the newest keep_logs (200) are kept.
+
+    \b
+    examples:
+      seqbox logs                 # the recent runs, newest first
+      seqbox logs 1               # every event of the newest run
+      seqbox logs --follow        # the running command's events, live
+      seqbox logs -n 5 --json     # machine-readable
+    """
+    from seqbox.cli.logs import logs_main
+
+    raise typer.Exit(handle_errors(lambda: logs_main(run, follow, limit, json), debug=False))
+
+
+@app.command()
+def report(
+    run: str = typer.Argument(
+        None, metavar="RUN", help="A run: its number in 'seqbox logs' (1 = newest), or its run id."
+    ),
+    svg: str = typer.Option(None, "--svg", metavar="FILE", help="Also write the picture to FILE as SVG."),
+) -> None:
+    """Show one run's summary with its memory over time, the limit and any kill marked.
+
+    \b
+    examples:
+      seqbox report               # the newest run
+      seqbox report 3             # the third newest
+      seqbox report --svg mem.svg # also as an SVG picture, e.g. a CI artifact
+    """
+    from seqbox.cli.report import report_main
+
+    raise typer.Exit(handle_errors(lambda: report_main(run, svg), debug=False))
+
+
+@app.command()
+def monitor(
+    once: bool = typer.Option(False, "--once", help="Print the view once and exit (no full screen)."),
+) -> None:
+    """Live full-screen view of this project: the running command, its memory
+    against the limit, the queue. Refreshed every second; q quits.
+
+    \b
+    examples:
+      seqbox monitor
+      seqbox monitor --once
+    """
+    from seqbox.cli.monitor import monitor_main
+
+    raise typer.Exit(handle_errors(lambda: monitor_main(once), debug=False))
 
 
 def app_main(args: list[str]) -> int:
@@ -161,6 +225,10 @@ def app_main(args: list[str]) -> int:
         format_message = getattr(err, "format_message", None)
         if format_message is None:
             raise
-        Output().error(" ".join(str(format_message()).split()))
+        if type(err).__name__ == "NoArgsIsHelpError":  # plain `seqbox`: the help is the answer
+            typer.echo(str(format_message()))
+            return 0
+        message = " ".join(str(format_message()).split())
+        Output().error(message + " (see 'seqbox --help')")
         return EXIT_SEQBOX_FAILED
     return result if isinstance(result, int) else 0

@@ -1,0 +1,168 @@
+"""What seqbox says: one line each, no internal numbers, what to do next
+(issue 9 items 6, 8, 9, 11, 12, 13)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.capabilities import needs
+from tests.helpers import SeqboxRunner, prog, slack, wait_for_file
+from tests.test_fallback import _run_as_nobody
+
+
+def test_plain_seqbox_prints_the_help_and_nothing_else(sbx: SeqboxRunner) -> None:
+    res = sbx.run(cli=True)
+    assert res.returncode == 0, res
+    assert "Usage: seqbox" in res.stdout
+    assert "logs" in res.stdout
+    assert res.stderr == ""
+
+
+def test_help_shows_flags_without_a_type(sbx: SeqboxRunner) -> None:
+    for command in ("status", "doctor", "logs", "kill"):
+        res = sbx.cli(command, "--help")
+        assert res.returncode == 0, res
+        assert "<bool>" not in res.stdout, res
+        assert "--help" in res.stdout
+
+
+def test_status_counts_one_process_in_the_singular(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    proc = sbx.start("--", "sh", "-c", f"echo x > {ready}; exec sleep 30")
+    wait_for_file(ready)
+    res = sbx.cli("status")
+    sbx.cli("kill")
+    proc.wait(timeout=slack(10))
+    assert "1 process," in res.stdout, res
+    assert "1 processes" not in res.stdout
+
+
+def test_verbose_names_no_ticket_and_ends_with_a_summary_line(sbx: SeqboxRunner) -> None:
+    res = sbx.run("-v", "--mem", "64M", "--", "sh", "-c", "exit 2")
+    assert res.returncode == 2, res
+    assert not re.search(r"number \d{6,}", res.stderr), res
+    last = res.seqbox_lines()[-1]
+    assert last.startswith("seqbox: done: failed, exit 2"), res
+    assert "of 64.0 MiB" in last
+    assert "seqbox report" in last  # where to look next
+
+
+def test_waiting_line_names_every_holder_with_slots(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    holders = [
+        sbx.start("--slots", "2", "--", "sh", "-c", f"echo h >> {marks}; sleep 2; echo holder-{i}")
+        for i in (1, 2)
+    ]
+    wait_for_file(marks, lines=2)
+    res = sbx.run("--slots", "2", "--", "true")
+    for proc in holders:
+        assert proc.wait(timeout=slack(10)) == 0
+    assert res.returncode == 0, res
+    waiting = next(line for line in res.seqbox_lines() if "waiting for lock" in line)
+    for proc in holders:
+        assert f"pid {proc.pid} " in waiting, waiting
+
+
+def test_a_cancelled_waiter_says_so(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    holder = sbx.start("--", "sh", "-c", f"echo x > {ready}; exec sleep 30")
+    wait_for_file(ready)
+    waiter = sbx.start("--", "echo", "never")
+    for _ in range(100):
+        if "waiting" in sbx.cli("status").stdout:
+            break
+    killed = sbx.cli("kill", "--all")
+    assert killed.returncode == 0, killed
+    out, err = waiter.communicate(timeout=slack(10))
+    holder.wait(timeout=slack(10))
+    assert waiter.returncode == 143
+    assert out == b""
+    lines = [line for line in err.decode().splitlines() if line.startswith("seqbox:")]
+    assert lines[-1].startswith("seqbox: cancelled by 'seqbox kill --all'"), err
+
+
+@needs("root", "unprivileged")
+def test_poll_fallback_note_is_short_and_said_once(nobody_home: Path, token: str, leak_guard: None) -> None:
+    first = _run_as_nobody(nobody_home, token, "run", "--", "sh", "-c", "exit 3")
+    second = _run_as_nobody(nobody_home, token, "run", "--", "sh", "-c", "exit 3")
+    assert (first.returncode, second.returncode) == (3, 3)
+    assert len(first.seqbox_lines()) == 1, first
+    assert "poll" in first.seqbox_lines()[0]
+    assert len(first.seqbox_lines()[0]) < 120, first
+    assert "seqbox doctor" in first.seqbox_lines()[0]
+    assert second.seqbox_lines() == [], second
+    doctor = _run_as_nobody(nobody_home, token, "doctor", "--json")
+    assert "psutil" not in json.loads(doctor.stdout)["why"]
+
+
+def test_memory_kill_message_is_one_line(sbx: SeqboxRunner) -> None:
+    res = sbx.run("--mem", "64M", "--warn-at", "0", "--", *prog("hog", "--chunk", "16"))
+    assert res.returncode == 137, res
+    assert len(res.seqbox_lines()) == 1, res
+    assert res.stderr.count("\n") == 1, res
+
+
+def test_refused_forks_are_named(sbx: SeqboxRunner, cgroup_backend: str) -> None:
+    """Issue 9 item 7: the command's own 'Cannot fork' is explained by seqbox's --pids."""
+    script = "i=0; while [ $i -lt 8 ]; do i=$((i+1)); sleep 0.3 & done; wait"
+    res = sbx.run("--pids", "5", "--", "sh", "-c", script, backend=cgroup_backend)
+    notes = [line for line in res.seqbox_lines() if "refused" in line]
+    assert len(notes) == 1, res
+    assert re.match(r"seqbox: --pids 5 refused \d+ forks? ", notes[0]), res
+    assert "raise --pids" in notes[0]
+
+
+def test_nested_runs_warn_once(sbx: SeqboxRunner) -> None:
+    """Issue 9 item 10: the inner run's tree is the outer's, against the same
+    limit: one warning, not one per level."""
+    inner = sbx.argv(["run", "--", *prog("hog", "--total", "120", "--chunk", "40", "--hold", "1.2")])
+    res = sbx.run("--mem", "200M", "--", *inner, timeout=60)
+    assert res.returncode == 0, res
+    warnings = [line for line in res.seqbox_lines() if "memory at" in line]
+    assert len(warnings) == 1, res
+
+
+def _tmux(socket: str, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["tmux", "-S", socket, *args], check=False, capture_output=True, text=True).stdout
+
+
+def test_messages_start_on_a_fresh_line_on_a_terminal(
+    sbx: SeqboxRunner, project: Path, tmp_path: Path
+) -> None:
+    """Issue 9 item 10: the command left the cursor mid-line; seqbox's warning
+    still starts at the beginning of a line (and the dots stay)."""
+    import shlex
+    import shutil
+    import subprocess
+    import time
+
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux")
+    done = tmp_path / "done"
+    script = (
+        f"printf .........; {shlex.join(prog('hog', '--total', '100', '--chunk', '100', '--hold', '1.5'))}"
+    )
+    command = shlex.join(sbx.argv(["run", "--mem", "128M", "--", "sh", "-c", script]))
+    socket = str(tmp_path / "tmux.sock")
+    subprocess.run(
+        ["tmux", "-S", socket, "new-session", "-d", "-x", "120", "-y", "20", "-s", "t", "sh", "-c",
+         f"cd {shlex.quote(str(project))} && {command}; echo exit=$? > {done}; sleep 30"],
+        env=sbx.env(),
+        check=True,
+    )  # fmt: skip
+    try:
+        wait_for_file(done, timeout=30)
+        time.sleep(0.2)
+        screen = _tmux(socket, "capture-pane", "-p", "-t", "t")
+    finally:
+        _tmux(socket, "kill-server")
+    assert done.read_text().strip() == "exit=0", screen
+    lines = screen.splitlines()
+    assert any(line.startswith(".........") for line in lines), screen
+    assert any(line.startswith("seqbox: warning: memory at") for line in lines), screen
