@@ -54,16 +54,31 @@ def kill(
     return killed, cancelled
 
 
-def clean(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Remove what crashed runs left: cgroups, dead tickets, idle lock files."""
+def clean(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """Remove what crashed runs left: their cgroups (killing what still runs
+    there), dead tickets, idle lock files. Returns (what was done, what could
+    not be removed)."""
+    done, failed = [], []
+    for leftover in leftovers.find_whole(everywhere=True):
+        commands, not_removed = leftovers.remove_whole(leftover)
+        if commands:
+            shown = ", ".join(f'"{_short(c)}"' for c in commands[:3]) + (", ..." if len(commands) > 3 else "")
+            count = "1 process" if len(commands) == 1 else f"{len(commands)} processes"
+            done.append(f"killed {count} a crashed run left running: {shown}")
+        if not_removed:
+            failed.append(f"cgroup {leftover.name}: could not remove {'; '.join(not_removed)}")
+        else:
+            done.append(f"removed cgroup {leftover.name} ({leftover.where()})")
     from seqbox.state import trees_dir
 
-    removed = []
     trees = trees_dir(environ)
-    for path in leftovers.find(None, trees):
+    for path in leftovers.find(None, trees):  # the poll backend's records of crashed runs
+        if not path.startswith(trees + os.sep):
+            continue
         if leftovers.remove(path):
-            kind = "the processes recorded in" if path.startswith(trees) else "cgroup"
-            removed.append(f"{kind} {path}")
+            done.append(f"removed the processes recorded in {path}")
+        else:
+            failed.append(f"could not remove {path}")
     try:
         os.rmdir(trees)
     except OSError:
@@ -74,9 +89,13 @@ def clean(environ: Mapping[str, str] | None = None) -> list[str]:
                 before = set(lockdir.tickets())
                 queue.view(lockdir, prune=True)
                 for number in sorted(before - set(lockdir.tickets())):
-                    removed.append(f"ticket {number} of a dead waiter (lock {lockdir.lock!r})")
+                    done.append(f"removed ticket {number} of a dead waiter (lock {lockdir.lock!r})")
                 if queue.tidy(lockdir):
-                    removed.append(f"idle lock files of {lockdir.lock!r} ({key})")
+                    done.append(f"removed idle lock files of {lockdir.lock!r} ({key})")
             finally:
                 lockdir.close()
-    return removed
+    return done, failed
+
+
+def _short(command: str, width: int = 50) -> str:
+    return command if len(command) <= width else command[: width - 3] + "..."

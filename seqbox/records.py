@@ -104,8 +104,17 @@ class LockStatus(TypedDict):
     waiting: list[WaitingStatus]
 
 
+class OrphanStatus(TypedDict):
+    """What a crashed run left running (its supervisor is gone)."""
+
+    cgroup: str
+    processes: int
+    commands: list[str]
+
+
 class Status(TypedDict):
     """``seqbox status --json``."""
 
     project: str
     locks: list[LockStatus]
+    orphaned: list[OrphanStatus]

@@ -11,7 +11,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from seqbox.records import Entry, LockStatus, RunningStatus, Status
+    from seqbox.records import Entry, LockStatus, OrphanStatus, RunningStatus, Status
 
 
 def collect(project_key: str, project_root: str, environ: Mapping[str, str] | None = None) -> Status:
@@ -39,7 +39,20 @@ def collect(project_key: str, project_root: str, environ: Mapping[str, str] | No
                 ],
             }
         )
-    return {"project": project_root, "locks": locks}
+    return {"project": project_root, "locks": locks, "orphaned": orphaned(project_key)}
+
+
+def orphaned(project_key: str) -> list[OrphanStatus]:
+    """Trees of crashed runs of the project that still run (``seqbox clean`` ends them)."""
+    from seqbox.backends import leftovers
+
+    found: list[OrphanStatus] = []
+    for leftover in leftovers.find_whole(project_key):
+        pids = leftover.pids()
+        if pids:
+            commands = [c for c in (leftovers.command_of(pid) for pid in pids) if c]
+            found.append({"cgroup": leftover.name, "processes": len(pids), "commands": commands})
+    return found
 
 
 def _holder(entry: Entry, now: float) -> RunningStatus:

@@ -154,3 +154,120 @@ def remove(path: str) -> bool:
         return True
     except BackendError:  # reported by the caller
         return False
+
+
+# -- whole leftovers: every hierarchy's directory of one crashed run ------------------
+
+#: how deep ``seqbox clean`` looks for seqbox cgroups below each hierarchy's root
+SEARCH_DEPTH = 8
+
+
+class Leftover:
+    """One crashed run's cgroups: the same name in each hierarchy it used."""
+
+    __slots__ = ("name", "paths")
+
+    def __init__(self, name: str, paths: list[str]) -> None:
+        self.name = name
+        self.paths = sorted(paths)
+
+    def pids(self) -> list[int]:
+        """The processes still running in it (in any of its hierarchies)."""
+        found: set[int] = set()
+        for path in self.paths:
+            found.update(cgroupfs.tree_pids(path))
+        return sorted(found)
+
+    def where(self) -> str:
+        """The hierarchies it spans, for messages: ``memory, pids, unified``."""
+        names = []
+        for path in self.paths:
+            mount = _mount_of(path)
+            if mount is None:
+                names.append(path)
+            elif mount.fstype == "cgroup2":
+                names.append("unified")
+            else:
+                names.append(",".join(sorted(mount.controllers)) or os.path.basename(mount.path))
+        return ", ".join(names)
+
+
+def _mount_of(path: str) -> cgroupfs.Mount | None:
+    best = None
+    for mount in cgroupfs.mounts():
+        if (path == mount.path or path.startswith(mount.path + "/")) and (
+            best is None or len(mount.path) > len(best.path)
+        ):
+            best = mount
+    return best
+
+
+def command_of(pid: int) -> str | None:
+    """A process's command line, or None when it is gone."""
+    text = cgroupfs.try_read(f"/proc/{pid}/cmdline")
+    if not text:
+        return None
+    return " ".join(text.rstrip("\0").split("\0"))
+
+
+def _search(root: str, depth: int) -> list[str]:
+    """``seqbox-*`` directories below ``root`` (not below each other)."""
+    found = []
+    stack = [(root, 0)]
+    while stack:
+        path, level = stack.pop()
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.name.startswith("seqbox-"):
+                found.append(entry.path)
+            elif level < depth:
+                stack.append((entry.path, level + 1))
+    return found
+
+
+def find_whole(project_key: str | None = None, everywhere: bool = False) -> list[Leftover]:
+    """Leftovers grouped by run. With ``everywhere``, every writable cgroup
+    hierarchy is searched, not only where this process's cgroups are: a run
+    started from another login session made its cgroups under that session's
+    path, which may differ per controller."""
+    paths = find(project_key)
+    if everywhere:
+        for mount in cgroupfs.mounts():
+            if not mount.read_only:
+                paths.extend(
+                    p
+                    for p in _search(mount.path, SEARCH_DEPTH)
+                    if is_leftover(os.path.basename(p), project_key)
+                )
+    groups: dict[str, set[str]] = {}
+    for path in paths:
+        groups.setdefault(os.path.basename(path), set()).add(path)
+    return [Leftover(name, list(group)) for name, group in sorted(groups.items())]
+
+
+def remove_whole(leftover: Leftover) -> tuple[list[str], list[str]]:
+    """Kill what runs in every one of the leftover's cgroups, then remove them
+    all. Returns (the commands killed, the directories that could not be
+    removed, each with the reason)."""
+    pids = leftover.pids()
+    commands = [c for c in (command_of(pid) for pid in pids) if c]
+    for path in leftover.paths:  # first kill everywhere: a process is in all of them
+        kill = os.path.join(path, "cgroup.kill")
+        if os.path.exists(kill):
+            try:
+                cgroupfs.write(kill, "1")
+            except BackendError:
+                pass
+        cgroupfs.kill_until_empty(path, rounds=50, pause=0.01)
+    failed = []
+    for path in leftover.paths:
+        try:
+            cgroupfs.remove_tree(path, attempts=50)
+        except BackendError as err:
+            failed.append(f"{path} ({err})")
+    return commands, failed

@@ -25,7 +25,14 @@ def status_main(as_json: bool) -> int:
         sys.stdout.write(json.dumps(data) + "\n")
         return 0
     locks = data["locks"]
-    if not locks:
+    for orphan in data["orphaned"]:
+        first = orphan["commands"][0] if orphan["commands"] else "?"
+        sys.stdout.write(
+            f"orphaned  {_processes(orphan['processes'])} left running by a crashed run "
+            f'(cgroup {orphan["cgroup"]}), first "{describe_command(first, 60)}"; '
+            "end them with 'seqbox clean'\n"
+        )
+    if not locks and not data["orphaned"]:
         sys.stdout.write(f"nothing running or waiting in {root}\n")
         return 0
     for lock in locks:
@@ -69,13 +76,17 @@ def kill_main(lock: str | None, cancel_all: bool) -> int:
 
 def clean_main() -> int:
     from seqbox.control import clean
+    from seqbox.output import Output
 
-    removed = clean()
-    for item in removed:
-        sys.stdout.write(f"removed {item}\n")
-    if not removed:
+    done, failed = clean()
+    for item in done:
+        sys.stdout.write(item + "\n")
+    out = Output()
+    for item in failed:
+        out.error(f"{item}; run 'seqbox clean' again as root, or once its processes have exited")
+    if not done and not failed:
         sys.stdout.write("nothing to clean\n")
-    return 0
+    return 1 if failed else 0
 
 
 def _processes(count: object) -> str:
