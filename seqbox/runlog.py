@@ -43,14 +43,41 @@ def directory(log_dir: str | None, root: str, project_key: str, environ: Mapping
     return os.path.join(log_dir_default(environ), project_key)
 
 
+def _open_private(project_key: str, name: str, environ: Mapping[str, str]) -> int:
+    """Open ``logs/<project key>/<name>`` in the state directory through
+    directory descriptors, never following a symlink (as the queue's files)."""
+    from seqbox.state import log_dir_default, open_private_dir, open_state_dir
+
+    state_fd = open_state_dir(environ)
+    try:
+        logs_fd = open_private_dir(state_fd, "logs", log_dir_default(environ))
+    finally:
+        os.close(state_fd)
+    try:
+        project_fd = open_private_dir(
+            logs_fd, project_key, os.path.join(log_dir_default(environ), project_key)
+        )
+    finally:
+        os.close(logs_fd)
+    try:
+        return os.open(name, FILE_FLAGS, 0o600, dir_fd=project_fd)
+    finally:
+        os.close(project_fd)
+
+
+FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 class RunLog:
     """The log of one run. ``event()`` is cheap; nothing touches the disk
     before :meth:`flush` (called once the command runs)."""
 
-    __slots__ = ("_fd", "_last_sample", "_out", "_pending", "failed", "path")
+    __slots__ = ("_fd", "_last_sample", "_out", "_pending", "_private", "failed", "path")
 
-    def __init__(self, path: str, out: Output) -> None:
+    def __init__(self, path: str, out: Output, private: tuple[str, Mapping[str, str]] | None = None) -> None:
         self.path = path
+        #: (project key, environment) when the log lives in the state directory
+        self._private = private
         self.failed = False
         self._out = out
         self._fd: int | None = None
@@ -82,18 +109,23 @@ class RunLog:
         cpu = cpu_seconds()
         self.event("sample", mem=mem, procs=procs, cpu_s=None if cpu is None else round(cpu, 3))
 
-    def flush(self) -> None:
-        """Open the file (once) and write what is pending."""
+    def flush(self, quiet: bool = False) -> None:
+        """Open the file (once) and write what is pending. ``quiet``: a log
+        that cannot be opened is given up without a warning."""
         if self.failed or (self._fd is not None and not self._pending):
             return
         if self._fd is None:
+            from seqbox.errors import StateError
+
             try:
-                os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-                self._fd = os.open(
-                    self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-                )
-            except OSError as err:
-                self._fail(err)
+                if self._private is not None:
+                    key, environ = self._private
+                    self._fd = _open_private(key, os.path.basename(self.path), environ)
+                else:
+                    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                    self._fd = os.open(self.path, FILE_FLAGS, 0o644)
+            except (OSError, StateError) as err:
+                self._fail(err, quiet)
                 return
         pending, self._pending = self._pending, []
         self._write(pending)
@@ -106,12 +138,15 @@ class RunLog:
         except OSError as err:
             self._fail(err)
 
-    def _fail(self, err: OSError) -> None:
+    def _fail(self, err: Exception, quiet: bool = False) -> None:
         self.failed = True
         self._pending = []
         self.close()
+        if quiet:
+            return
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         self._out.note(
-            f"warning: cannot write the run log {self.path}: {err.strerror}; the command runs on "
+            f"warning: cannot write the run log {self.path}: {reason}; the command runs on "
             "without it (free some space, or set log_dir in the config to a writable directory)"
         )
 
@@ -154,7 +189,8 @@ def for_run(
     """The run's log (not yet on disk), or None when ``keep_logs`` is 0."""
     if keep <= 0:
         return None
-    return RunLog(os.path.join(directory(log_dir, root, project_key, environ), run_id + SUFFIX), out)
+    path = os.path.join(directory(log_dir, root, project_key, environ), run_id + SUFFIX)
+    return RunLog(path, out, None if log_dir else (project_key, environ))
 
 
 def limits_record(limits: object, retry: int) -> dict[str, object]:

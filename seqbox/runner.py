@@ -448,7 +448,7 @@ class Run:
         elif error is not None:
             code = getattr(error, "exit_code", None)
             log.event("error", message=str(error) or type(error).__name__, exit_code=code)
-        log.flush()
+        log.flush(quiet=error is not None)  # seqbox's own error is the one line to show
         log.close()
         if not log.failed:
             from seqbox.runlog import prune
