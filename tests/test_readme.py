@@ -38,6 +38,10 @@ RUN: dict[str, set[int]] = {
     "seqbox status": {0},
     "seqbox kill --all": {1},  # nothing running
     "seqbox clean": {0},
+    "seqbox logs": {0},  # the runs above
+    "seqbox logs 1": {0},
+    "seqbox report": {0},
+    "seqbox report 2 --svg mem.svg": {0},
     "seqbox doctor": {0, 1},  # 1: only polling here
     "seqbox init --recipe": {0},
     "python examples/agents.py 4": {0},
@@ -54,6 +58,8 @@ ELSEWHERE: dict[str, str] = {
     'python -m pytest -m "not slow"': "a part of .ci/run's suite",
     "scripts/vm-test -- -k cgroup2 tests": ".ci/run (the cgroup v2 lane)",
     "python bench/launch_overhead.py": "a benchmark (prints numbers; bench/)",
+    "seqbox logs --follow": "tests/test_runlog.py::test_logs_follow_prints_the_running_commands_events",
+    "seqbox monitor": "tests/test_runlog.py::test_monitor_under_tmux (full screen until q)",
 }
 FILES = {
     "test_ok.py": "def test_ok() -> None:\n    assert True\n",
