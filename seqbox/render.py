@@ -35,7 +35,10 @@ STATUS_STYLE = {
 
 
 def plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+    """``1 process``, ``2 processes``."""
+    if count == 1:
+        return f"{count} {word}"
+    return f"{count} {word}es" if word.endswith("s") else f"{count} {word}s"
 
 
 def command_text(command: object, width: int | None = None) -> str:
@@ -156,7 +159,7 @@ def event_line(event: dict[str, object]) -> str:
     elif kind == "sample":
         mem, procs, cpu = event.get("mem"), event.get("procs"), event.get("cpu_s")
         detail = f"{size(mem) if isinstance(mem, int) else '?'}, "
-        detail += plural(procs, "process").replace("processs", "processes") if isinstance(procs, int) else "?"
+        detail += plural(procs, "process") if isinstance(procs, int) else "?"
         if isinstance(cpu, (int, float)):
             detail += f", cpu {cpu:.2f}s"
     elif kind in ("warn", "kill", "error"):
@@ -291,7 +294,17 @@ def monitor_screen(data: Status, history: dict[str, list[int]], width: int = 40)
     header.append("seqbox monitor", style="bold")
     header.append(f"  {root}  {clock(time.time(), with_date=False)}  (q quits)", style="dim")
     parts: list[RenderableType] = [header, Text("")]
-    if not data["locks"]:
+    for orphan in data["orphaned"]:
+        count = plural(orphan["processes"], "process")
+        first = command_text(orphan["commands"][0] if orphan["commands"] else "?", 60)
+        parts.append(
+            Text(
+                f'orphaned: {count} left running by a crashed run, first "{first}"; '
+                "end them with 'seqbox clean'",
+                style="bold red",
+            )
+        )
+    if not data["locks"] and not data["orphaned"]:
         parts.append(Text(f"nothing running or waiting in {root}"))
         return Group(*parts)
     for lock in data["locks"]:
