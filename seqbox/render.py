@@ -230,24 +230,31 @@ def report(record: RunRecord, width: int = 60) -> RenderableType:
     return Group(grid, Text(""), memory_chart(record, width))
 
 
-def timeline(points: Sequence[tuple[float, int]], width: int) -> list[int]:
-    """Memory per column of a chart ``width`` wide spanning the points' times:
-    each column holds the highest sample taken in its time slice (or the one
-    before, when none was taken in it)."""
-    if not points:
-        return []
-    t0, t1 = points[0][0], points[-1][0]
+def timeline(points: Sequence[tuple[float, int]], width: int, t0: float, t1: float) -> list[int]:
+    """Memory per column of a chart ``width`` wide spanning ``t0``..``t1``: each
+    column holds the highest sample taken in its time slice, else the one
+    before it (0 before the first)."""
     span = max(t1 - t0, 1e-9)
     columns: list[int | None] = [None] * width
     for t, mem in points:
-        col = min(width - 1, int((t - t0) / span * (width - 1) + 0.5))
+        col = min(width - 1, max(0, int((t - t0) / span * width)))
         current = columns[col]
         columns[col] = mem if current is None else max(current, mem)
-    out, last = [], points[0][1]
+    out, last = [], 0
     for value in columns:
         last = last if value is None else value
         out.append(last)
     return out
+
+
+def _run_span(record: RunRecord) -> tuple[float, float] | None:
+    """From when the command got its turn to the run's last event."""
+    times = [float(t) for e in record.events if isinstance(t := e.get("t"), (int, float))]
+    if not times:
+        return None
+    got = [e.get("t") for e in record.events if e.get("event") == "lock" and e.get("got")]
+    t0 = float(got[0]) if got and isinstance(got[0], (int, float)) else times[0]
+    return t0, max(times[-1], t0)
 
 
 def memory_chart(record: RunRecord, width: int) -> RenderableType:
@@ -258,28 +265,29 @@ def memory_chart(record: RunRecord, width: int) -> RenderableType:
         for e in [*record.samples, *record.kills]
         if isinstance(t := e.get("t"), (int, float)) and isinstance(mem := e.get("mem"), int)
     )
+    span = _run_span(record)
     limit = record.mem_limit
-    if not points:
+    if not points or span is None:
         return Text("memory over time: no samples (the command ended before the first one)", style="dim")
+    t0, t1 = span
     top = limit or max(mem for _, mem in points) or 1
-    columns = width if len(points) > 1 else 1
-    spark = sparkline(timeline(points, columns), columns, top)
+    spark = sparkline(timeline(points, width, t0, t1), width, top)
     label_width = max(len(size(top)), 9)
     chart = Text()
     chart.append("memory over time\n", style="bold")
     if limit:
         chart.append(f"{size(limit):>{label_width}} ┤", style="red")
-        chart.append("┄" * columns + " limit\n", style="red")
+        chart.append("┄" * width + " limit\n", style="red")
     else:
-        chart.append(f"{size(top):>{label_width}} ┤" + " " * columns + " (no limit: scaled to the peak)\n")
+        chart.append(f"{size(top):>{label_width}} ┤" + " " * width + " (no limit: scaled to the peak)\n")
     chart.append(f"{'':>{label_width}} │")
     chart.append(spark, style="cyan")
     if record.kills:
         chart.append("✗", style="bold red")
         chart.append(f" killed: {record.kills[0].get('reason')}", style="red")
     chart.append("\n")
-    end = duration(points[-1][0] - (record.started_at or points[0][0]))
-    chart.append(f"{'0':>{label_width}} └0s{end:>{max(len(end), columns - 2)}}")
+    end = duration(t1 - t0)
+    chart.append(f"{'0':>{label_width}} └0s{end:>{width - 2}}")
     return chart
 
 
