@@ -317,8 +317,8 @@ def monitor_screen(data: Status, history: dict[str, list[int]], width: int = 40)
         return Group(*parts)
     for lock in data["locks"]:
         grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold", no_wrap=True)
-        grid.add_column(no_wrap=True, overflow="ellipsis")
+        grid.add_column(style="bold", no_wrap=True, min_width=len("processes"))  # labels never shrink
+        grid.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
         parts.append(Text(f'lock "{lock["lock"]}"', style="bold underline"))
         for run in lock["running"]:
             limit = run["mem_limit_bytes"]

@@ -247,7 +247,7 @@ def test_monitor_under_tmux(sbx: SeqboxRunner, project: Path, tmp_path: Path) ->
     tmux = ["tmux", "-S", socket]
     launch = f"cd {project} && exec {sys.executable} -m seqbox monitor"
     subprocess.run(
-        [*tmux, "new-session", "-d", "-x", "220", "-y", "30", "-s", "mon", "sh", "-c", launch],
+        [*tmux, "new-session", "-d", "-x", "120", "-y", "30", "-s", "mon", "sh", "-c", launch],
         env=env,
         check=True,
     )
@@ -269,6 +269,8 @@ def test_monitor_under_tmux(sbx: SeqboxRunner, project: Path, tmp_path: Path) ->
         print(screen)
         assert "seqbox monitor" in screen
         assert "prog.py hog" in screen
+        for label in ("running", "memory", "history", "processes", "waiting"):
+            assert any(line.startswith(label) for line in screen.splitlines()), label
         assert "[█" in screen  # the memory bar
         assert "░" in screen
         assert "sh -c 'echo waiter-ran'" in screen
