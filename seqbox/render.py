@@ -324,8 +324,8 @@ def monitor_screen(data: Status, history: dict[str, list[int]], width: int = 40)
             limit = run["mem_limit_bytes"]
             grid.add_row(
                 "running",
-                f'pid {run["pid"]} "{command_text(run["command"], 120)}", '
-                f"for {duration(run['elapsed_s'])}, {run['backend']}",
+                f"pid {run['pid']}, for {duration(run['elapsed_s'])}, {run['backend']}: "
+                f'"{command_text(run["command"], 120)}"',
             )
             grid.add_row("memory", bar(run["mem_bytes"], limit))
             spark = sparkline(history.get(str(run["run_id"]), []), width, limit)
@@ -336,8 +336,8 @@ def monitor_screen(data: Status, history: dict[str, list[int]], width: int = 40)
         for waiter in lock["waiting"]:
             grid.add_row(
                 "waiting" if waiter["position"] == 1 else "",
-                f'{waiter["position"]}. pid {waiter["pid"]} "{command_text(waiter["command"], 120)}" '
-                f"for {duration(waiter['waiting_s'])}",
+                f"{waiter['position']}. pid {waiter['pid']}, for {duration(waiter['waiting_s'])}: "
+                f'"{command_text(waiter["command"], 120)}"',
             )
         if not lock["waiting"]:
             grid.add_row("waiting", "nobody")
