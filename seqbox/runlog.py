@@ -12,7 +12,8 @@ Events, one object a line, each with ``event`` and ``t`` (epoch seconds):
 
 Writing costs the command nothing at start-up: events are kept in memory
 until the command has been launched, then written (and from then on as they
-come). A log that cannot be written gives one warning; the run goes on.
+come). A log that cannot be written gives one warning at the end; the run
+goes on.
 
 Logs live under the state directory (``logs/<project key>/``) or in the
 project's ``log_dir``; the newest ``keep_logs`` runs are kept.
@@ -72,13 +73,14 @@ class RunLog:
     """The log of one run. ``event()`` is cheap; nothing touches the disk
     before :meth:`flush` (called once the command runs)."""
 
-    __slots__ = ("_fd", "_last_sample", "_out", "_pending", "_private", "failed", "path")
+    __slots__ = ("_fd", "_last_sample", "_out", "_pending", "_private", "failed", "path", "problem")
 
     def __init__(self, path: str, out: Output, private: tuple[str, Mapping[str, str]] | None = None) -> None:
         self.path = path
         #: (project key, environment) when the log lives in the state directory
         self._private = private
         self.failed = False
+        self.problem: str | None = None
         self._out = out
         self._fd: int | None = None
         self._pending: list[dict[str, object]] = []
@@ -145,10 +147,18 @@ class RunLog:
         if quiet:
             return
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        self._out.note(
-            f"warning: cannot write the run log {self.path}: {reason}; the command runs on "
+        self.problem = (
+            f"warning: cannot write the run log {self.path}: {reason}; the command ran "
             "without it (free some space, or set log_dir in the config to a writable directory)"
         )
+
+    def warn_if_failed(self) -> None:
+        """Say once, at the end of a run that seqbox finished, that its log
+        could not be written (when seqbox itself failed, its error is the one
+        line to show: a full state disk breaks both)."""
+        if self.problem is not None:
+            self._out.note(self.problem)
+            self.problem = None
 
     def close(self) -> None:
         if self._fd is not None:

@@ -450,6 +450,8 @@ class Run:
             log.event("error", message=str(error) or type(error).__name__, exit_code=code)
         log.flush(quiet=error is not None)  # seqbox's own error is the one line to show
         log.close()
+        if error is None:
+            log.warn_if_failed()
         if not log.failed:
             from seqbox.runlog import prune
 
