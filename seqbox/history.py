@@ -60,7 +60,8 @@ class RunRecord:
         if self.summary is not None:
             return str(self.summary.get("status"))
         if self.error is not None:
-            return "error"
+            status = next((e.get("status") for e in reversed(self.events) if e.get("event") == "error"), None)
+            return status if isinstance(status, str) else "error"
         return "running" if self.running else "crashed"
 
     @property

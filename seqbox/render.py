@@ -31,6 +31,7 @@ STATUS_STYLE = {
     "error": "red",
     "running": "cyan",
     "crashed": "bold red",
+    "cancelled": "yellow",
 }
 
 
@@ -104,8 +105,8 @@ def status_text(status: str, exit_code: int | None = None) -> Text:
 # -- seqbox logs --------------------------------------------------------------------------
 
 
-def runs_table(records: Sequence[RunRecord], width: int = 80) -> Table:
-    """The recent runs, one a line, fitted to ``width`` (the command gives way)."""
+def runs_table(records: Sequence[RunRecord]) -> Table:
+    """The recent runs, one a line, as wide as the terminal (the command gives way)."""
     headers = ("#", "started", "command", "status", "peak", "limit", "duration")
     today = time.strftime("%Y-%m-%d")
     rows = [
@@ -121,13 +122,14 @@ def runs_table(records: Sequence[RunRecord], width: int = 80) -> Table:
         for number, record in enumerate(records, 1)
     ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    room = max(20, width - sum(w for i, w in enumerate(widths) if i != 2) - 2 * (len(headers) - 1))
-    table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1, 0, 1))
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=True)
     for i, header in enumerate(headers):
-        justify = "right" if i in (0, 4, 5, 6) else "left"
-        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        if header == "command":  # takes what is left, cut with an ellipsis
+            table.add_column(header, no_wrap=True, overflow="ellipsis", ratio=1, min_width=10)
+        else:
+            justify = "right" if i in (0, 4, 5, 6) else "left"
+            table.add_column(header, justify=justify, no_wrap=True, width=widths[i])  # type: ignore[arg-type]
     for row, record in zip(rows, records, strict=True):
-        row[2] = command_text(record.command, room)
         status = row[3]
         table.add_row(*row[:3], Text(status, style=STATUS_STYLE.get(record.status, "")), *row[4:])
     return table

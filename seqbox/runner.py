@@ -447,7 +447,11 @@ class Run:
             log.event("exit", summary=dict(summary))
         elif error is not None:
             code = getattr(error, "exit_code", None)
-            log.event("error", message=str(error) or type(error).__name__, exit_code=code)
+            status = "cancelled" if isinstance(error, CancelledRun) else "error"
+            if isinstance(error, Interrupted):  # stopped while it waited or prepared
+                code, status = 128 + error.signum, "signal"
+            message = str(error) or type(error).__name__
+            log.event("error", message=message, exit_code=code, status=status)
         log.flush(quiet=error is not None)  # seqbox's own error is the one line to show
         log.close()
         if error is None:

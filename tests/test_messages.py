@@ -83,6 +83,9 @@ def test_a_cancelled_waiter_says_so(sbx: SeqboxRunner, tmp_path: Path) -> None:
     assert out == b""
     lines = [line for line in err.decode().splitlines() if line.startswith("seqbox:")]
     assert lines[-1].startswith("seqbox: cancelled by 'seqbox kill --all'"), err
+    rows = [json.loads(line) for line in sbx.cli("logs", "--json").stdout.splitlines()]
+    waiter_row = next(row for row in rows if row["command"] == ["echo", "never"])
+    assert (waiter_row["status"], waiter_row["exit_code"]) == ("cancelled", 143)
 
 
 @needs("root", "unprivileged")

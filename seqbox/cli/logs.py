@@ -32,7 +32,7 @@ def logs_main(ref: str | None, follow: bool, limit: int, as_json: bool) -> int:
     from seqbox.render import runs_table
 
     console = Console(highlight=False)
-    console.print(runs_table(records, console.width))
+    console.print(runs_table(records))
     return 0
 
 
