@@ -46,6 +46,17 @@ def _fast_exit(code: int) -> None:
     os._exit(code)
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush into
+    the closed pipe does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def handle_errors(func: object, debug: bool, out: Output | None = None) -> int:
     """Run ``func()``; turn seqbox's errors into one line and an exit code."""
     out = out or Output()
@@ -66,6 +77,9 @@ def handle_errors(func: object, debug: bool, out: Output | None = None) -> int:
         return 128 + err.signum
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader of our output went away (`| head`): nothing to say
+        _quiet_stdout()
+        return 128 + signal.SIGPIPE
     except OSError as err:
         message = os_error_message(err)
         if message is None:
