@@ -62,9 +62,7 @@ def clean(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str
     for leftover in leftovers.find_whole(everywhere=True):
         commands, not_removed = leftovers.remove_whole(leftover)
         if commands:
-            shown = ", ".join(f'"{_short(c)}"' for c in commands[:3]) + (", ..." if len(commands) > 3 else "")
-            count = "1 process" if len(commands) == 1 else f"{len(commands)} processes"
-            done.append(f"killed {count} a crashed run left running: {shown}")
+            done.append(_killed(commands))
         if not_removed:
             failed.append(f"cgroup {leftover.name}: could not remove {'; '.join(not_removed)}")
         else:
@@ -75,6 +73,9 @@ def clean(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str
     for path in leftovers.find(None, trees):  # the poll backend's records of crashed runs
         if not path.startswith(trees + os.sep):
             continue
+        commands = leftovers.tree_commands(path)
+        if commands:
+            done.append(_killed(commands))
         if leftovers.remove(path):
             done.append(f"removed the processes recorded in {path}")
         else:
@@ -95,6 +96,12 @@ def clean(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str
             finally:
                 lockdir.close()
     return done, failed
+
+
+def _killed(commands: list[str]) -> str:
+    shown = ", ".join(f'"{_short(c)}"' for c in commands[:3]) + (", ..." if len(commands) > 3 else "")
+    count = "1 process" if len(commands) == 1 else f"{len(commands)} processes"
+    return f"killed {count} a crashed run left running: {shown}"
 
 
 def _short(command: str, width: int = 50) -> str:

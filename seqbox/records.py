@@ -107,7 +107,8 @@ class LockStatus(TypedDict):
 class OrphanStatus(TypedDict):
     """What a crashed run left running (its supervisor is gone)."""
 
-    cgroup: str
+    #: the crashed run's cgroup or poll record name (``seqbox-<project>-<time>-<pid>``)
+    name: str
     processes: int
     commands: list[str]
 

@@ -39,19 +39,21 @@ def collect(project_key: str, project_root: str, environ: Mapping[str, str] | No
                 ],
             }
         )
-    return {"project": project_root, "locks": locks, "orphaned": orphaned(project_key)}
+    return {"project": project_root, "locks": locks, "orphaned": orphaned(project_key, environ)}
 
 
-def orphaned(project_key: str) -> list[OrphanStatus]:
+def orphaned(project_key: str, environ: Mapping[str, str] | None = None) -> list[OrphanStatus]:
     """Trees of crashed runs of the project that still run (``seqbox clean`` ends them)."""
     from seqbox.backends import leftovers
+    from seqbox.state import trees_dir
 
     found: list[OrphanStatus] = []
-    for leftover in leftovers.find_whole(project_key):
-        pids = leftover.pids()
+    groups = [(leftover.name, leftover.pids()) for leftover in leftovers.find_whole(project_key)]
+    groups += leftovers.orphaned_trees(project_key, trees_dir(environ))
+    for name, pids in groups:
         if pids:
             commands = [c for c in (leftovers.command_of(pid) for pid in pids) if c]
-            found.append({"cgroup": leftover.name, "processes": len(pids), "commands": commands})
+            found.append({"name": name, "processes": len(pids), "commands": commands})
     return found
 
 

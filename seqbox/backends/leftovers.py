@@ -271,3 +271,29 @@ def remove_whole(leftover: Leftover) -> tuple[list[str], list[str]]:
         except BackendError as err:
             failed.append(f"{path} ({err})")
     return commands, failed
+
+
+def orphaned_trees(project_key: str, trees: str) -> list[tuple[str, list[int]]]:
+    """Crashed poll runs of the project whose processes still run: (the
+    record's name, their pids). No cgroup holds them: the record's members
+    still alive as the same processes, and those carrying the run id."""
+    found = []
+    for path in find(project_key, trees):
+        if path.endswith(treerecord.SUFFIX):
+            pids = _tree_pids(path)
+            if pids:
+                found.append((os.path.basename(path).removesuffix(treerecord.SUFFIX), pids))
+    return found
+
+
+def _tree_pids(path: str) -> list[int]:
+    pids = {pid for pid, start in treerecord.read_record(path) if procinfo.is_alive(pid, start)}
+    run_id = run_id_of(os.path.basename(path))
+    if run_id is not None:
+        pids.update(treerecord.carriers(run_id))
+    return sorted(pids)
+
+
+def tree_commands(path: str) -> list[str]:
+    """The commands of a crashed poll run's processes still alive."""
+    return [c for c in (command_of(pid) for pid in _tree_pids(path)) if c]

@@ -29,7 +29,7 @@ def status_main(as_json: bool) -> int:
         first = orphan["commands"][0] if orphan["commands"] else "?"
         sys.stdout.write(
             f"orphaned  {_processes(orphan['processes'])} left running by a crashed run "
-            f'(cgroup {orphan["cgroup"]}), first "{describe_command(first, 60)}"; '
+            f'({orphan["name"]}), first "{describe_command(first, 60)}"; '
             "end them with 'seqbox clean'\n"
         )
     if not locks and not data["orphaned"]:
