@@ -27,7 +27,9 @@ def _marked(entry: bytes) -> list[int]:
 
 
 def _state_files(state: Path) -> list[str]:
-    return sorted(str(path.relative_to(state)) for path in state.rglob("*") if not path.is_dir())
+    """What crashed runs left in the state directory (run logs are kept on purpose)."""
+    files = (path.relative_to(state) for path in state.rglob("*") if not path.is_dir())
+    return sorted(str(path) for path in files if path.parts[0] != "logs")
 
 
 def _crash_rounds(sbx: SeqboxRunner, backend: str, tmp_path: Path, rounds: int, waiter_first: bool) -> None:
