@@ -73,6 +73,7 @@ def test_crash_a_few_rounds(sbx: SeqboxRunner, backend: str, tmp_path: Path, wai
 
 
 @pytest.mark.slow
+@pytest.mark.vm_slow
 @pytest.mark.parametrize("waiter_first", [True, False], ids=["waiter-queued", "next-run-later"])
 def test_crash_many_rounds(sbx: SeqboxRunner, backend: str, tmp_path: Path, waiter_first: bool) -> None:
     _crash_rounds(sbx, backend, tmp_path, ROUNDS_SLOW, waiter_first)

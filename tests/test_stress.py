@@ -16,6 +16,7 @@ ROUNDS = 300
 
 
 @pytest.mark.slow
+@pytest.mark.vm_slow
 @pytest.mark.timeout(900)  # ~25 s on a quiet 2-core machine; a hang shows as the 240 s bound below
 def test_300_alternating_runs_never_hang(sbx: SeqboxRunner, cgroup_backend: str, tmp_path: Path) -> None:
     log = tmp_path / "out.log"
