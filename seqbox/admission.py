@@ -19,18 +19,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from seqbox.records import Entry
+
     #: (available now, pressure in percent or None), read when the gate looks
     MachineReader = Callable[[], "tuple[int, float | None]"]
     #: a holder's current memory use from its slot entry, None when unknown
-    UsageReader = Callable[[dict[str, object]], "int | None"]
+    UsageReader = Callable[[Entry], "int | None"]
 
 MIB = 1 << 20
 RESERVE_SHARE = 0.05
 RESERVE_MIN = 256 * MIB
 #: memory pressure (``some avg10``, percent) at or above which nobody new starts
 PRESSURE_LIMIT = 10.0
-#: how often a head that cannot fit for reasons outside the lock looks again
-RECHECK_S = 0.5
 AUTO = "auto"
 
 
@@ -48,11 +48,12 @@ def reservation(mem: int | None, budget: int) -> int:
     return budget if mem is None else mem
 
 
-def check_can_fit(mem: int | None, budget: int, budget_text: str) -> None:
+def check_can_fit(mem: int | None, budget: int, auto: bool = False) -> None:
     """A run whose ``--mem`` is larger than the budget can never start."""
     if mem is not None and mem > budget:
+        named = f"auto ({format_size(budget)} here)" if auto else format_size(budget)
         raise UsageError(
-            f"--mem {format_size(mem)} can never fit in --budget {budget_text} ({format_size(budget)})",
+            f"--mem {format_size(mem)} can never fit in --budget {named}",
             hint="lower --mem or raise --budget",
         )
 
@@ -169,17 +170,15 @@ class Gate:
         self.machine = machine
         self.usage_of = usage_of
 
-    def holder(self, entry: dict[str, object]) -> Holder:
+    def holder(self, entry: Entry) -> Holder:
         """A slot entry as admission sees it. A holder that recorded no
         reservation (a run of the same lock without ``--budget``) reserves its
         ``--mem``, or everything."""
-        value = entry.get("reservation", entry.get("mem"))
-        reserved = value if isinstance(value, int) else self.budget
-        since = entry.get("since")
+        reserved = entry.get("reservation", entry.get("mem")) or self.budget
         usage = self.usage_of(entry) if self.machine is not None and self.usage_of is not None else None
-        return Holder(reserved, usage, float(since) if isinstance(since, (int, float)) else 0.0)
+        return Holder(reserved, usage, entry.get("since", 0.0))
 
-    def check(self, entries: Sequence[dict[str, object]]) -> Verdict:
+    def check(self, entries: Sequence[Entry]) -> Verdict:
         holders = [self.holder(entry) for entry in entries]
         available = pressure = None
         if self.machine is not None:
@@ -188,3 +187,24 @@ class Gate:
 
     def text(self, verdict: Verdict) -> str:
         return waiting_text(self.lock, verdict, self.budget)
+
+
+def gate_for(lock: str, mem: int | None, budget: int | str) -> Gate:
+    """The gate of a run of ``lock`` with ``--mem`` and ``--budget`` (a size or
+    ``auto``). Raises UsageError when the run can never fit."""
+    if budget != AUTO:
+        assert isinstance(budget, int)
+        check_can_fit(mem, budget)
+        return Gate(lock, reservation(mem, budget), budget)
+    from seqbox.backends import memory, usage_of
+
+    size = auto_budget(memory.read_state().ceiling())
+    check_can_fit(mem, size, auto=True)
+
+    def machine() -> tuple[int, float | None]:
+        now = memory.read_state()
+        return now.available_now(), now.pressure
+
+    return Gate(
+        lock, reservation(mem, size), size, machine=machine, usage_of=lambda entry: usage_of(entry)[0]
+    )

@@ -15,7 +15,7 @@ import os
 import sys
 
 from seqbox.errors import ConfigError, UsageError
-from seqbox.options import CONFIG_KEYS, OPTIONS, RunOptions, parse_value
+from seqbox.options import CONFIG_KEYS, NO_SLOT_CAP, OPTIONS, RunOptions, parse_value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -187,6 +187,8 @@ def resolve(
     for layer in (file_layer, profile_layer, recipe_layer(environ), env_layer(environ), cli):
         values.update(layer)
     values["profile"] = profile_name if (explicit or profile_layer) else None
+    if values["slots"] is None:  # one at a time, or as many as fit the budget
+        values["slots"] = 1 if values["budget"] is None else NO_SLOT_CAP
     options = RunOptions(values)
     _check_combination(options, cli)
     return options

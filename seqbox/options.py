@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     Parser = Callable[..., object]
 
 BACKEND_NAMES = ("auto", "cgroup2", "cgroup1", "poll")
+#: ``--slots`` when a budget is given and no count: as many as fit
+NO_SLOT_CAP = 1 << 20
 _LOCK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -59,6 +61,16 @@ def _slots(value: str | int, what: str) -> int:
 
 def _count(value: str | int, what: str) -> int:
     return units.parse_count(value, what)
+
+
+def _budget(value: str | int, what: str) -> int | str | None:
+    """``--budget``: a size, or ``auto``; ``0``/``none``: no budget."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return units.parse_size(value, what)
+    except UsageError:
+        raise UsageError(f"{what}: expected a size like 8G, or auto, got {value!r}") from None
 
 
 def _poll_interval(value: str | float, what: str) -> float:
@@ -174,7 +186,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("retry_on_oom", ("--retry-on-oom",), "", _bool, False, "also retry after a memory kill"),
     Option("lock", ("--lock",), "NAME", _lock_name, "default", "which project queue to wait in"),
     Option("no_lock", ("--no-lock",), "", _bool, False, "do not wait in any queue"),
-    Option("slots", ("--slots",), "N", _slots, 1, "let up to N runs hold the same lock at once"),
+    Option(
+        "slots",
+        ("--slots",),
+        "N",
+        _slots,
+        None,
+        "let up to N runs hold the same lock at once [default: 1; no cap with --budget]",
+    ),
+    Option(
+        "budget",
+        ("--budget",),
+        "SIZE",
+        _budget,
+        None,
+        "start runs of this lock only while the sum of their --mem fits in SIZE (or auto)",
+    ),
     Option(
         "wait_timeout",
         ("--wait-timeout",),
@@ -271,6 +298,7 @@ class RunOptions:
     lock: str
     no_lock: bool
     slots: int
+    budget: int | str | None
     wait_timeout: float | None
     backend: str
     json: bool
@@ -389,6 +417,7 @@ examples:
   seqbox run --mem 512M --timeout 5m --pids 256 -- make -j8
   seqbox run --json --mem 256M -- python -c 'print("hi")'
   seqbox run --retry 2 --timeout 90s --report out.json -- ./flaky-test.sh
+  seqbox run --lock agents --budget auto --mem 2G -- ./agent.sh
 """
 
 

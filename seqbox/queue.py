@@ -14,6 +14,12 @@ waiter blocks on the ticket of the live waiter just ahead of it; only the head
 of the line competes for a slot. So waiters start in arrival order, the kernel
 wakes exactly one process per handoff, and a waiter or holder that dies (even
 by SIGKILL) frees its place at once: its flock goes with it.
+
+With a memory budget (``--budget``), the head also asks an admission gate
+whether it fits next to the holders (their reservations are in their slot
+files); until it does it blocks on the slot of the holder whose leaving would
+help first, looking again at least every ``RECHECK_S``. Nobody behind it
+overtakes it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
+    from seqbox.admission import Gate
     from seqbox.records import Entry, SandboxInfo
 
     WaitHook = Callable[[Callable[[], "QueueView"], float], None]
@@ -40,6 +47,7 @@ SLOT_PREFIX = "slot-"
 DOOR = "door"
 CANCEL = "cancel"
 HEAD_POLL_S = 0.002  # only the head of the line, and only with --slots > 1
+RECHECK_S = 0.5  # with a budget: how often a head that cannot fit looks again
 
 
 class Cancelled(Exception):
@@ -166,6 +174,9 @@ _ENTRY_TYPES: dict[str, tuple[type, ...]] = {
     "mem_file": (str,),
     "procs_file": (str,),
     "tree": (str,),
+    "reservation": (int,),
+    "budget": (int,),
+    "waiting_for": (str,),
 }
 
 
@@ -236,18 +247,18 @@ def view(lockdir: LockDir, *, prune: bool = False) -> QueueView:
     """
     holders = _live_entries(lockdir, [f"{SLOT_PREFIX}{k}" for k in lockdir.slots()], prune=False)
     waiters = _live_entries(lockdir, [f"{TICKET_PREFIX}{n}" for n in lockdir.tickets()], prune=prune)
-    return QueueView(holders, waiters)
+    return QueueView([entry for _, entry in holders], [entry for _, entry in waiters])
 
 
-def _live_entries(lockdir: LockDir, names: list[str], *, prune: bool) -> list[Entry]:
-    """The entries whose files are held (their process lives), in order; with
-    ``prune``, the unheld files are removed."""
+def _live_entries(lockdir: LockDir, names: list[str], *, prune: bool) -> list[tuple[str, Entry]]:
+    """The (name, entry) of the files that are held (their process lives), in
+    order; with ``prune``, the unheld files are removed."""
     entries = []
     for name in names:
         if _held(lockdir.fd, name):
             entry = read_entry(lockdir.fd, name)
             if entry is not None:
-                entries.append(entry)
+                entries.append((name, entry))
         elif prune:
             _unlink(lockdir.fd, name)
     return entries
@@ -272,7 +283,9 @@ class Turn:
     the end of the ``with``.
     """
 
-    def __init__(self, lockdir: LockDir, number: int, ticket_fd: int, slots: int, info: Entry) -> None:
+    def __init__(
+        self, lockdir: LockDir, number: int, ticket_fd: int, slots: int, info: Entry, gate: Gate | None = None
+    ) -> None:
         self.lockdir = lockdir
         self.number = number
         self.ticket_fd: int | None = ticket_fd
@@ -284,6 +297,10 @@ class Turn:
         self._written = 0
         #: who held our slot before us, as its slot file said (see :meth:`_took`)
         self.previous: Entry | None = None
+        #: the memory admission gate of a lock with a budget
+        self.gate = gate
+        #: what this head of the line waits for (the budget), shown in its ticket
+        self.waiting_for: str | None = None
 
     def __enter__(self) -> Turn:
         return self
@@ -309,12 +326,20 @@ class Turn:
         deadline = None if timeout is None else start + timeout
         while True:
             ahead = self._predecessor()
-            if ahead is None and self._take_free_slot():
-                break
+            holder = None  # with a budget: the slot of a holder whose leaving would help
+            if ahead is None:
+                if self.gate is None:
+                    if self._take_free_slot():
+                        break
+                else:
+                    admitted, holder = self._admit()
+                    if admitted:
+                        break
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                if ahead is not None:
-                    os.close(ahead)
+                for fd in (ahead, holder):
+                    if fd is not None:
+                        os.close(fd)
                 raise LockTimeout(f"gave up waiting for lock {self.lock!r} after {timeout:g}s")
             if on_wait is not None:
                 on_wait(lambda: view(self.lockdir), now - start)
@@ -324,6 +349,8 @@ class Turn:
                     flocks.wait_lock(ahead, exclusive=False, tick=wait_for)
                 finally:
                     os.close(ahead)
+            elif self.gate is not None:
+                self._wait_for_holder(holder, min(wait_for, RECHECK_S))
             elif self.slots == 1:
                 if self._wait_slot(wait_for):
                     break
@@ -349,6 +376,42 @@ class Turn:
                 continue
             return fd
         return None
+
+    def _admit(self) -> tuple[bool, int | None]:
+        """As the head of a lock with a budget: take a slot if we fit now.
+        Otherwise return an open fd of the slot of the holder whose leaving
+        would help first (None when there is none), and say what we wait for."""
+        assert self.gate is not None
+        slots = _live_entries(self.lockdir, [f"{SLOT_PREFIX}{k}" for k in self.lockdir.slots()], prune=False)
+        verdict = self.gate.check([entry for _, entry in slots])
+        if verdict.fits and self._take_free_slot():
+            return True, None
+        self._say_waiting_for(None if verdict.fits else self.gate.text(verdict))
+        if not slots:
+            return False, None
+        index = verdict.wait_on if verdict.wait_on is not None else 0  # fits, but --slots are all taken
+        return False, flocks.open_file(self.lockdir.fd, slots[index][0], create=False)
+
+    def _wait_for_holder(self, fd: int | None, tick: float) -> None:
+        """Block until the holder of the slot open as ``fd`` leaves (its flock
+        goes, even when it is SIGKILLed), for at most ``tick`` seconds."""
+        if fd is None:
+            time.sleep(tick)
+            return
+        try:
+            flocks.wait_lock(fd, exclusive=False, tick=tick)
+        finally:
+            os.close(fd)
+
+    def _say_waiting_for(self, text: str | None) -> None:
+        """Put what we wait for into our ticket, for the waiting line and ``status``."""
+        if text == self.waiting_for or self.ticket_fd is None:
+            return
+        self.waiting_for = text
+        info: Entry = {**self.info}
+        if text is not None:
+            info["waiting_for"] = text
+        flocks.write_fd(self.ticket_fd, json.dumps(info).encode())
 
     def _take_free_slot(self) -> bool:
         for k in range(self.slots):
@@ -454,7 +517,12 @@ class NoTurn:
 
 
 def arrive(
-    project_key: str, lock: str, slots: int, info: Entry, environ: Mapping[str, str] | None = None
+    project_key: str,
+    lock: str,
+    slots: int,
+    info: Entry,
+    environ: Mapping[str, str] | None = None,
+    gate: Gate | None = None,
 ) -> Turn:
     """Join the end of the queue: take a number and a locked ticket."""
     for _ in range(100):
@@ -475,7 +543,7 @@ def arrive(
             flocks.write_fd(door, str(number).encode())
             info = {**info, "number": number}
             ticket = _make_ticket(lockdir.fd, number, info)
-            return Turn(lockdir, number, ticket, slots, info)
+            return Turn(lockdir, number, ticket, slots, info, gate)
         except BaseException:
             lockdir.close()
             raise

@@ -50,6 +50,11 @@ class Entry(TypedDict, total=False):
     tree: str
     #: the holder handed over in order: its tree was ended
     ended: bool
+    #: with --budget: the memory this run reserves, and the budget it counts against
+    reservation: int
+    budget: int
+    #: what the head of a lock with a budget waits for (in its ticket)
+    waiting_for: str
 
 
 class ProbeFacts(TypedDict):
@@ -88,6 +93,7 @@ class RunningStatus(TypedDict):
     mem_limit_bytes: int | None
     procs: int | None
     backend: str | None
+    reservation_bytes: int | None
     run_id: str | None
 
 
@@ -96,9 +102,17 @@ class WaitingStatus(TypedDict):
     pid: int | None
     command: list[str] | None
     waiting_s: float
+    waiting_for: str | None
 
 
-class LockStatus(TypedDict):
+class BudgetStatus(TypedDict):
+    """A lock's memory budget and what its holders reserve; None without --budget."""
+
+    budget_bytes: int | None
+    reserved_bytes: int | None
+
+
+class LockStatus(BudgetStatus):
     lock: str
     running: list[RunningStatus]
     waiting: list[WaitingStatus]

@@ -170,6 +170,8 @@ class Run:
 
         #: where a polled tree's record goes (see backends/treerecord.py)
         self.trees = trees_dir(environ)
+        #: with --budget: (our reservation, the budget), recorded in our entries
+        self.reserved: tuple[int, int] | None = None
 
     def me(self) -> Entry:
         """What this run writes in its ticket, and later in its slot."""
@@ -177,7 +179,7 @@ class Run:
             from seqbox.backends import procinfo
 
             self._start = procinfo.start_time(os.getpid())
-        return {
+        entry: Entry = {
             "pid": os.getpid(),
             "start": self._start,
             "command": self.argv,
@@ -187,6 +189,9 @@ class Run:
             "pids": self.limits.pids,
             "warn_at": self.limits.warn_at if self.limits.mem else None,
         }
+        if self.reserved is not None:
+            entry["reservation"], entry["budget"] = self.reserved
+        return entry
 
     def join_queue(self) -> Turn | NoTurn:
         """Take a number in the lock's queue, unless nested or ``--no-lock``."""
@@ -214,8 +219,14 @@ class Run:
                 "not queueing; limits nest inside its sandbox"
             )
             return queue.NoTurn()
+        gate = None
+        if self.options.budget is not None:  # memory admission: reserve our --mem
+            from seqbox.admission import gate_for
+
+            gate = gate_for(self.options.lock, self.limits.mem, self.options.budget)
+            self.reserved = (gate.need, gate.budget)
         turn = queue.arrive(
-            self.key, self.options.lock, self.options.slots, {**self.me(), "arrived": time.time()}
+            self.key, self.options.lock, self.options.slots, {**self.me(), "arrived": time.time()}, gate=gate
         )
         self.out.info(f'joined the queue of lock "{self.options.lock}"')
         return turn

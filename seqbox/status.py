@@ -11,7 +11,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from seqbox.records import Entry, LockStatus, OrphanStatus, RunningStatus, Status
+    from seqbox.records import BudgetStatus, Entry, LockStatus, OrphanStatus, RunningStatus, Status
 
 
 def collect(project_key: str, project_root: str, environ: Mapping[str, str] | None = None) -> Status:
@@ -27,6 +27,7 @@ def collect(project_key: str, project_root: str, environ: Mapping[str, str] | No
         locks.append(
             {
                 "lock": lockdir.lock,
+                **_budget(queue.holders, queue.waiters),
                 "running": [_holder(h, now) for h in queue.holders],
                 "waiting": [
                     {
@@ -34,6 +35,7 @@ def collect(project_key: str, project_root: str, environ: Mapping[str, str] | No
                         "pid": w.get("pid"),
                         "command": w.get("command"),
                         "waiting_s": round(now - w.get("arrived", now), 1),
+                        "waiting_for": w.get("waiting_for"),
                     }
                     for i, w in enumerate(queue.waiters, 1)
                 ],
@@ -57,6 +59,15 @@ def orphaned(project_key: str, environ: Mapping[str, str] | None = None) -> list
     return found
 
 
+def _budget(holders: list[Entry], waiters: list[Entry]) -> BudgetStatus:
+    """The lock's memory budget (as its newest run with one set it) and how much
+    of it the holders reserve; None when no run of the lock has a budget."""
+    budgets = [e["budget"] for e in (*holders, *waiters) if "budget" in e]
+    if not budgets:
+        return {"budget_bytes": None, "reserved_bytes": None}
+    return {"budget_bytes": budgets[-1], "reserved_bytes": sum(e.get("reservation", 0) for e in holders)}
+
+
 def _holder(entry: Entry, now: float) -> RunningStatus:
     from seqbox.backends import usage_of
 
@@ -70,5 +81,6 @@ def _holder(entry: Entry, now: float) -> RunningStatus:
         "mem_limit_bytes": entry.get("mem"),
         "procs": procs,
         "backend": entry.get("backend"),
+        "reservation_bytes": entry.get("reservation"),
         "run_id": entry.get("run_id"),
     }

@@ -1,6 +1,7 @@
 """The line shown while waiting for the lock:
 
     seqbox: waiting for lock "default": 2 ahead; held by pid 4121 "pytest -x" for 1m12s
+    seqbox: waiting for memory on lock "agents": needs 2.0 GiB, 1.2 GiB of 8.0 GiB free
 
 redrawn in place every second on a TTY, printed every 30 s otherwise."""
 
@@ -54,6 +55,9 @@ class WaitLine:
         self.out.live(self.render(look()))
 
     def render(self, queue: QueueView) -> str:
+        for waiter in queue.waiters:  # the head of a lock with a budget says what it waits for
+            if _number(waiter) == self.number and "waiting_for" in waiter:
+                return waiter["waiting_for"]
         ahead = len(queue.holders) + sum(1 for w in queue.waiters if _number(w) < self.number)
         text = f'waiting for lock "{self.lock}": {ahead} ahead'
         if queue.holders:

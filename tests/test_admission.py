@@ -12,6 +12,10 @@ from seqbox.admission import Holder, decide
 from seqbox.backends import memory
 from seqbox.errors import UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seqbox.records import Entry
+
 GIB = 1 << 30
 MIB = 1 << 20
 
@@ -176,10 +180,12 @@ def test_auto_budget_keeps_a_reserve() -> None:
 
 
 def test_a_run_larger_than_the_budget_can_never_fit() -> None:
-    admission.check_can_fit(2 * GIB, 2 * GIB, "2G")
-    admission.check_can_fit(None, 2 * GIB, "2G")
-    with pytest.raises(UsageError, match=r"--mem 3.0 GiB can never fit in --budget 2G \(2.0 GiB\)"):
-        admission.check_can_fit(3 * GIB, 2 * GIB, "2G")
+    admission.check_can_fit(2 * GIB, 2 * GIB)
+    admission.check_can_fit(None, 2 * GIB)
+    with pytest.raises(UsageError, match=r"--mem 3.0 GiB can never fit in --budget 2.0 GiB"):
+        admission.check_can_fit(3 * GIB, 2 * GIB)
+    with pytest.raises(UsageError, match=r"--budget auto \(2.0 GiB here\)"):
+        admission.check_can_fit(3 * GIB, 2 * GIB, auto=True)
 
 
 def test_fits_while_the_reservations_stay_within_the_budget() -> None:
@@ -237,7 +243,7 @@ def test_waiting_text() -> None:
 
 def test_gate_reads_reservations_from_slot_entries() -> None:
     gate = admission.Gate("agents", 2 * GIB, 8 * GIB)
-    entries: list[dict[str, object]] = [{"reservation": 3 * GIB}, {"mem": 2 * GIB}, {"mem": None}]
+    entries: list[Entry] = [{"reservation": 3 * GIB}, {"mem": 2 * GIB}, {"mem": None}]
     assert [h.reservation for h in map(gate.holder, entries)] == [3 * GIB, 2 * GIB, 8 * GIB]
     assert gate.check(entries[:2]).fits
     assert not gate.check(entries).fits

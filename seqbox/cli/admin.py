@@ -36,19 +36,27 @@ def status_main(as_json: bool) -> int:
         sys.stdout.write(f"nothing running or waiting in {root}\n")
         return 0
     for lock in locks:
-        sys.stdout.write(f'lock "{lock["lock"]}" ({root})\n')
+        budget = ""
+        if lock["budget_bytes"] is not None:
+            used = format_size(lock["reserved_bytes"])
+            budget = f": budget {format_size(lock['budget_bytes'])}, {used} reserved"
+        sys.stdout.write(f'lock "{lock["lock"]}" ({root}){budget}\n')
         for run in lock["running"]:
             mem = format_size(run["mem_bytes"]) if run["mem_bytes"] is not None else "?"
             elapsed = format_duration(run["elapsed_s"]) if run["elapsed_s"] is not None else "?"
+            reserves = ""
+            if run["reservation_bytes"] is not None:
+                reserves = f", reserves {format_size(run['reservation_bytes'])}"
             sys.stdout.write(
                 f'  running  pid {run["pid"]} "{describe_command(run["command"], 60)}" '
-                f"for {elapsed}, {mem}, {_processes(run['procs'])}, {run['backend']}\n"
+                f"for {elapsed}, {mem}{reserves}, {_processes(run['procs'])}, {run['backend']}\n"
             )
         for waiter in lock["waiting"]:
+            why = f" ({waiter['waiting_for']})" if waiter["waiting_for"] else ""
             sys.stdout.write(
                 f"  waiting  {waiter['position']}. pid {waiter['pid']} "
                 f'"{describe_command(waiter["command"], 60)}" '
-                f"for {format_duration(waiter['waiting_s'])}\n"
+                f"for {format_duration(waiter['waiting_s'])}{why}\n"
             )
     return 0
 
