@@ -180,6 +180,7 @@ def run(
     lock: str | None = None,
     no_lock: bool | None = None,
     slots: int | None = None,
+    budget: Size | None = None,
     wait_timeout: Duration | None = None,
     backend: BackendName | None = None,
     log: PathText | None = None,
@@ -199,7 +200,9 @@ def run(
     (a fraction of ``mem``), ``timeout`` and ``grace`` (``"90s"``, ``"5m"`` or
     seconds), ``signal`` (``"TERM"``, ``"INT"``, 9), ``pids``, ``cpus``.
     ``retry`` and ``retry_on_oom`` run it again after a failure.
-    The queue: ``lock`` (a name), ``no_lock``, ``slots``, ``wait_timeout``.
+    The queue: ``lock`` (a name), ``no_lock``, ``slots``, ``budget`` (a size or
+    ``"auto"``: runs of the lock start only while their ``mem`` fits in it),
+    ``wait_timeout``.
     ``backend`` forces ``"cgroup2"``, ``"cgroup1"`` or ``"poll"``; ``log`` appends
     the output to a file; ``quiet`` silences seqbox's lines (only its own
     failures are printed), ``verbose`` shows what it does; ``cwd`` is the
@@ -236,6 +239,7 @@ async def run_async(
     lock: str | None = None,
     no_lock: bool | None = None,
     slots: int | None = None,
+    budget: Size | None = None,
     wait_timeout: Duration | None = None,
     backend: BackendName | None = None,
     log: PathText | None = None,

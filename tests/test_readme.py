@@ -35,6 +35,7 @@ RUN: dict[str, set[int]] = {
     "seqbox run --mem 2G --timeout 30m -- pytest -x": {0},
     "seqbox run --json --mem 256M -- ./build.sh": {0},
     "seqbox run --lock gpu --slots 2 -- python train.py": {0},
+    "seqbox run --lock agents --budget auto --mem 1G -- python train.py": {0},
     "seqbox status": {0},
     "seqbox kill --all": {1},  # nothing running
     "seqbox clean": {0},
