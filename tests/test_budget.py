@@ -24,6 +24,10 @@ from seqbox.project import project_key
 from seqbox.queue import LockDir, view
 from tests.helpers import PROG, SeqboxRunner, slack
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seqbox.records import Entry
+
 MIB = 1 << 20
 BUDGET = "300M"
 #: records "start TAG NS" and "end TAG NS" around an allocator holding MIB for SECONDS
@@ -67,9 +71,7 @@ def overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
-def lock_view(
-    project: Path, lock: str = "default"
-) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+def lock_view(project: Path, lock: str = "default") -> tuple[list[Entry], list[Entry]]:
     try:
         lockdir = LockDir(project_key(os.path.realpath(project)), lock, create=False)
     except StateError:
