@@ -31,6 +31,7 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -292,6 +293,26 @@ def budget_checks(
     return checks
 
 
+def measure(jobs: int, record: str, parallel: str | None) -> tuple[list[Result], list[Result]]:
+    print(f"\n1. inside a cgroup limited to {LIMIT / GIB:.0f} GiB, {jobs} jobs, --mem {MEM}:")
+    inside = []
+    for name, line in variants(jobs, record, parallel).items():
+        cgroup = Cgroup(f"sbxbench-admission-{os.getpid()}", LIMIT)
+        try:
+            inside.append(run_variant(name, line, record, cgroup))
+        finally:
+            cgroup.remove()
+        inside[-1].show()
+
+    print(f"\n2. on the bare machine, {jobs} jobs, --mem {MEM}:")
+    lines = variants(jobs, record, None)
+    bare = []
+    for name in (SLOTS1, "seqbox --budget 8G"):
+        bare.append(run_variant(name, lines[name], record, None))
+        bare[-1].show()
+    return inside, bare
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=12)
@@ -304,26 +325,16 @@ def main() -> int:
     if parallel is None:
         print("note: GNU parallel is not installed and could not be; its row is left out")
     print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="seqbox-admission-") as tmp:
         os.environ.update(SEQBOX_STATE_DIR=os.path.join(tmp, "state"), SEQBOX_PROJECT=tmp)
         os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-        record = os.path.join(tmp, "record")
+        try:
+            inside, bare = measure(args.jobs, os.path.join(tmp, "record"), parallel)
+        finally:  # what interrupted runs left (their other cgroup hierarchies, tickets)
+            subprocess.run([*seqbox_command(), "clean"], check=False, capture_output=True)
 
-        print(f"\n1. inside a cgroup limited to {LIMIT / GIB:.0f} GiB, {args.jobs} jobs, --mem {MEM}:")
-        inside = []
-        for name, line in variants(args.jobs, record, parallel).items():
-            cgroup = Cgroup(f"sbxbench-admission-{os.getpid()}", LIMIT)
-            try:
-                inside.append(run_variant(name, line, record, cgroup))
-            finally:
-                cgroup.remove()
-            inside[-1].show()
-
-        print(f"\n2. on the bare machine, {args.jobs} jobs, --mem {MEM}:")
-        lines = variants(args.jobs, record, None)
-        bare = [run_variant(name, lines[name], record, None) for name in (SLOTS1, "seqbox --budget 8G")]
-        for result in bare:
-            result.show()
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
     checks = budget_checks(inside, args.jobs, "cgroup", LIMIT) + budget_checks(bare, args.jobs, "bare", None)
