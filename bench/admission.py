@@ -245,15 +245,26 @@ def run_variant(name: str, line: str, record: str, cgroup: Cgroup | None) -> Res
                 f.write("0")
 
     start = time.monotonic()
-    proc = subprocess.run(
-        ["sh", "-c", line], preexec_fn=join_cgroup, capture_output=True, text=True, check=False
+    proc = subprocess.Popen(
+        ["sh", "-c", line],
+        preexec_fn=join_cgroup,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    try:
+        _, stderr = proc.communicate()
+    except BaseException:  # interrupted: every seqbox tears its tree down on SIGTERM
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        raise
     wall = time.monotonic() - start
     events = []
     for text in Path(record).read_text().splitlines():
         kind, _, when = text.partition(" ")
         events.append((float(when), kind))
-    result = Result(name, wall, events, proc.stderr)
+    result = Result(name, wall, events, stderr)
     if cgroup is not None:
         result.peak = cgroup.peak()
         result.oom_kills = cgroup.oom_kills()
