@@ -247,7 +247,7 @@ def run_variant(name: str, line: str, record: str, cgroup: Cgroup | None) -> Res
     start = time.monotonic()
     proc = subprocess.Popen(
         ["sh", "-c", line],
-        preexec_fn=join_cgroup,
+        preexec_fn=join_cgroup,  # noqa: PLW1509 - this script starts no threads
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
