@@ -11,6 +11,7 @@ reservations of the commands running at any moment must stay within the budget.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -161,6 +162,25 @@ def test_a_run_larger_than_the_budget_fails_at_once(sbx: SeqboxRunner) -> None:
     assert "can never fit in --budget auto" in res.one_line()
 
 
+def test_budget_from_the_config_and_the_environment(sbx: SeqboxRunner) -> None:
+    (sbx.project / "seqbox.toml").write_text('budget = "300M"\n')
+    res = sbx.run("--mem", "400M", "--", "true", timeout=10)
+    assert res.returncode == 125, res
+    assert "can never fit in --budget 300.0 MiB" in res.one_line()
+    res = sbx.run("--mem", "400M", "--", "true", timeout=10, env={"SEQBOX_BUDGET": "500M"})
+    assert res.returncode == 0, res
+
+
+def test_slots_still_cap_the_count(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    procs = [
+        sbx.start("--budget", BUDGET, "--slots", "1", "--mem", "100M", *job(record, tag, hold=0.3))
+        for tag in "abc"
+    ]
+    assert finish(*procs) == [0, 0, 0]
+    assert peak_reserved(intervals(record), dict.fromkeys("abc", 100 * MIB))[1] == 1
+
+
 def test_a_bad_budget_is_refused(sbx: SeqboxRunner) -> None:
     res = sbx.run("--budget", "lots", "--", "true", timeout=10)
     assert res.returncode == 125, res
@@ -199,7 +219,7 @@ def test_waiting_line_and_status_show_memory(sbx: SeqboxRunner, tmp_path: Path) 
     wait_gate = 'while [ ! -e "$1" ]; do sleep 0.01; done'
     holder = sbx.start("--budget", BUDGET, "--mem", "200M", "--", "sh", "-c", wait_gate, "sh", str(gate))
     wait_until("the holder to run", lambda: len(lock_view(sbx.project)[0]) == 1)
-    waiter = sbx.start("--budget", BUDGET, "--mem", "150M", "--", "true")
+    waiter = sbx.start("--budget", BUDGET, "--mem", "150M", "--json", "--", "true")
     wait_until(
         "the waiter to wait for memory", lambda: any(w.get("waiting_for") for w in lock_view(sbx.project)[1])
     )
@@ -209,8 +229,11 @@ def test_waiting_line_and_status_show_memory(sbx: SeqboxRunner, tmp_path: Path) 
     assert 'waiting for memory on lock "default": needs 150.0 MiB, 100.0 MiB of 300.0 MiB free' in text, text
     data = sbx.cli("status", "--json").stdout
     assert '"budget_bytes": 314572800, "reserved_bytes": 209715200' in data, data
+    time.sleep(0.5)
     gate.touch()
     assert finish(holder, waiter) == [0, 0]
+    assert waiter.stdout is not None
+    assert json.loads(waiter.stdout.read())["lock_wait_s"] >= 0.5  # the wait for memory counts
     assert waiter.stderr is not None
     assert 'seqbox: waiting for memory on lock "default": needs 150.0 MiB, 100.0 MiB of 300.0 MiB free' in (
         waiter.stderr.read().decode()
