@@ -195,7 +195,7 @@ def resolve(
 
 
 #: options that mean nothing without a queue: given with --no-lock, one is a mistake
-_QUEUE_OPTIONS = ("lock", "slots", "wait_timeout")
+_QUEUE_OPTIONS = ("lock", "slots", "budget", "wait_timeout")
 
 
 def _check_combination(options: RunOptions, cli: Mapping[str, object]) -> None:

@@ -181,6 +181,12 @@ def test_slots_still_cap_the_count(sbx: SeqboxRunner, tmp_path: Path) -> None:
     assert peak_reserved(intervals(record), dict.fromkeys("abc", 100 * MIB))[1] == 1
 
 
+def test_budget_and_no_lock_cannot_be_used_together(sbx: SeqboxRunner) -> None:
+    res = sbx.run("--no-lock", "--budget", BUDGET, "--", "true", timeout=10)
+    assert res.returncode == 125, res
+    assert res.one_line() == "seqbox: --budget and --no-lock cannot be used together"
+
+
 def test_a_bad_budget_is_refused(sbx: SeqboxRunner) -> None:
     res = sbx.run("--budget", "lots", "--", "true", timeout=10)
     assert res.returncode == 125, res
