@@ -32,10 +32,24 @@ def _state_files(state: Path) -> list[str]:
     return sorted(str(path) for path in files if path.parts[0] != "logs")
 
 
+def _wait_for_place(lock_dir: Path) -> None:
+    """Until the holder has a ticket or a slot in the queue."""
+    deadline = time.monotonic() + slack(10)
+    while time.monotonic() < deadline:
+        try:
+            if any(p.name.startswith(("t-", "slot-")) for p in lock_dir.iterdir()):
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.002)
+    raise AssertionError("the holder never joined the queue")
+
+
 def _crash_rounds(sbx: SeqboxRunner, backend: str, tmp_path: Path, rounds: int, waiter_first: bool) -> None:
     rng = random.Random(f"{backend}-{waiter_first}-{rounds}")
     state = Path(os.environ["SEQBOX_STATE_DIR"])
     key = project_key(os.path.realpath(sbx.project))
+    lock_dir = state / "projects" / key / "locks" / "default"
     key_cgroups = {path for path in seqbox_cgroups() if key in path}
     for round_ in range(rounds):
         mark = f"SBX_CRASH={round_}-old"
@@ -48,8 +62,8 @@ def _crash_rounds(sbx: SeqboxRunner, backend: str, tmp_path: Path, rounds: int, 
         )  # fmt: skip
         checker = ["--", *prog("marked", "--entry", mark, "--out", seen)]
         waiter = None
-        if waiter_first:
-            time.sleep(0.05)
+        if waiter_first:  # queued behind the holder: start it once the holder has its place
+            _wait_for_place(lock_dir)
             waiter = sbx.start(*checker, backend=backend)
         time.sleep(rng.uniform(0.0, 0.6))
         holder.send_signal(signal.SIGKILL)  # not reaped yet: a zombie until the round ends

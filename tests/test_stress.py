@@ -20,15 +20,16 @@ ROUNDS = 300
 @pytest.mark.timeout(900)  # ~25 s on a quiet 2-core machine; a hang shows as the 240 s bound below
 def test_300_alternating_runs_never_hang(sbx: SeqboxRunner, cgroup_backend: str, tmp_path: Path) -> None:
     log = tmp_path / "out.log"
+    errors = tmp_path / "errors"
     seqbox = f"{sys.executable} -m seqbox run --backend {cgroup_backend} --mem 64M"
     script = f"""
 i=0; ok=0
 while [ $i -lt {ROUNDS} ]; do
   case $((i % 3)) in
-    0) {seqbox} --json -- sh -c 'echo j' | grep -q '"stdout": "j' && ok=$((ok + 1)) ;;
-    1) {seqbox} --log {log} -- sh -c 'echo l' >/dev/null && ok=$((ok + 1)) ;;
-    2) {seqbox} -- true && ok=$((ok + 1)) ;;
-  esac
+    0) {seqbox} --json -- sh -c 'echo j' 2>>{errors} | grep -q '"stdout": "j' && ok=$((ok + 1)) ;;
+    1) {seqbox} --log {log} -- sh -c 'echo l' >/dev/null 2>>{errors} && ok=$((ok + 1)) ;;
+    2) {seqbox} -- true 2>>{errors} && ok=$((ok + 1)) ;;
+  esac || echo "run $i failed ($?)" >>{errors}
   i=$((i + 1))
 done
 echo "$ok"
@@ -37,7 +38,8 @@ echo "$ok"
         ["sh", "-c", script], env=sbx.env(), cwd=sbx.project, capture_output=True, text=True,
         timeout=slack(240), check=False,
     )  # fmt: skip
-    assert proc.stdout.strip() == str(ROUNDS), proc.stderr[-2000:]
+    failures = errors.read_text() if errors.exists() else ""
+    assert proc.stdout.strip() == str(ROUNDS), failures[-3000:] + proc.stderr[-2000:]
     assert log.read_text().count("=== seqbox exit: status=ok") == ROUNDS // 3
 
 

@@ -142,13 +142,23 @@ def end_tree(members: list[tuple[int, float]], run_id: str | None) -> list[int]:
     """SIGKILL what is left of a crashed run's tree: the recorded members still
     alive as the same process, and the processes carrying its run id. Stopped
     first, round after round, so that none can fork away. Returns the pids."""
+    import time
+
     uid = os.getuid()
     ended: list[int] = []
-    for _ in range(50):
+    quiet = 0
+    for _ in range(100):
         alive = [pid for pid, start in members if procinfo.is_alive(pid, start) and _owned(pid, uid)]
         fresh = [pid for pid in [*alive, *(carriers(run_id) if run_id else [])] if pid not in ended]
         if not fresh:
-            break
+            # A process in the middle of an exec shows no environment for a
+            # moment: look twice more before believing that none is left.
+            quiet += 1
+            if quiet > 2 or not run_id:
+                break
+            time.sleep(0.005)
+            continue
+        quiet = 0
         for pid in fresh:
             _send(pid, signal.SIGSTOP)
             ended.append(pid)
