@@ -20,7 +20,7 @@ import ctypes
 import errno
 import os
 import signal
-import threading
+import sys
 
 from seqbox.backends.cgroupfs import Into
 from seqbox.errors import BackendError
@@ -116,6 +116,12 @@ def clone_into_cgroup(cgroup_fd: int) -> int:
     raise BackendError(f"cannot start the command in its cgroup: clone3: {os.strerror(err)}")
 
 
+def _single_threaded() -> bool:
+    """No other Python thread runs (none can before threading is imported)."""
+    threading = sys.modules.get("threading")
+    return threading is None or threading.active_count() == 1
+
+
 def forker(into: Into | None, join_fds: tuple[int, ...] = ()) -> Fork:
     """How to make the command's process: created inside the cgroup v2 ``into``
     when clone3 allows (else forked and joined through its ``cgroup.procs``),
@@ -123,7 +129,7 @@ def forker(into: Into | None, join_fds: tuple[int, ...] = ()) -> Fork:
 
     def fork() -> tuple[int, tuple[int, ...]]:
         if into is not None:
-            if threading.active_count() == 1:  # the interpreter's premise for a raw fork
+            if _single_threaded():  # the interpreter's premise for a raw fork
                 pid = clone_into_cgroup(into.dir_fd)
                 if pid >= 0:
                     return pid, join_fds
