@@ -1,62 +1,139 @@
-"""When seqbox asks systemd for a delegated scope (issue 2: an unprivileged user
-on a systemd machine gets a cgroup v2 of its own). The decision is pure; the
-re-exec itself needs a systemd user manager, which the test machines lack."""
+"""When seqbox asks systemd for a delegated scope (an unprivileged user on a
+systemd machine gets a cgroup v2 of its own). The decision is pure and tested
+on canned probe details; whether a user manager answers is tested on real
+sockets; the re-run itself (and its fallback) on a stand-in for systemd-run."""
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from seqbox.backends.scope import SCOPE_ENV, scope_command
+from seqbox.backends import scope
+from seqbox.backends.scope import SCOPE_ENV, DelegationPlan, delegation_plan, user_manager
+
+DELEGABLE = {"delegation": True, "user_manager": True, "user_manager_reason": "it answers"}
 
 
-@pytest.fixture
-def runtime(tmp_path: Path) -> dict[str, str]:
-    (tmp_path / "systemd").mkdir()
-    (tmp_path / "systemd" / "private").touch()  # the user manager's socket
-    return {"XDG_RUNTIME_DIR": str(tmp_path)}
-
-
-def _decide(environ: dict[str, str], **overrides: object) -> list[str] | None:
+def _plan(environ: dict[str, str] | None = None, **overrides: object) -> DelegationPlan:
     args: dict[str, object] = {
         "python": "/usr/bin/python3",
-        "environ": environ,
+        "environ": environ or {},
         "uid": 1000,
         "backend": "auto",
-        "cgroup2_needs_delegation": True,
+        "cgroup2": DELEGABLE,
         "systemd_run": "/usr/bin/systemd-run",
     }
     args.update(overrides)
-    return scope_command(["--mem", "1G", "--", "make"], **args)  # type: ignore[arg-type]
+    return delegation_plan(["--mem", "1G", "--", "make"], **args)  # type: ignore[arg-type]
 
 
-def test_an_unprivileged_user_on_systemd_gets_a_delegated_scope(runtime: dict[str, str]) -> None:
-    assert _decide(runtime) == [
+def test_an_unprivileged_user_on_systemd_gets_a_delegated_scope() -> None:
+    assert _plan().command == [
         "/usr/bin/systemd-run", "--user", "--scope", "--quiet", "--collect", "-p", "Delegate=yes",
         "--", "/usr/bin/python3", "-m", "seqbox", "run", "--mem", "1G", "--", "make",
     ]  # fmt: skip
+    assert _plan(backend="cgroup2").command is not None
 
 
 @pytest.mark.parametrize(
-    ("why", "overrides"),
+    ("overrides", "reason"),
     [
-        ("root makes its own cgroups", {"uid": 0}),
-        ("another backend was asked for", {"backend": "poll"}),
-        ("cgroup2 is missing for another reason", {"cgroup2_needs_delegation": False}),
-        ("no systemd-run", {"systemd_run": None}),
+        ({"uid": 0}, "root makes its own cgroups"),
+        ({"backend": "poll"}, "--backend poll was asked for"),
+        ({"cgroup2": {"delegation": False}}, "would not give a cgroup v2"),
+        ({"systemd_run": None}, "systemd-run is not installed"),
+        ({"environ": {SCOPE_ENV: "started"}}, "already re-run"),
+        ({"environ": {SCOPE_ENV: "failed: systemd-run could not"}}, "already re-run"),
+        (
+            {"cgroup2": {"delegation": True, "user_manager": False, "user_manager_reason": "a stale socket"}},
+            "a stale socket",
+        ),
     ],
 )
-def test_no_scope_when_it_would_not_help(
-    runtime: dict[str, str], why: str, overrides: dict[str, object]
-) -> None:
-    assert _decide(runtime, **overrides) is None, why
+def test_no_scope_when_it_would_not_help(overrides: dict[str, object], reason: str) -> None:
+    plan = _plan(**overrides)  # type: ignore[arg-type]
+    assert plan.command is None
+    assert reason in plan.reason
 
 
-def test_no_scope_without_a_user_manager(tmp_path: Path) -> None:
-    assert _decide({"XDG_RUNTIME_DIR": str(tmp_path)}) is None
-    assert _decide({}) is None
+@pytest.fixture
+def runtime(tmp_path: Path) -> Path:
+    (tmp_path / "systemd").mkdir()
+    return tmp_path
 
 
-def test_never_twice(runtime: dict[str, str]) -> None:
-    assert _decide({**runtime, SCOPE_ENV: "1"}) is None
+@pytest.fixture
+def listening(runtime: Path) -> Iterator[Path]:
+    """A socket that accepts, where the user manager's would be."""
+    path = runtime / "systemd" / "private"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(path))
+        sock.listen(4)
+        yield path
+
+
+def test_a_listening_user_manager_answers(runtime: Path, listening: Path) -> None:
+    answers, why = user_manager({"XDG_RUNTIME_DIR": str(runtime)})
+    assert answers, why
+    assert str(listening) in why
+
+
+def test_a_stale_socket_does_not_answer(runtime: Path) -> None:
+    path = runtime / "systemd" / "private"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(path))  # bound, never listened on, then closed: what a dead manager leaves
+    assert path.exists()
+    answers, why = user_manager({"XDG_RUNTIME_DIR": str(runtime)})
+    assert not answers
+    assert why == f"no systemd user manager answers at {path} (a stale socket)"
+
+
+def test_no_socket_no_manager(runtime: Path) -> None:
+    assert user_manager({"XDG_RUNTIME_DIR": str(runtime)}) == (
+        False,
+        f"no systemd user manager ({runtime}/systemd/private does not exist)",
+    )
+    assert user_manager({}) == (False, "no systemd user manager (XDG_RUNTIME_DIR is not set)")
+
+
+def test_a_failed_scope_is_remembered(runtime: Path, listening: Path) -> None:
+    environ = {"XDG_RUNTIME_DIR": str(runtime), SCOPE_ENV: scope.failed_marker(1)}
+    assert user_manager(environ) == (False, "systemd-run could not start a delegated scope (it exited 1)")
+
+
+def _stand_in(tmp_path: Path, body: str) -> list[str]:
+    """A stand-in for ``systemd-run ... -- python -m seqbox run``: a script."""
+    script = tmp_path / "systemd-run"
+    script.write_text(f"import os, sys\n{body}\n")
+    return [sys.executable, str(script)]
+
+
+def test_the_inner_run_reports_in_and_its_status_comes_back(tmp_path: Path) -> None:
+    command = _stand_in(
+        tmp_path,
+        "from seqbox.backends.scope import report_started\n"
+        "report_started(os.environ)\n"
+        f"assert os.environ[{SCOPE_ENV!r}] == 'started'\n"
+        "sys.exit(7)",
+    )
+    assert scope.run_in_scope(command, dict(os.environ)) == (True, 7)
+
+
+def test_systemd_run_failing_before_the_command_is_not_started(tmp_path: Path) -> None:
+    command = _stand_in(tmp_path, "print('Failed to connect to bus', file=sys.stderr); sys.exit(1)")
+    assert scope.run_in_scope(command, dict(os.environ)) == (False, 1)
+
+
+def test_a_signal_death_is_128_plus_n(tmp_path: Path) -> None:
+    command = _stand_in(
+        tmp_path,
+        "from seqbox.backends.scope import report_started\n"
+        "report_started(os.environ)\n"
+        "import signal; os.kill(os.getpid(), signal.SIGTERM)",
+    )
+    assert scope.run_in_scope(command, dict(os.environ)) == (True, 143)

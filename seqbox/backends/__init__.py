@@ -12,7 +12,9 @@ from seqbox.errors import BackendError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
+
+    from seqbox.backends.scope import DelegationPlan
 
 __all__ = ["Backend", "Limits", "Probe", "Sandbox", "Selection", "Usage", "candidates", "select"]
 
@@ -109,38 +111,57 @@ def select(name: str = "auto") -> Selection:
     raise BackendError("no backend is usable: " + "; ".join(f"{p.name}: {p.reason}" for p in rejected))
 
 
-def delegation_command(run_args: list[str], backend: str) -> list[str] | None:
-    """``systemd-run --user --scope ... seqbox run RUN_ARGS`` when that would
-    give an unprivileged user a cgroup v2 of its own (see backends/scope.py)."""
+def delegation_plan(run_args: list[str], backend: str) -> DelegationPlan:
+    """Whether ``seqbox run RUN_ARGS`` re-runs itself in a delegated systemd
+    scope to give an unprivileged user a cgroup v2 of its own, and why (not)
+    (see backends/scope.py). ``run`` and ``doctor`` both ask this."""
     import os
 
-    if not LINUX or os.getuid() == 0 or backend not in ("auto", "cgroup2"):
-        return None
-    from seqbox.backends.scope import SCOPE_ENV, scope_command
+    from seqbox.backends.scope import DelegationPlan, delegation_plan
 
-    if os.environ.get(SCOPE_ENV):
-        return None
+    if not LINUX:
+        return DelegationPlan(None, "no systemd here")
+    uid = os.getuid()
+    if uid == 0 or backend not in ("auto", "cgroup2"):  # no probe needed
+        return delegation_plan(run_args, python="", environ=os.environ, uid=uid, backend=backend,
+                               cgroup2={}, systemd_run=None)  # fmt: skip
     probe = _cgroup2().probe()
     if probe.usable:
-        return None
+        return DelegationPlan(None, "cgroup2 is usable without a scope")
     import shutil
 
-    return scope_command(
+    return delegation_plan(
         run_args,
         python=sys.executable,
         environ=os.environ,
-        uid=os.getuid(),
+        uid=uid,
         backend=backend,
-        cgroup2_needs_delegation=bool(probe.details.get("delegation")),
+        cgroup2=probe.details,
         systemd_run=shutil.which("systemd-run"),
     )
 
 
-def scope_env() -> dict[str, str]:
-    """What the re-executed seqbox finds in its environment inside the scope."""
-    from seqbox.backends.scope import SCOPE_ENV
+def in_delegated_scope(run_args: list[str], backend: str, asking: Callable[[str], None]) -> int | None:
+    """Re-run ``seqbox run RUN_ARGS`` in a delegated scope when the plan says so
+    and return its exit status; None to run here: no scope, this is the re-run
+    inside one, or systemd-run failed before the command started (the fallback
+    note then says so). ``asking`` hears the command first."""
+    import os
 
-    return {SCOPE_ENV: "1"}
+    from seqbox.backends import scope
+
+    if os.environ.get(scope.SCOPE_ENV):  # the re-run inside the scope, or after a failed try
+        scope.report_started(os.environ)
+        return None
+    plan = delegation_plan(run_args, backend)
+    if plan.command is None:
+        return None
+    asking(" ".join(plan.command[:7]))
+    started, code = scope.run_in_scope(plan.command, os.environ)
+    if started:
+        return code
+    os.environ[scope.SCOPE_ENV] = scope.failed_marker(code)
+    return None
 
 
 def own_cgroup_names() -> set[str]:

@@ -150,7 +150,15 @@ class Cgroup2Backend(Backend):
         if placement.base is None:
             # The controllers are there, only not ours to use: a delegated scope would do.
             details["delegation"] = not layout.mount.read_only
-            return Probe(self.name, False, placement.reason, details)
+            reason = placement.reason
+            if details["delegation"]:
+                from seqbox.backends.scope import user_manager
+
+                answers, why = user_manager(os.environ)
+                details["user_manager"] = answers
+                details["user_manager_reason"] = why
+                reason += "; " + ("a delegated systemd scope gives one" if answers else why)
+            return Probe(self.name, False, reason, details)
         details["swap_accounting"] = (
             os.path.exists(os.path.join(layout.self_dir, "memory.swap.max")) or placement.kind == "root"
         )

@@ -1,38 +1,174 @@
 """A delegated cgroup from systemd, for an unprivileged user.
 
 On a systemd machine an ordinary user may not create cgroups where its shell
-runs, but its user manager hands out delegated scopes: seqbox re-executes
-itself as ``systemd-run --user --scope -p Delegate=yes -- seqbox run ...``,
-and inside the scope (where it is alone) makes its cgroups as usual.
+runs, but its user manager hands out delegated scopes: seqbox re-runs itself
+as ``systemd-run --user --scope -p Delegate=yes -- seqbox run ...``, and inside
+the scope (where it is alone) makes its cgroups as usual.
+
+Whether that is done is decided from something real: the user manager's
+private socket must accept a connection (a socket file left by a manager that
+is gone refuses it). If systemd-run still fails before the command starts
+(the re-run seqbox never reports in), the first seqbox falls back to polling
+instead of passing systemd-run's failure off as the command's exit status.
 """
 
 from __future__ import annotations
 
 import os
 
+#: set for the seqbox re-run inside the scope (never delegate twice): ``fd=N``,
+#: the pipe on which that seqbox reports that it started, then ``started``
+#: (what its command inherits); or :data:`FAILED_PREFIX` + why, once a scope
+#: could not be had
 SCOPE_ENV = "SEQBOX_IN_SCOPE"
+FD_PREFIX = "fd="
+STARTED = "started"
+FAILED_PREFIX = "failed: "
+#: how long connecting to the user manager may take (it answers in microseconds)
+CONNECT_TIMEOUT = 2.0
 
 
-def scope_command(
+class DelegationPlan:
+    """Whether ``seqbox run`` re-runs itself in a delegated scope (``command``
+    is then the argv to run), and why (not)."""
+
+    __slots__ = ("command", "reason")
+
+    def __init__(self, command: list[str] | None, reason: str) -> None:
+        self.command = command
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"DelegationPlan({self.command!r}, {self.reason!r})"
+
+
+def user_manager(environ: dict[str, str] | os._Environ[str]) -> tuple[bool, str]:
+    """Does a systemd user manager answer for this user? (answers, why).
+
+    Connects to ``$XDG_RUNTIME_DIR/systemd/private``, the socket systemd-run
+    itself talks to first: a live manager accepts at once, a stale socket file
+    refuses (ECONNREFUSED)."""
+    failed = environ.get(SCOPE_ENV, "")
+    if failed.startswith(FAILED_PREFIX):
+        return False, failed[len(FAILED_PREFIX) :]
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    if not runtime:
+        return False, "no systemd user manager (XDG_RUNTIME_DIR is not set)"
+    path = os.path.join(runtime, "systemd", "private")
+    if not os.path.exists(path):
+        return False, f"no systemd user manager ({path} does not exist)"
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT)
+        sock.connect(path)
+    except ConnectionRefusedError:
+        return False, f"no systemd user manager answers at {path} (a stale socket)"
+    except OSError as err:
+        return False, f"cannot reach the systemd user manager at {path}: {err.strerror or err}"
+    finally:
+        sock.close()
+    return True, f"the systemd user manager answers at {path}"
+
+
+def delegation_plan(
     run_args: list[str],
     *,
     python: str,
     environ: dict[str, str] | os._Environ[str],
     uid: int,
     backend: str,
-    cgroup2_needs_delegation: bool,
+    cgroup2: dict[str, object],
     systemd_run: str | None,
-) -> list[str] | None:
-    """The command that re-runs ``seqbox run RUN_ARGS`` in a delegated scope,
-    or None when that would not help (root, another backend asked for, already
-    in a scope, no systemd user manager, or cgroup2 is missing for another
-    reason than permissions)."""
-    if uid == 0 or backend not in ("auto", "cgroup2") or environ.get(SCOPE_ENV):
-        return None
-    if not cgroup2_needs_delegation or systemd_run is None:
-        return None
-    runtime = environ.get("XDG_RUNTIME_DIR")
-    if not runtime or not os.path.exists(os.path.join(runtime, "systemd", "private")):
-        return None  # no user manager to ask
-    return [systemd_run, "--user", "--scope", "--quiet", "--collect", "-p", "Delegate=yes",
-            "--", python, "-m", "seqbox", "run", *run_args]  # fmt: skip
+) -> DelegationPlan:
+    """Pure: the plan for ``seqbox run RUN_ARGS``.
+
+    ``cgroup2`` is the cgroup2 probe's details: ``delegation`` (the controllers
+    are there, only not ours) and ``user_manager`` (whether one answers, from
+    :func:`user_manager`) with ``user_manager_reason``."""
+    if uid == 0:
+        return DelegationPlan(None, "root makes its own cgroups")
+    if backend not in ("auto", "cgroup2"):
+        return DelegationPlan(None, f"--backend {backend} was asked for")
+    if environ.get(SCOPE_ENV):
+        return DelegationPlan(None, "already re-run for a delegated scope")
+    if not cgroup2.get("delegation"):
+        return DelegationPlan(None, "a delegated scope would not give a cgroup v2 with the memory controller")
+    if systemd_run is None:
+        return DelegationPlan(None, "systemd-run is not installed")
+    if not cgroup2.get("user_manager"):
+        return DelegationPlan(None, str(cgroup2.get("user_manager_reason") or "no systemd user manager"))
+    command = [systemd_run, "--user", "--scope", "--quiet", "--collect", "-p", "Delegate=yes",
+               "--", python, "-m", "seqbox", "run", *run_args]  # fmt: skip
+    return DelegationPlan(
+        command, "a delegated scope from the systemd user manager (systemd-run --user --scope)"
+    )
+
+
+def run_in_scope(command: list[str], environ: dict[str, str] | os._Environ[str]) -> tuple[bool, int]:
+    """Run ``command`` (systemd-run ... seqbox run ...): (whether the inner
+    seqbox started, the exit status). Not started means systemd-run failed
+    before the command could run (the inner seqbox reports in on an inherited
+    pipe), so the caller falls back.
+
+    This seqbox waits as the parent and passes stop signals on (a terminal's
+    Ctrl-C reaches the whole foreground group by itself)."""
+    import signal
+
+    started_r, started_w = os.pipe()
+    os.set_inheritable(started_w, True)
+    env = {**environ, SCOPE_ENV: f"{FD_PREFIX}{started_w}"}
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child execs
+        try:
+            os.close(started_r)
+            os.execve(command[0], command, env)
+        finally:
+            os._exit(127)
+    os.close(started_w)
+
+    def forward(signum: int, frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    passed_on = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, *passed_on)}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends it to the child too
+    for sig in passed_on:
+        if saved[sig] != signal.SIG_IGN:
+            signal.signal(sig, forward)
+    try:
+        try:
+            started = os.read(started_r, 1)
+        finally:
+            os.close(started_r)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    code = os.waitstatus_to_exitcode(status)
+    return bool(started), 128 - code if code < 0 else code
+
+
+def report_started(environ: dict[str, str] | os._Environ[str]) -> None:
+    """In the seqbox re-run inside the scope: tell the waiting seqbox that the
+    scope exists and the run goes ahead (closes the inherited pipe; the
+    command inherits ``started``)."""
+    value = environ.get(SCOPE_ENV, "")
+    if not value.startswith(FD_PREFIX) or not value[len(FD_PREFIX) :].isdigit():
+        return
+    environ[SCOPE_ENV] = STARTED
+    fd = int(value[len(FD_PREFIX) :])
+    try:
+        os.write(fd, b"1")
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def failed_marker(code: int) -> str:
+    """The SCOPE_ENV value after systemd-run exited ``code`` before the command started."""
+    return f"{FAILED_PREFIX}systemd-run could not start a delegated scope (it exited {code})"

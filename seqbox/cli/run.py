@@ -35,14 +35,14 @@ def _run(args: list[str], out: Output) -> int:
     root = project_root(cwd)
     options = resolve(raw, root, os.environ)
     out.level = QUIET if options.quiet else VERBOSE if options.verbose else NORMAL
-    from seqbox.backends import delegation_command
+    from seqbox.backends import in_delegated_scope
 
-    scoped = delegation_command(args, options.backend)
-    if scoped is not None:  # an unprivileged user on systemd: run inside a delegated scope
-        from seqbox.backends import scope_env
-
-        out.info("asking systemd for a delegated cgroup: " + " ".join(scoped[:7]))
-        os.execve(scoped[0], scoped, {**os.environ, **scope_env()})
+    # an unprivileged user on systemd: run inside a delegated scope
+    code = in_delegated_scope(
+        args, options.backend, lambda cmd: out.info(f"asking systemd for a delegated cgroup: {cmd}")
+    )
+    if code is not None:
+        return code
 
     from seqbox.runner import execute
 
