@@ -17,6 +17,13 @@ Environment (read once, when the test session starts):
   test that is skipped although it needs only these fails instead;
 * ``SEQBOX_TEST_DISABLE=cgroup1``: pretend a capability is missing (to see the
   suite without it, and to test the strict-skip machinery itself).
+
+``user_manager``: this is an unprivileged user whose systemd user manager
+answers, so ``seqbox run`` re-runs itself in a delegated scope (the laptop
+lane, scripts/vm-laptop). There the cgroup2 backend counts as usable: every
+``seqbox run`` of the suite gets it through such a scope. Probed with the real
+environment when the session starts (tests then get their own XDG_RUNTIME_DIR,
+except that they keep the real one where a user manager answers).
 """
 
 from __future__ import annotations
@@ -26,11 +33,14 @@ import os
 
 import pytest
 
+#: the session's real XDG_RUNTIME_DIR (the user manager's sockets), before any test isolates it
+REAL_RUNTIME_DIR = os.environ.get("XDG_RUNTIME_DIR")
+
 BACKENDS = ("cgroup2", "cgroup1", "poll")
 CGROUP_BACKENDS = ("cgroup2", "cgroup1")
 #: a backend run another way: name -> (the backend, the environment that selects the way)
 VARIANTS = {"poll-psutil": ("poll", {"SEQBOX_POLL_READER": "psutil"})}
-CAPABILITIES = (*BACKENDS, *VARIANTS, "root", "unprivileged", "strace")
+CAPABILITIES = (*BACKENDS, *VARIANTS, "root", "unprivileged", "strace", "user_manager")
 #: the user the "unprivileged" capability runs seqbox as
 NOBODY = 65534
 
@@ -77,7 +87,36 @@ def _probes() -> dict[str, Capability]:
     for backend in candidates():
         probe = backend.probe()
         found[probe.name] = Capability(probe.name, probe.usable, probe.reason)
+    cgroup2 = found.get("cgroup2")
+    if cgroup2 is not None and not cgroup2.usable and _user_manager().usable:
+        found["cgroup2"] = Capability(
+            "cgroup2", True, f"through a delegated systemd scope ({cgroup2.reason})"
+        )
     return found
+
+
+@functools.cache
+def _user_manager() -> Capability:
+    """Would ``seqbox run`` here take a delegated systemd scope? seqbox's own
+    decision, which connects to the user manager."""
+    from seqbox.backends import delegation_plan
+
+    name = "user_manager"
+    saved = os.environ.get("XDG_RUNTIME_DIR")
+    try:  # probed with the session's real runtime dir, even if asked from inside a test
+        if REAL_RUNTIME_DIR is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = REAL_RUNTIME_DIR
+        plan = delegation_plan(["--", "true"], "auto")
+    finally:
+        if saved is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = saved
+    if plan.command is None:
+        return Capability(name, False, f"seqbox run would not use a delegated scope: {plan.reason}")
+    return Capability(name, True, f"seqbox run uses {plan.reason}")
 
 
 @functools.cache
@@ -96,6 +135,8 @@ def capability(name: str) -> Capability:
         return _strace()
     if name in VARIANTS:
         return _variant(name)
+    if name == "user_manager":
+        return _user_manager()
     probe = _probes().get(name)
     if probe is None:
         return Capability(name, False, f"seqbox offers no {name} backend on this platform")

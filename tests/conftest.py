@@ -204,7 +204,10 @@ def isolated(
     home.mkdir()
     runtime.mkdir(mode=0o700)
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    if caps.usable("user_manager"):  # the laptop lane: seqbox must reach the user manager
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(caps.REAL_RUNTIME_DIR))
+    else:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("SEQBOX_STATE_DIR", str(tmp_path / "state"))
