@@ -112,17 +112,19 @@ def run_in_scope(command: list[str], environ: dict[str, str] | os._Environ[str])
     before the command could run (the inner seqbox reports in on an inherited
     pipe), so the caller falls back.
 
-    This seqbox waits as the parent and passes stop signals on (a terminal's
-    Ctrl-C reaches the whole foreground group by itself)."""
+    This seqbox waits as the parent and passes signals on; the child dies with
+    it (PR_SET_PDEATHSIG), as an exec'd seqbox would."""
     import signal
 
     started_r, started_w = os.pipe()
     os.set_inheritable(started_w, True)
     env = {**environ, SCOPE_ENV: f"{FD_PREFIX}{started_w}"}
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child execs
         try:
             os.close(started_r)
+            _die_with_parent(parent)
             os.execve(command[0], command, env)
         finally:
             os._exit(127)
@@ -134,12 +136,14 @@ def run_in_scope(command: list[str], environ: dict[str, str] | os._Environ[str])
         except ProcessLookupError:
             pass
 
-    passed_on = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, *passed_on)}
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends it to the child too
-    for sig in passed_on:
+    # A terminal sends its INT, QUIT and HUP to the whole foreground group, the
+    # child included: passing them on too would make a second stop signal.
+    from_terminal = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP) if _in_terminal_foreground() else ()
+    handled = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    saved = {sig: signal.getsignal(sig) for sig in handled}
+    for sig in handled:
         if saved[sig] != signal.SIG_IGN:
-            signal.signal(sig, forward)
+            signal.signal(sig, signal.SIG_IGN if sig in from_terminal else forward)
     try:
         try:
             started = os.read(started_r, 1)
@@ -151,6 +155,27 @@ def run_in_scope(command: list[str], environ: dict[str, str] | os._Environ[str])
             signal.signal(sig, handler)
     code = os.waitstatus_to_exitcode(status)
     return bool(started), 128 - code if code < 0 else code
+
+
+def _in_terminal_foreground() -> bool:
+    for fd in (0, 1, 2):
+        try:
+            return os.tcgetpgrp(fd) == os.getpgrp()
+        except OSError:
+            continue
+    return False
+
+
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the forked child
+    """SIGKILL this process (systemd-run, then the seqbox it execs) when the
+    waiting parent dies."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, 9, 0, 0, 0)  # SIGKILL
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(137)
 
 
 def report_started(environ: dict[str, str] | os._Environ[str]) -> None:
