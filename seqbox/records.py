@@ -80,6 +80,7 @@ class DoctorFacts(TypedDict, total=False):
     backends: list[ProbeFacts]
     backend: str | None
     why: str
+    delegated_scope: bool
     kernel_enforced: bool
     state_dir: str
     log_dir: str

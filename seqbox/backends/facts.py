@@ -67,5 +67,15 @@ def diagnose() -> DoctorFacts:
         facts["why"] = f"no usable cgroup ({rejected}); {chosen.reason}"
     else:
         facts["why"] = chosen.reason
+    facts["delegated_scope"] = False
+    if chosen is not None and chosen.name != "cgroup2":
+        from seqbox.backends import delegation_plan
+
+        plan = delegation_plan([], "auto")  # what `seqbox run` does for this user
+        if plan.command is not None:
+            facts["backend"] = "cgroup2"
+            facts["why"] = f"inside {plan.reason}"
+            facts["delegated_scope"] = True
+            enforced = True
     facts["kernel_enforced"] = enforced
     return facts
