@@ -137,3 +137,34 @@ def test_a_signal_death_is_128_plus_n(tmp_path: Path) -> None:
         "import signal; os.kill(os.getpid(), signal.SIGTERM)",
     )
     assert scope.run_in_scope(command, dict(os.environ)) == (True, 143)
+
+
+def test_the_inner_run_dies_with_the_waiting_seqbox(tmp_path: Path) -> None:
+    """SIGKILL to the seqbox the caller started ends the re-run too, as it would
+    an exec'd seqbox (PR_SET_PDEATHSIG)."""
+    import signal
+    import subprocess
+
+    from tests.helpers import read_pids, wait_dead
+
+    pids = tmp_path / "pids"
+    command = _stand_in(
+        tmp_path,
+        "from seqbox.backends.scope import report_started\n"
+        "report_started(os.environ)\n"
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}}\\n')\n"
+        "import time; time.sleep(60)",
+    )
+    waiter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from seqbox.backends import scope; import os; scope.run_in_scope({command!r}, os.environ)",
+        ]
+    )
+    try:
+        inner = read_pids(pids)["0"]
+    finally:
+        waiter.send_signal(signal.SIGKILL)
+        waiter.wait(timeout=10)
+    assert wait_dead([inner], timeout=5) == []
