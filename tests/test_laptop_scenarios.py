@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from tests.capabilities import needs
-from tests.helpers import MIB, Completed, SeqboxRunner, prog, slack
+from tests.helpers import MIB, SeqboxRunner, prog, slack
 
 pytestmark = needs("user_manager")
 
@@ -21,9 +21,10 @@ LIMIT = 200 * MIB
 HOG_400M = prog("hog", "--total", "400", "--chunk", "16")
 
 
-def _cgroups(res: Completed) -> dict[str, str]:
-    """The ``cgroupinfo`` document the command printed (first stdout line)."""
-    info = json.loads(res.stdout.splitlines()[0])
+def _cgroups(doc: dict[str, object]) -> dict[str, str]:
+    """The cgroups ``cgroupinfo`` printed, from a ``--json`` document (which
+    carries the command's stdout)."""
+    info = json.loads(str(doc["stdout"]).splitlines()[0])
     dirs: dict[str, str] = info["dirs"]
     return dirs
 
@@ -54,7 +55,7 @@ def test_a_run_takes_the_delegated_scope_and_leaves_nothing(sbx: SeqboxRunner) -
     assert res.returncode == 0, res
     assert res.json()["backend"] == "cgroup2", res
     assert res.seqbox_lines() == [], res  # no note: nothing fell back
-    cgroup = _cgroups(res)[""]
+    cgroup = _cgroups(res.json())[""]
     scope = _scope_of(cgroup)
     assert f"/user-{os.getuid()}.slice/user@{os.getuid()}.service/" in scope, cgroup
     assert "/seqbox-" in cgroup[len(scope) :], cgroup  # the sandbox is inside the scope
@@ -116,10 +117,10 @@ def test_nested_runs_inside_the_scope(sbx: SeqboxRunner) -> None:
     inner = ["python3", "-m", "seqbox", "run", "--json", "--mem", "1G", "--", *prog("cgroupinfo")]
     res = sbx.run("--json", "--mem", "300M", "--", *inner, timeout=120)
     assert res.returncode == 0, res
-    inner_doc = json.loads(res.stdout.strip().splitlines()[1])
+    inner_doc = json.loads(str(res.json()["stdout"]).strip().splitlines()[-1])
     assert inner_doc["backend"] == "cgroup2", res
     assert inner_doc["mem_limit_bytes"] == 300 * MIB, "a nested run never gets more than its outer run"
-    cgroup = _cgroups(res)[""]
+    cgroup = _cgroups(inner_doc)[""]
     scope = _scope_of(cgroup)
     assert cgroup[len(scope) :].count("/seqbox-") == 2, f"the inner sandbox is inside the outer's: {cgroup}"
     assert res.seqbox_lines() == [], res
@@ -137,9 +138,9 @@ def test_a_nested_hog_is_stopped_by_the_outer_limit(sbx: SeqboxRunner) -> None:
     ]
     res = sbx.run("--json", "--mem", "200M", "--", *inner, timeout=120)
     assert res.returncode == 137, res
-    docs = [json.loads(line) for line in res.stdout.strip().splitlines()]
-    assert docs[-1]["status"] == "memory", res
-    assert docs[-1]["backend"] == "cgroup2", res
+    doc = res.json()
+    assert doc["status"] == "memory", res
+    assert doc["backend"] == "cgroup2", res
 
 
 def test_doctor_agrees_with_run(sbx: SeqboxRunner, tmp_path: Path) -> None:

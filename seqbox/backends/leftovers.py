@@ -78,7 +78,30 @@ def places() -> list[str]:
         if cgroup.key == cgroupfs.UNIFIED:
             paths.update({os.path.dirname(cgroup.path) if cgroup.path != cgroup.mount.path else cgroup.path,
                           cgroup.mount.path})  # fmt: skip
+            paths.update(delegated_scopes(cgroup.path))
     return sorted(p for p in paths if os.path.isdir(p))
+
+
+def delegated_scopes(own: str) -> list[str]:
+    """The transient scopes of this user's systemd manager (where an
+    unprivileged seqbox re-runs itself, see scope.py), found from the user's
+    slice among this cgroup's ancestors; only those that are ours."""
+    uid = os.getuid()
+    if uid == 0:
+        return []
+    slice_name = f"user-{uid}.slice"
+    path = own
+    while path not in ("", "/") and os.path.basename(path) != slice_name:
+        path = os.path.dirname(path)
+    if os.path.basename(path) != slice_name:
+        return []
+    apps = os.path.join(path, f"user@{uid}.service", "app.slice")
+    try:
+        names = os.listdir(apps)
+    except OSError:
+        return []
+    return [os.path.join(apps, name) for name in names if name.endswith(".scope")
+            and os.access(os.path.join(apps, name), os.W_OK)]  # fmt: skip
 
 
 def find(project_key: str | None = None, trees: str | None = None) -> list[str]:
