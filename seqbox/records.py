@@ -81,6 +81,8 @@ class DoctorFacts(TypedDict, total=False):
     backend: str | None
     why: str
     kernel_enforced: bool
+    #: what would give a cgroup backend here (when only polling is left)
+    hint: str
     state_dir: str
     log_dir: str
 

@@ -68,4 +68,8 @@ def diagnose() -> DoctorFacts:
     else:
         facts["why"] = chosen.reason
     facts["kernel_enforced"] = enforced
+    if not enforced:  # what would give a cgroup backend here, when a probe knows
+        hints = [str(p.details["hint"]) for p in probes if not p.usable and p.details.get("hint")]
+        if hints:
+            facts["hint"] = hints[0]
     return facts
