@@ -127,11 +127,15 @@ def _backend_param(name: str) -> object:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     kept, dropped = [], []
     in_vm = bool(os.environ.get("SEQBOX_IN_VM"))
+    in_container = bool(os.environ.get("SEQBOX_IN_CONTAINER"))  # the VM lane's container part
     for item in items:
         if item.get_closest_marker("none_selected") is not None:
             dropped.append(item)  # e.g. cgroup_backend when only poll is under test
             continue
         if in_vm and item.get_closest_marker("vm_slow") is not None:
+            dropped.append(item)
+            continue
+        if in_container and item.get_closest_marker("vm_top") is not None:
             dropped.append(item)
             continue
         needed: set[str] = set()
