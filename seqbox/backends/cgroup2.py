@@ -42,20 +42,18 @@ import time
 
 from seqbox.backends import cgroupfs
 from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage, kill_pids
+from seqbox.backends.enclosing import MACHINE, NODE_PREFIX, SUPERVISOR_PREFIX, LimitHit, OomWatch
 from seqbox.errors import BackendError
 from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seqbox.backends.enclosing import LimitHit, OomWatch
     from seqbox.records import SandboxInfo
     from seqbox.spawn import Prepared, Stdio
 
 CPU_PERIOD_US = 100_000
 PAGE = os.sysconf("SC_PAGE_SIZE")
-NODE_PREFIX = "seqbox-"
 LEAF = "cmd"
-SUPERVISOR_PREFIX = "seqbox-sup-"
 #: the leaf a takeover moves a cgroup's processes into (docker-in-docker's name)
 TAKEOVER_LEAF = "init"
 #: ``1`` allows seqbox to take over a shared cgroup (see the module docstring, rule 5)
@@ -421,8 +419,6 @@ class Cgroup2Sandbox(Sandbox):
         self.files.text("events")  # read once: poll() then reports the next change
         self._ooms: OomWatch | None = None
         if layout is not None and layout.mount is not None:
-            from seqbox.backends.enclosing import OomWatch
-
             self._ooms = OomWatch(self.node, self.node, layout.mount.path, layout.top_is_root())
 
     def _file(self, name: str) -> str:
@@ -513,8 +509,6 @@ class Cgroup2Sandbox(Sandbox):
             return None
         hit = self._ooms.which()
         if hit is None and self._ooms.before.get(self.node) is not None and self.memory_exceeded(None):
-            from seqbox.backends.enclosing import MACHINE, LimitHit
-
             return LimitHit(MACHINE, None, None)
         return hit
 

@@ -13,8 +13,13 @@ from __future__ import annotations
 import os
 
 from seqbox.backends import cgroupfs
-from seqbox.backends.cgroup2 import NODE_PREFIX, SUPERVISOR_PREFIX
 from seqbox.units import format_size
+
+#: how backends/cgroup2.py names a run's node and a supervisor's own leaf
+#: (defined here, where they are read back, so that cgroup2 imports this module
+#: when it is loaded: never later, when a run may be short of file descriptors)
+NODE_PREFIX = "seqbox-"
+SUPERVISOR_PREFIX = "seqbox-sup-"
 
 #: kinds of limit, nearest first
 RUN, ENCLOSING_RUN, CONTAINER, CGROUP, MACHINE = "run", "enclosing-run", "container", "cgroup", "machine"
