@@ -178,8 +178,7 @@ def test_beside_the_init_doctor_and_run_both_fall_back(sbx: SeqboxRunner, pod: s
     doc = res.json()
     assert (doc["backend"], doc["status"]) == ("poll", "memory"), res
     notes = [line for line in res.seqbox_lines() if "poll" in line]
-    assert len(notes) == 1, res
-    assert "holds other processes" in notes[0], res
+    assert len(notes) == 1, res  # said once; doctor (above) says why
     assert _own_cgroup(init) == pod[len(ROOT) :], "the init was moved"
     assert _children(pod) == []
 
