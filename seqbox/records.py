@@ -82,6 +82,8 @@ class DoctorFacts(TypedDict, total=False):
     why: str
     delegated_scope: bool
     kernel_enforced: bool
+    #: what would give a cgroup backend here (when only polling is left)
+    hint: str
     state_dir: str
     log_dir: str
 

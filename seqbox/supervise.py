@@ -279,6 +279,10 @@ class Supervisor:
         """(status, exit code) by the first reason the tree was stopped for."""
         limits, reason = self.limits, self.reason
         if reason == "memory":
+            hit = self.sandbox.which_limit()
+            if hit is not None and hit.kind != "run":  # a limit above this run's (a container's...)
+                self.out.note(hit.message(peak))
+                return "memory", 137
             limit = format_size(limits.mem) if limits.mem else "of the enclosing sandbox"
             self.out.note(f"killed: memory limit {limit} exceeded (peak {format_size(peak)})")
             return "memory", 137

@@ -74,6 +74,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     caps.selected_backends()  # validate the environment's lists before collecting
     helpers.SLOWDOWN = helpers.measure_slowdown()
+    helpers.VIA_AUTO = os.environ.get("SEQBOX_TEST_VIA_AUTO") == "1"
+    if helpers.VIA_AUTO:
+        helpers.AUTO_PICKS = caps.auto_choice()
     config.stash[EXPECT] = caps.expected()
 
 
@@ -86,6 +89,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         cap = caps.capability(name)
         lines.append(f"seqbox capability {name}: {'yes' if cap.usable else 'no'} ({cap.reason})")
     lines.append(f"seqbox backends under test: {', '.join(caps.selected_backends()) or 'none'}")
+    if helpers.VIA_AUTO:
+        lines.append(f"SEQBOX_TEST_VIA_AUTO: the contract suite runs {helpers.AUTO_PICKS} as --backend auto")
     lines.append(f"time bounds stretched x{helpers.SLOWDOWN:.1f} (SEQBOX_TEST_SLOWDOWN)")
     expect = config.stash[EXPECT]
     if expect is not None:
@@ -122,11 +127,15 @@ def _backend_param(name: str) -> object:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     kept, dropped = [], []
     in_vm = bool(os.environ.get("SEQBOX_IN_VM"))
+    in_container = bool(os.environ.get("SEQBOX_IN_CONTAINER"))  # the VM lane's container part
     for item in items:
         if item.get_closest_marker("none_selected") is not None:
             dropped.append(item)  # e.g. cgroup_backend when only poll is under test
             continue
         if in_vm and item.get_closest_marker("vm_slow") is not None:
+            dropped.append(item)
+            continue
+        if in_container and item.get_closest_marker("vm_top") is not None:
             dropped.append(item)
             continue
         needed: set[str] = set()

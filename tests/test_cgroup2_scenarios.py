@@ -25,7 +25,7 @@ from tests.capabilities import NOBODY, needs
 from tests.conftest import Tracker
 from tests.helpers import FORCED_CHARGES, TOKEN_ENV, Completed, SeqboxRunner, prog, slack
 
-pytestmark = needs("cgroup2", "root")
+pytestmark = [needs("cgroup2", "root"), pytest.mark.vm_top]
 
 ROOT = "/sys/fs/cgroup"
 CONTROLLERS = "+memory +pids +cpu"

@@ -16,6 +16,7 @@ from seqbox.spawn import reap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from seqbox.backends.enclosing import LimitHit
     from seqbox.records import SandboxInfo
     from seqbox.spawn import Prepared, Stdio
 
@@ -177,6 +178,11 @@ class Sandbox(abc.ABC):
     def pids_exceeded(self, usage: Usage | None) -> bool:
         """True when a backend that cannot stop forks saw too many tasks."""
         return False
+
+    def which_limit(self) -> LimitHit | None:
+        """After a memory kill: whose limit the kernel enforced (this run's, an
+        enclosing run's, a container's...), where the backend can tell."""
+        return None
 
     @abc.abstractmethod
     def peak_mem(self) -> int | None:

@@ -8,18 +8,30 @@ children: a nested ``seqbox run`` makes its own node beside ``cmd``, inside the
 parent's limits.
 
 Where the base is (v2 allows controllers only in cgroups without processes,
-the "no internal processes" rule), decided by :func:`plan_placement`:
+the "no internal processes" rule; only the machine's root cgroup is exempt),
+decided by :func:`plan_placement`:
 
-1. seqbox runs in the root cgroup: the root (it is exempt from the rule);
+1. seqbox runs in the machine's root cgroup: the root;
 2. seqbox runs in a sandbox's ``cmd`` leaf (a nested run): that sandbox's node;
 3. seqbox is alone in a writable cgroup (a delegated scope, a CI step's own
-   cgroup): it moves itself into a leaf ``seqbox-sup-<pid>`` and uses its old
-   cgroup as the base;
+   cgroup, the cgroup of a container whose entrypoint is seqbox): it moves
+   itself into a leaf ``seqbox-sup-<pid>`` and uses its old cgroup as the base;
 4. the cgroup is shared with other processes (they stay where they are) and its
-   parent is writable: the parent;
-5. otherwise an unprivileged user on a systemd machine gets a delegated scope
+   parent is writable and holds no processes: the parent;
+5. the cgroup is shared and there is no usable parent (a container with a
+   private cgroup namespace: its cgroup is the top of what it sees), and seqbox
+   may take the cgroup over (it is PID 1, the container's init, or
+   ``SEQBOX_CGROUP_TAKEOVER=1`` says so): every process of the cgroup moves
+   into a leaf ``init`` once, as docker-in-docker's entrypoint and systemd do,
+   and the cgroup becomes the base (later runs go beside ``init``, rule 4);
+6. otherwise an unprivileged user on a systemd machine gets a delegated scope
    (``systemd-run --user --scope -p Delegate=yes``), and failing that seqbox
    falls back to polling.
+
+Taking over is not done unasked: the moved processes' own cgroup then shows no
+limits (programs that size themselves from their cgroup's ``memory.max``, as
+JVMs and Go runtimes do, see none), and a process entering the container later
+(``docker exec``) is placed beside them by the runtime.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ import time
 
 from seqbox.backends import cgroupfs
 from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage, kill_pids
+from seqbox.backends.enclosing import MACHINE, NODE_PREFIX, SUPERVISOR_PREFIX, LimitHit, OomWatch
 from seqbox.errors import BackendError
 from seqbox.spawn import prepare
 
@@ -40,20 +53,24 @@ if TYPE_CHECKING:
 
 CPU_PERIOD_US = 100_000
 PAGE = os.sysconf("SC_PAGE_SIZE")
-NODE_PREFIX = "seqbox-"
 LEAF = "cmd"
-SUPERVISOR_PREFIX = "seqbox-sup-"
+#: the leaf a takeover moves a cgroup's processes into (docker-in-docker's name)
+TAKEOVER_LEAF = "init"
+#: ``1`` allows seqbox to take over a shared cgroup (see the module docstring, rule 5)
+TAKEOVER_ENV = "SEQBOX_CGROUP_TAKEOVER"
 
 
 class Placement:
-    """Where runs' nodes go: ``base``; and how it was chosen (``kind``)."""
+    """Where runs' nodes go: ``base``; how it was chosen (``kind``), why, and
+    when there is none, what would give one (``hint``)."""
 
-    __slots__ = ("base", "kind", "reason")
+    __slots__ = ("base", "hint", "kind", "reason")
 
-    def __init__(self, kind: str, base: str | None, reason: str) -> None:
-        self.kind = kind  # root | nested | leaf | sibling | none
+    def __init__(self, kind: str, base: str | None, reason: str, hint: str | None = None) -> None:
+        self.kind = kind  # root | nested | leaf | sibling | takeover | none
         self.base = base
         self.reason = reason
+        self.hint = hint
 
     def __repr__(self) -> str:
         return f"Placement({self.kind!r}, {self.base!r})"
@@ -65,13 +82,25 @@ def plan_placement(
     self_procs: list[int],
     my_pid: int,
     writable: dict[str, bool],
+    *,
+    top_is_root: bool = True,
+    parent_procs: list[int] | tuple[int, ...] = (),
+    takeover: bool = False,
 ) -> Placement:
     """Pure: choose the base cgroup for run nodes (see the module docstring).
 
     ``writable`` maps a directory to whether we may create cgroups in it.
+    ``top_is_root`` says the top of the mount is the machine's root cgroup
+    (False in a container with a private cgroup namespace, whose top is the
+    container's own cgroup). ``parent_procs`` are the processes in
+    ``self_dir``'s parent; ``takeover`` says the user allowed moving the
+    processes of a shared cgroup into a leaf (PID 1 may do so unasked).
     """
     mount_path = mount_path.rstrip("/") or "/"
-    if self_dir.rstrip("/") == mount_path.rstrip("/") or self_dir == mount_path:
+    self_dir = self_dir.rstrip("/") or "/"
+    at_top = self_dir == mount_path
+    others = sorted(set(self_procs) - {my_pid})
+    if at_top and top_is_root:
         if not writable.get(self_dir):
             return Placement("none", None, f"seqbox runs in the root cgroup, and {self_dir} is not writable")
         return Placement("root", mount_path, "seqbox runs in the root cgroup")
@@ -81,13 +110,55 @@ def plan_placement(
     if os.path.basename(self_dir).startswith(SUPERVISOR_PREFIX):
         # an earlier step already moved us into our own leaf
         return Placement("leaf", parent, "seqbox's own leaf in its cgroup")
-    if writable.get(self_dir) and set(self_procs) <= {my_pid}:
-        return Placement("leaf", self_dir, "seqbox is alone in its cgroup: it moves into a leaf")
-    if writable.get(parent):
+    where = "the container's cgroup" if at_top else f"{self_dir}"
+    # the parent can hold run nodes when it has no processes (or is the exempt root)
+    parent_usable = (
+        not at_top
+        and writable.get(parent, False)
+        and (not parent_procs or (parent == mount_path and top_is_root))
+    )
+    if not writable.get(self_dir):
+        if parent_usable:
+            return Placement(
+                "sibling", parent, f"{self_dir} is not writable: runs go beside it, in its parent"
+            )
+        return Placement(
+            "none",
+            None,
+            f"{where} is not writable" + ("" if at_top else f", nor is {parent}"),
+            hint="give seqbox a writable cgroup: run it as root with /sys/fs/cgroup mounted read-write, "
+            "or in a delegated one (systemd-run --user --scope -p Delegate=yes)",
+        )
+    if not others:
+        return Placement("leaf", self_dir, f"seqbox is alone in {where}: it moves into a leaf")
+    if parent_usable:
         return Placement(
             "sibling", parent, "seqbox's cgroup holds other processes: runs go beside it, in its parent"
         )
-    return Placement("none", None, f"{self_dir} is shared with other processes and {parent} is not writable")
+    shown = ", ".join(map(str, others[:3])) + (", ..." if len(others) > 3 else "")
+    if takeover or my_pid == 1:
+        why = "seqbox is PID 1" if my_pid == 1 else f"{TAKEOVER_ENV}=1"
+        return Placement(
+            "takeover",
+            self_dir,
+            f"{where} holds other processes (pids {shown}); {why}: the first run moves them into "
+            f"{os.path.join(self_dir, TAKEOVER_LEAF)}, as docker-in-docker does",
+        )
+    beside = (
+        ""
+        if at_top
+        else f", and its parent {parent} "
+        + ("holds processes too" if writable.get(parent) else "is not writable")
+    )
+    return Placement(
+        "none",
+        None,
+        f"{where} holds other processes (pids {shown}){beside}, so the kernel lets seqbox enable "
+        "no memory controller there (the no-internal-processes rule)",
+        hint=f"run seqbox as the container's entrypoint (alone in its cgroup), or set {TAKEOVER_ENV}=1 "
+        f"to let it move those processes into {os.path.join(self_dir, TAKEOVER_LEAF)} first "
+        "(as docker-in-docker does)",
+    )
 
 
 class Cgroup2Layout:
@@ -111,12 +182,39 @@ class Cgroup2Layout:
         if self.mount is None or self.self_dir is None:
             return Placement("none", None, "no cgroup2 hierarchy is mounted")
         if self.mount.read_only:
-            return Placement("none", None, f"{self.mount.path} is mounted read-only")
+            return Placement(
+                "none",
+                None,
+                f"{self.mount.path} is mounted read-only",
+                hint="give seqbox a writable cgroup: in a container, one with /sys/fs/cgroup mounted "
+                "read-write (e.g. docker run --privileged)",
+            )
         self_dir = self.self_dir
         parent = os.path.dirname(self_dir)
-        procs = cgroupfs.parse_pids(cgroupfs.try_read(os.path.join(self_dir, "cgroup.procs")) or "")
+        procs = _procs(self_dir)
         writable = {path: _writable(path) for path in (self_dir, parent)}
-        return plan_placement(self.mount.path, self_dir, procs, os.getpid(), writable)
+        top = self.mount.path.rstrip("/") or "/"
+        return plan_placement(
+            self.mount.path,
+            self_dir,
+            procs,
+            os.getpid(),
+            writable,
+            top_is_root=self.top_is_root(),
+            parent_procs=_procs(parent) if self_dir != top and writable[parent] else (),
+            takeover=os.environ.get(TAKEOVER_ENV) == "1",
+        )
+
+    def top_is_root(self) -> bool:
+        """Whether the top of the mount is the machine's root cgroup, which is
+        exempt from the no-internal-processes rule. In a container with a private
+        cgroup namespace it is the container's own cgroup: only non-root cgroups
+        have ``cgroup.type``."""
+        return self.mount is not None and not os.path.exists(os.path.join(self.mount.path, "cgroup.type"))
+
+
+def _procs(path: str) -> list[int]:
+    return cgroupfs.parse_pids(cgroupfs.try_read(os.path.join(path, "cgroup.procs")) or "")
 
 
 def _writable(path: str) -> bool:
@@ -147,6 +245,8 @@ class Cgroup2Backend(Backend):
         placement = layout.placement()
         details["placement"] = placement.kind
         details["base"] = placement.base
+        if placement.hint:
+            details["hint"] = placement.hint
         if placement.base is None:
             # The controllers are there, only not ours to use: a delegated scope would do.
             details["delegation"] = not layout.mount.read_only
@@ -172,9 +272,12 @@ class Cgroup2Backend(Backend):
         supervisor_leaf = None
         if placement.kind == "leaf" and layout.self_dir == placement.base:
             supervisor_leaf = _move_self_into_leaf(placement.base)
+        elif placement.kind == "takeover":
+            _take_over(placement.base, limits)
+            return Cgroup2Sandbox(placement.base, limits, name, None, layout)
         try:
             _enable_controllers(placement.base, limits)
-            return Cgroup2Sandbox(placement.base, limits, name, supervisor_leaf)
+            return Cgroup2Sandbox(placement.base, limits, name, supervisor_leaf, layout)
         except BaseException:
             if supervisor_leaf is not None:
                 _leave_leaf(supervisor_leaf)
@@ -191,6 +294,34 @@ def _move_self_into_leaf(base: str) -> str:
         raise BackendError(f"cannot create cgroup {leaf}: {err.strerror}") from None
     cgroupfs.write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
     return leaf
+
+
+def _take_over(base: str, limits: Limits) -> None:
+    """Move every process of ``base`` (seqbox too) into its leaf ``init`` and
+    enable the controllers in ``base``. Processes may arrive meanwhile (a fork,
+    a ``docker exec``): they are moved too, until the kernel accepts."""
+    leaf = os.path.join(base, TAKEOVER_LEAF)
+    try:
+        os.mkdir(leaf)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise BackendError(f"cannot create cgroup {leaf}: {err.strerror}") from None
+    procs = os.path.join(leaf, "cgroup.procs")
+    for _ in range(20):
+        for pid in _procs(base):
+            try:
+                cgroupfs.write(procs, str(pid))
+            except BackendError:
+                if os.path.exists(f"/proc/{pid}"):  # not a process that just exited
+                    raise
+        try:
+            _enable_controllers(base, limits)
+            return
+        except BackendError:
+            if not _procs(base):
+                raise
+    raise BackendError(f"cgroup2: cannot take over {base}: processes keep arriving in it")
 
 
 def _leave_leaf(leaf: str) -> None:
@@ -255,7 +386,14 @@ class Cgroup2Sandbox(Sandbox):
     backend = "cgroup2"
     throttles_mem_high = True
 
-    def __init__(self, base: str, limits: Limits, name: str, supervisor_leaf: str | None) -> None:
+    def __init__(
+        self,
+        base: str,
+        limits: Limits,
+        name: str,
+        supervisor_leaf: str | None,
+        layout: Cgroup2Layout | None = None,
+    ) -> None:
         self.limits = limits
         self.node = os.path.join(base, f"{NODE_PREFIX}{name}")
         self.leaf = os.path.join(self.node, LEAF)
@@ -287,6 +425,9 @@ class Cgroup2Sandbox(Sandbox):
         ):
             self.files.open(key, path)
         self.files.text("events")  # read once: poll() then reports the next change
+        self._ooms: OomWatch | None = None
+        if layout is not None and layout.mount is not None:
+            self._ooms = OomWatch(self.node, self.node, layout.mount.path, layout.top_is_root())
 
     def _file(self, name: str) -> str:
         return os.path.join(self.node, name)
@@ -366,6 +507,18 @@ class Cgroup2Sandbox(Sandbox):
             leaf = cgroupfs.parse_flat_keyed(self.files.text("leaf_events") or "")
             self._oom_seen = hit > 0 or leaf.get("oom_kill", 0) > 0
         return self._oom_seen
+
+    def which_limit(self) -> LimitHit | None:
+        """Whose memory limit the kernel enforced: this run's, an enclosing
+        run's, a container's or another cgroup's above (from the ``oom``
+        counters of the node and the cgroups above it), or the machine's when
+        the command lost a process to the OOM killer and no limit was hit."""
+        if self._ooms is None:
+            return None
+        hit = self._ooms.which()
+        if hit is None and self._ooms.before.get(self.node) is not None and self.memory_exceeded(None):
+            return LimitHit(MACHINE, None, None)
+        return hit
 
     def peak_mem(self) -> int | None:
         peak = self.files.number("peak")

@@ -78,4 +78,8 @@ def diagnose() -> DoctorFacts:
             facts["delegated_scope"] = True
             enforced = True
     facts["kernel_enforced"] = enforced
+    if not enforced:  # what would give a cgroup backend here, when a probe knows
+        hints = [str(p.details["hint"]) for p in probes if not p.usable and p.details.get("hint")]
+        if hints:
+            facts["hint"] = hints[0]
     return facts

@@ -43,16 +43,18 @@ def render(facts: DoctorFacts) -> str:
         mark = "yes" if probe["usable"] else "no "
         lines.append(f"  {probe['name']:<8} {mark}  {probe['reason']}")
         details = probe["details"]
-        for key in ("controllers", "placement", "swap_accounting", "unified", "subreaper"):
+        for key in ("controllers", "placement", "swap_accounting", "unified", "subreaper", "hint"):
             if key in details:
                 lines.append(f"             {key}: {details[key]}")
     lines.append(f"auto picks:    {facts.get('backend')} ({facts.get('why')})")
     lines.append(f"state dir:     {facts.get('state_dir')}")
     lines.append(f"log dir:       {facts.get('log_dir')}")
     if not facts.get("kernel_enforced"):
+        fix = facts.get("hint") or (
+            "run as root, or delegate a cgroup (systemd-run --user --scope -p Delegate=yes)"
+        )
         lines.append(
             "note: only polling is available: limits are checked every 0.1 s, not "
-            "enforced by the kernel. Run as root, or delegate a cgroup "
-            "(systemd-run --user --scope -p Delegate=yes), to get a cgroup backend."
+            f"enforced by the kernel. To get a cgroup backend: {fix}."
         )
     return "\n".join(lines) + "\n"
