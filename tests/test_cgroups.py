@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import MIB, SeqboxRunner, prog, slack, wait_dead, wait_for_file
+from tests.capabilities import needs
+from tests.conftest import Tracker
+from tests.helpers import MIB, PROG, SeqboxRunner, prog, slack, wait_dead, wait_for_file
 
 
 def _seqbox_dirs(info: dict[str, dict[str, str]]) -> list[str]:
@@ -132,3 +136,44 @@ def test_next_run_cleans_up_after_a_killed_supervisor(
     assert res.returncode == 0, res
     assert wait_dead([sleeper], 2) == [], "what was left in the cgroup is still running"
     assert [path for path in dirs if os.path.exists(path)] == []
+
+
+@needs("cgroup1", "root")
+def test_cgroup1_names_the_enclosing_limit_the_kernel_enforced(procs: Tracker) -> None:
+    """A run inside another (its cgroup under the outer's): the outer holds
+    30 MiB, the inner grows towards its own 100 MiB, and the outer's 100 MiB
+    stops it. The inner sandbox says the enclosing run's limit was reached."""
+    import subprocess
+
+    from seqbox.backends import cgroupfs
+    from seqbox.backends.base import Limits
+    from seqbox.backends.cgroup1 import Cgroup1Backend, Cgroup1Layout, Cgroup1Sandbox
+
+    hog = [sys.executable, PROG, "hog", "--chunk", "10", "--hold", "30"]
+    outer = Cgroup1Backend().create(Limits(mem=100 << 20), "test-outer")
+    started: list[subprocess.Popen[bytes]] = []
+    inner = None
+    try:
+        assert isinstance(outer, Cgroup1Sandbox)
+        mount = next(c.mount for c in cgroupfs.own_cgroups() if c.key == "memory")
+        relative = "/" + os.path.relpath(outer.memory, mount.path)
+        layout = Cgroup1Layout(cgroupfs.mounts(), {"memory": relative})
+        inner = Cgroup1Sandbox(layout, Limits(mem=100 << 20), "t-in")
+        for where, total in ((outer.memory, "30"), (inner.memory, "90")):
+            join = f'echo $$ > "{where}/cgroup.procs"; exec "$@"'
+            started.append(subprocess.Popen(["sh", "-c", join, "sh", *hog, "--total", total]))
+            time.sleep(1.0)
+        started[1].wait(timeout=30)
+        assert started[1].returncode == -9
+        hit = inner.which_limit()
+        assert hit is not None
+        assert (hit.kind, hit.limit, hit.path) == ("enclosing-run", 100 << 20, outer.memory)
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
+        if inner is not None:
+            inner.kill_all()
+            inner.close()
+        outer.kill_all()
+        outer.close()

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.capabilities import CGROUP_BACKENDS
+from tests.capabilities import CGROUP_BACKENDS, needs
 from tests.helpers import (
     FORCED_CHARGES,
     MEMORY_KILL_RE,
     MIB,
+    PROG,
     SeqboxRunner,
     alive,
     prog,
@@ -412,3 +413,26 @@ def test_mem_high_brief_excursion(sbx: SeqboxRunner, backend: str) -> None:
     assert res.returncode == 0, res
     warnings = [line for line in res.seqbox_lines() if "--mem-high" in line]
     assert len(warnings) == (0 if backend == "cgroup2" else 1), res
+
+
+@needs("cgroup1")
+def test_a_nested_run_stopped_by_the_outer_limit_says_whose(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    """The outer run holds 120 MiB, the nested one grows to 150 MiB under the
+    same 200 MiB: the limit the kernel enforced is the outer run's. No line may
+    claim this run's own limit was exceeded at a peak well under it."""
+    seqbox = f"{sys.executable} -m seqbox run --backend cgroup1 --mem 200M --"
+    hog = f"{sys.executable} {PROG}"
+    script = (
+        f"{hog} hog --total 120 --chunk 10 --hold 30 & sleep 1; "
+        f"{seqbox} {hog} hog --total 150 --chunk 10 --hold 5; kill $! 2>/dev/null; wait"
+    )
+    res = sbx.run("--backend", "cgroup1", "--mem", "200M", "--", "sh", "-c", script, timeout=60)
+    assert res.returncode == 137, res
+    killed = [line for line in res.seqbox_lines() if "killed:" in line]
+    assert killed, res
+    for line in killed:
+        match = re.search(r"memory limit 200\.0 MiB exceeded \(peak ([\d.]+) MiB\)", line)
+        if match is not None:
+            assert float(match.group(1)) >= 198.0, line
+        else:
+            assert "the enclosing seqbox run's memory limit 200.0 MiB" in line, line
