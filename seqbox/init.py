@@ -13,6 +13,7 @@ EXAMPLES: dict[str, object] = {
     "mem_high": "1536M",
     "pids": 512,
     "cpus": 2,
+    "slots": 2,
     "wait_timeout": "1h",
     "budget": "auto",
     "log_dir": "logs",
