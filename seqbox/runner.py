@@ -70,9 +70,10 @@ def choose_backend(options: RunOptions, out: Output) -> Selection:
         if out.level >= VERBOSE:
             out.info(note)
         elif _first_time("poll-fallback"):
+            cause = selection.fallback_cause()
             out.note(
-                "no usable cgroup here: limits are enforced by polling the process tree "
-                "(said once; 'seqbox doctor' explains why)"
+                f"no usable cgroup here{f' ({cause})' if cause else ''}: limits are enforced by "
+                "polling the process tree (said once; 'seqbox doctor' explains why)"
             )
     if options.cpus is not None and not selection.backend.supports_cpus:
         out.note(f"--cpus is ignored by the {selection.backend.name} backend")

@@ -71,6 +71,18 @@ class Selection:
         why = "; ".join(f"{p.name}: {p.reason}" for p in self.rejected)
         return f"no usable cgroup ({why}); enforcing limits by polling instead"
 
+    def fallback_cause(self) -> str | None:
+        """Why a delegated scope (the usual way to a cgroup without root) was not
+        there, when that is why auto fell back to polling: worth saying even in
+        the short note (a stale user manager socket is something to fix)."""
+        if self.backend.kernel_enforced:
+            return None
+        for probe in self.rejected:
+            if probe.details.get("delegation") and not probe.details.get("user_manager", True):
+                cause = probe.details.get("user_manager_reason")
+                return str(cause) if cause else None
+        return None
+
     def make_sandbox(
         self, limits: Limits, name: str, records: str | None = None
     ) -> tuple[Sandbox, str | None]:
@@ -141,6 +153,10 @@ def delegation_plan(run_args: list[str], backend: str) -> DelegationPlan:
     )
 
 
+#: file descriptors a re-run of seqbox inside a scope needs (Python's start-up alone takes ~10)
+MIN_FDS_FOR_A_SCOPE = 64
+
+
 def in_delegated_scope(run_args: list[str], backend: str, asking: Callable[[str], None]) -> int | None:
     """Re-run ``seqbox run RUN_ARGS`` in a delegated scope when the plan says so
     and return its exit status; None to run here: no scope, this is the re-run
@@ -153,6 +169,10 @@ def in_delegated_scope(run_args: list[str], backend: str, asking: Callable[[str]
     if os.environ.get(scope.SCOPE_ENV):  # the re-run inside the scope, or after a failed try
         scope.report_started(os.environ)
         return None
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < MIN_FDS_FOR_A_SCOPE:
+        return None  # a second Python could not even start: run here (and say so if it fails)
     plan = delegation_plan(run_args, backend)
     if plan.command is None:
         return None

@@ -120,30 +120,45 @@ def run_in_scope(command: list[str], environ: dict[str, str] | os._Environ[str])
     os.set_inheritable(started_w, True)
     env = {**environ, SCOPE_ENV: f"{FD_PREFIX}{started_w}"}
     parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child execs
-        try:
-            os.close(started_r)
-            _die_with_parent(parent)
-            os.execve(command[0], command, env)
-        finally:
-            os._exit(127)
-    os.close(started_w)
-
-    def forward(signum: int, frame: object) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
     # A terminal sends its INT, QUIT and HUP to the whole foreground group, the
     # child included: passing them on too would make a second stop signal.
     from_terminal = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP) if _in_terminal_foreground() else ()
     handled = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    stops = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTERM)
+    child: list[int] = []
+    got: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if signum in stops:
+            got.append(signum)
+        for pid in child:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    # Signals wait until the child's pid is known: none is lost between fork and handler.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, handled)
     saved = {sig: signal.getsignal(sig) for sig in handled}
-    for sig in handled:
-        if saved[sig] != signal.SIG_IGN:
-            signal.signal(sig, signal.SIG_IGN if sig in from_terminal else forward)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child execs
+            try:
+                for sig, handler in saved.items():
+                    signal.signal(sig, handler)
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+                os.close(started_r)
+                _die_with_parent(parent)
+                os.execve(command[0], command, env)
+            finally:
+                os._exit(127)
+        child.append(pid)
+        os.close(started_w)
+        for sig in handled:
+            if saved[sig] != signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_IGN if sig in from_terminal else forward)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     try:
         try:
             started = os.read(started_r, 1)
@@ -154,6 +169,8 @@ def run_in_scope(command: list[str], environ: dict[str, str] | os._Environ[str])
         for sig, handler in saved.items():
             signal.signal(sig, handler)
     code = os.waitstatus_to_exitcode(status)
+    if not started and got:  # stopped while asking systemd: nothing ran, and nothing may now
+        return True, 128 + got[0]
     return bool(started), 128 - code if code < 0 else code
 
 
