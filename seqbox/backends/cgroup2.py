@@ -484,8 +484,18 @@ class Cgroup2Sandbox(Sandbox):
         return self.files.number("tasks_peak")
 
     def forks_refused(self) -> int | None:
-        text = cgroupfs.try_read(self._file("pids.events"))
-        return None if text is None else cgroupfs.parse_flat_keyed(text).get("max")
+        """``max`` in pids.events. Kernels before 6.13 count a refused fork in
+        the forking task's own cgroup (the leaf), later ones in the cgroup whose
+        limit refused it, hierarchically: the larger of the two is the count."""
+        counts = [
+            cgroupfs.parse_flat_keyed(text).get("max")
+            for text in (
+                cgroupfs.try_read(os.path.join(where, "pids.events")) for where in (self.node, self.leaf)
+            )
+            if text is not None
+        ]
+        found = [n for n in counts if n is not None]
+        return max(found) if found else None
 
     def sample(self) -> Usage:
         mem = self.files.number("current") or 0
