@@ -30,15 +30,13 @@ print(f"{name} answered after using {mib} MiB")
 LIMIT = "256M"  # each agent's limit, for its whole process tree
 
 
-async def agent(name: str, mib: int, places: int) -> tuple[str, seqbox.Result]:
+async def agent(name: str, mib: int) -> tuple[str, seqbox.Result]:
     result = await seqbox.run_async(
         [sys.executable, "-c", AGENT, name, str(mib)],
         mem=LIMIT,
         timeout="2m",
         lock="agents",
-        # TODO(lead): once `--budget` lands, admit agents by memory instead of a count:
-        # budget="auto" (as many at once as fit in the machine's memory) and no slots=.
-        slots=places,
+        budget="auto",  # as many at once as their limits fit in this machine's (or container's) memory
         capture=True,
     )
     return name, result
@@ -46,7 +44,7 @@ async def agent(name: str, mib: int, places: int) -> tuple[str, seqbox.Result]:
 
 async def main(count: int) -> int:
     sizes = [64] * (count - 1) + [4096]  # the last one would take 4 GiB
-    runs = [agent(f"agent-{i}", mib, places=count) for i, mib in enumerate(sizes)]
+    runs = [agent(f"agent-{i}", mib) for i, mib in enumerate(sizes)]
     ok = True
     for name, r in await asyncio.gather(*runs):
         peak = f"{(r.peak_mem_bytes or 0) / 2**20:.0f} MiB"
