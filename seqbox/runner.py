@@ -16,6 +16,7 @@ import os
 import time
 
 from seqbox.backends import Limits, Selection, select
+from seqbox.backends.base import RUN_ID_ENV as RUN_ID_ENV  # noqa: PLC0414 - re-exported
 from seqbox.errors import SeqboxError
 from seqbox.interrupts import Interrupted, Interrupts
 from seqbox.options import RunOptions
@@ -36,9 +37,6 @@ if TYPE_CHECKING:
 
     #: what a ``--json`` run captured of the command: (stdout, stderr)
     Captured = tuple[str | None, str | None]
-
-RUN_ID_ENV = "SEQBOX_RUN_ID"
-
 
 CANCELLED = "cancelled by 'seqbox kill --all' before it started; run it again when you want it"
 
@@ -282,15 +280,16 @@ class Run:
         summary.attempts = attempts
         summary.run_id = self.run_id
         summary.log = self.log_path()
-        self.close_log(summary=summary.as_json())
+        document = summary.as_json()
+        self.close_log(summary=document)
         if self.out.level >= VERBOSE:
             from seqbox.runlog import closing_line
 
-            self.out.info(closing_line(summary.as_json()))
+            self.out.info(closing_line(document))
         if log is not None:
             from seqbox.summary import dumps
 
-            _log_line(log, "=== seqbox summary: " + dumps(summary.as_json()) + "\n")
+            _log_line(log, "=== seqbox summary: " + dumps(document) + "\n")
             try:
                 log.close()
             except OSError as err:
@@ -299,7 +298,7 @@ class Run:
             from seqbox.summary import write_report
 
             try:
-                write_report(options.report, summary.as_json())
+                write_report(options.report, document)
             except SeqboxError as err:  # the command ran: its exit code stands
                 self.out.note(f"warning: {err}")
         return summary, captured
@@ -318,7 +317,8 @@ class Run:
         sandbox, note = selection.make_sandbox(self.limits, name, self.trees)
         if note:
             self.out.note(note)
-        turn.describe(sandbox.describe())
+        described = sandbox.describe()
+        turn.describe(described)
         capture = _capture(options, log)
         captured = None
         try:
@@ -336,7 +336,7 @@ class Run:
             def started(pid: int) -> None:
                 if capture is not None:
                     capture.started()
-                turn.started({**self.me(), "since": time.time(), "child": pid, **sandbox.describe()})
+                turn.started({**self.me(), "since": time.time(), "child": pid, **described})
                 if self.log is not None:  # the command runs: the log may touch the disk now
                     self.log.flush()
 

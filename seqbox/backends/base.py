@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from seqbox.spawn import Prepared, Stdio
 
 
+#: the variable that carries a run's id into its command's environment (a
+#: polled tree is found by it after a crash)
+RUN_ID_ENV = "SEQBOX_RUN_ID"
+
+
 class Limits:
     """Every limit a run is held to. ``None`` means no limit.
 
@@ -63,17 +68,8 @@ class Limits:
 
     def nested_in(self, mem: int | None, pids: int | None) -> Limits:
         """These limits inside a run that has ``mem`` and ``pids``: never more than it."""
-        nested = Limits(
-            mem=_at_most(self.mem, mem),
-            mem_high=self.mem_high,
-            pids=_at_most(self.pids, pids),
-            cpus=self.cpus,
-            warn_at=self.warn_at,
-            timeout=self.timeout,
-            grace=self.grace,
-            signal=self.signal,
-            poll_interval=self.poll_interval,
-        )
+        nested = Limits(**{name: getattr(self, name) for name in Limits.__slots__})
+        nested.mem, nested.pids = _at_most(self.mem, mem), _at_most(self.pids, pids)
         if nested.mem_high is not None and nested.mem is not None and nested.mem_high > nested.mem:
             nested.mem_high = None
         return nested

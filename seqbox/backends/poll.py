@@ -22,6 +22,7 @@ import os
 import signal
 import time
 
+from seqbox.backends.base import RUN_ID_ENV as RUN_ID_ENV  # noqa: PLC0414 - re-exported
 from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage
 from seqbox.spawn import prepare
 
@@ -38,7 +39,6 @@ STOP_ROUNDS = 1000
 READER_ENV = "SEQBOX_POLL_READER"
 #: the run id in every command's environment (set by the runner): how the
 #: psutil reader recognises an orphan it never saw attached
-RUN_ID_ENV = "SEQBOX_RUN_ID"
 #: the tightest sampling near a threshold, in seconds
 MIN_INTERVAL_S = 0.002
 #: and never more than this share of a core spent sampling (interval >= CPU cost / share)
@@ -116,7 +116,6 @@ class PollSandbox(Sandbox):
         self._tasks = 0
         self._tasks_peak = 0
         thresholds = [n for n in (limits.mem, *limits.notify_at) if n is not None]
-        self._threshold = min(thresholds) if thresholds else None
         self._thresholds = sorted(set(thresholds))
         self._last: tuple[float, int] | None = None  # (time, resident total) of the last sample
         self._rate = 0.0  # bytes/s, the tree's recent growth
@@ -157,7 +156,7 @@ class PollSandbox(Sandbox):
         a twentieth of a core), and whenever the estimate in between (the last
         exact value plus all resident growth since) crosses a threshold, so a
         kill or a warning is always decided on an exact value."""
-        if self._threshold is None or reading.rss <= self._threshold:
+        if not self._thresholds or reading.rss <= self._thresholds[0]:
             self._exact = None
             return reading.mem
         if self._exact is not None:

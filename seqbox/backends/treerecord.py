@@ -16,9 +16,9 @@ import os
 import signal
 
 from seqbox.backends import procinfo
+from seqbox.backends.base import RUN_ID_ENV
 
 SUFFIX = ".tree"
-RUN_ID_ENV = b"SEQBOX_RUN_ID="
 FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -120,7 +120,7 @@ def carriers(run_id: str) -> list[int]:
     """The user's live processes whose environment holds ``SEQBOX_RUN_ID=run_id``."""
     if not procinfo.HAVE_PROC:
         return []
-    entry = RUN_ID_ENV + run_id.encode()
+    entry = f"{RUN_ID_ENV}={run_id}".encode()
     uid = os.getuid()
     mine = {os.getpid(), *(pid for pid, _ in procinfo.ancestors())}  # never seqbox or who started it
     found = []
