@@ -7,6 +7,8 @@ Layout, under the per-user state directory (all 0700, opened O_NOFOLLOW)::
         t-<number>  a waiter's ticket: flock'd (exclusive) while it waits
         slot-<k>    flock'd (exclusive) by the k-th holder while it runs
         cancel      ``seqbox kill --all``: waiters numbered up to this give up
+        bell        a FIFO: a holder that hands over writes a byte into it, which
+                    wakes a head of the line waiting for room
 
 Order: an arrival takes the next number under the door lock and creates its
 ticket, already locked, by renaming a locked temporary file into place. A
@@ -17,9 +19,11 @@ by SIGKILL) frees its place at once: its flock goes with it.
 
 With a memory budget (``--budget``), the head also asks an admission gate
 whether it fits next to the holders (their reservations are in their slot
-files); until it does it blocks on the slot of the holder whose leaving would
-help first, looking again at least every ``RECHECK_S``. Nobody behind it
-overtakes it.
+files). A head that waits for room (a budget, or ``--slots`` above 1) sleeps
+in poll() on the bell, which any holder handing over rings, and on a pidfd of
+each holder, which wakes it when one dies (even by SIGKILL). It looks again at
+least every ``RECHECK_S`` anyway: the gate also depends on what nothing rings
+for (the machine's available memory). Nobody behind it overtakes it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import select
+import stat
 import time
 
 from seqbox import flocks
@@ -46,7 +52,10 @@ TICKET_PREFIX = "t-"
 SLOT_PREFIX = "slot-"
 DOOR = "door"
 CANCEL = "cancel"
-HEAD_POLL_S = 0.002  # only the head of the line, and only with --slots > 1
+BELL = "bell"
+#: how often a head waiting for room looks again where holders cannot be watched
+#: by pidfd (before Linux 5.3, and off Linux): a holder killed by SIGKILL rings no bell
+HEAD_POLL_S = 0.02
 RECHECK_S = 0.5  # with a budget: how often a head that cannot fit looks again
 
 
@@ -301,12 +310,15 @@ class Turn:
         self.gate = gate
         #: what this head of the line waits for (the budget), shown in its ticket
         self.waiting_for: str | None = None
+        #: the bell, open for reading while this head waits for room
+        self._bell: int | None = None
 
     def __enter__(self) -> Turn:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.hand_over()
+        self._close_bell()
         if self.lockdir.fd >= 0:
             tidy(self.lockdir)
             self.lockdir.close()
@@ -326,20 +338,23 @@ class Turn:
         deadline = None if timeout is None else start + timeout
         while True:
             ahead = self._predecessor()
-            holder = None  # with a budget: the slot of a holder whose leaving would help
+            holders: list[int] | None = None  # waiting for room: the pids of the holders
             if ahead is None:
+                if self.gate is not None or self.slots > 1:
+                    self._listen_to_bell()  # before looking, so that no leaving is missed
                 if self.gate is None:
                     if self._take_free_slot():
                         break
+                    if self.slots > 1:
+                        holders = self._holder_pids()
                 else:
-                    admitted, holder = self._admit()
+                    admitted, holders = self._admit()
                     if admitted:
                         break
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                for fd in (ahead, holder):
-                    if fd is not None:
-                        os.close(fd)
+                if ahead is not None:
+                    os.close(ahead)
                 raise LockTimeout(f"gave up waiting for lock {self.lock!r} after {timeout:g}s")
             if on_wait is not None:
                 on_wait(lambda: view(self.lockdir), now - start)
@@ -349,13 +364,11 @@ class Turn:
                     flocks.wait_lock(ahead, exclusive=False, tick=wait_for)
                 finally:
                     os.close(ahead)
-            elif self.gate is not None:
-                self._wait_for_holder(holder, min(wait_for, RECHECK_S))
-            elif self.slots == 1:
-                if self._wait_slot(wait_for):
-                    break
-            else:
-                time.sleep(HEAD_POLL_S)
+            elif holders is not None:
+                self._wait_for_room(holders, min(wait_for, RECHECK_S))
+            elif self._wait_slot(wait_for):  # --slots 1, no budget
+                break
+        self._close_bell()
         self.wait_s = time.monotonic() - start
         if self.number <= self.lockdir.cancel_mark():
             self.hand_over()
@@ -377,31 +390,61 @@ class Turn:
             return fd
         return None
 
-    def _admit(self) -> tuple[bool, int | None]:
+    def _admit(self) -> tuple[bool, list[int]]:
         """As the head of a lock with a budget: take a slot if we fit now.
-        Otherwise return an open fd of the slot of the holder whose leaving
-        would help first (None when there is none), and say what we wait for."""
+        Otherwise say what we wait for, and return the holders' pids."""
         assert self.gate is not None
-        slots = _live_entries(self.lockdir, [f"{SLOT_PREFIX}{k}" for k in self.lockdir.slots()], prune=False)
+        slots = self._holders()
         verdict = self.gate.check([entry for _, entry in slots])
         if verdict.fits and self._take_free_slot():
-            return True, None
+            return True, []
         self._say_waiting_for(None if verdict.fits else self.gate.text(verdict))
-        if not slots:
-            return False, None
-        index = verdict.wait_on if verdict.wait_on is not None else 0  # fits, but --slots are all taken
-        return False, flocks.open_file(self.lockdir.fd, slots[index][0], create=False)
+        return False, [entry["pid"] for _, entry in slots]
 
-    def _wait_for_holder(self, fd: int | None, tick: float) -> None:
-        """Block until the holder of the slot open as ``fd`` leaves (its flock
-        goes, even when it is SIGKILLed), for at most ``tick`` seconds."""
-        if fd is None:
-            time.sleep(tick)
-            return
+    def _holders(self) -> list[tuple[str, Entry]]:
+        return _live_entries(self.lockdir, [f"{SLOT_PREFIX}{k}" for k in self.lockdir.slots()], prune=False)
+
+    def _holder_pids(self) -> list[int]:
+        return [entry["pid"] for _, entry in self._holders()]
+
+    def _listen_to_bell(self) -> None:
+        """Open the bell (made if missing) and empty it: rings from now on wake us."""
+        if self._bell is None:
+            self._bell = _open_bell(self.lockdir.fd)
+        if self._bell is not None:
+            try:
+                while os.read(self._bell, 4096):
+                    pass
+            except BlockingIOError:  # empty (we hold it open for writing too: never EOF)
+                pass
+
+    def _close_bell(self) -> None:
+        if self._bell is not None:
+            os.close(self._bell)
+            self._bell = None
+
+    def _wait_for_room(self, pids: list[int], tick: float) -> None:
+        """Block until a holder leaves, for at most ``tick`` seconds: in order
+        (it rings the bell) or by dying, even by SIGKILL (its pidfd wakes us)."""
+        pidfds: list[int] = []
+        timeout = tick
         try:
-            flocks.wait_lock(fd, exclusive=False, tick=tick)
+            for pid in pids:
+                try:
+                    pidfds.append(os.pidfd_open(pid))
+                except ProcessLookupError:  # it died since we looked: look again now
+                    return
+                except (AttributeError, OSError):  # no pidfds here: look again soon
+                    timeout = min(tick, HEAD_POLL_S)
+            if self._bell is None:
+                timeout = min(timeout, HEAD_POLL_S)
+            poller = select.poll()
+            for fd in ([] if self._bell is None else [self._bell]) + pidfds:
+                poller.register(fd, select.POLLIN)
+            poller.poll(max(1, int(timeout * 1000)))
         finally:
-            os.close(fd)
+            for fd in pidfds:
+                os.close(fd)
 
     def _say_waiting_for(self, text: str | None) -> None:
         """Put what we wait for into our ticket, for the waiting line and ``status``."""
@@ -425,7 +468,7 @@ class Turn:
         return False
 
     def _wait_slot(self, tick: float) -> bool:
-        """As the head of the line with one slot: block until it is ours."""
+        """As the head of the line with one slot and no budget: block until it is ours."""
         name = f"{SLOT_PREFIX}0"
         fd = flocks.open_file(self.lockdir.fd, name)
         assert fd is not None
@@ -483,6 +526,7 @@ class Turn:
                 pass
             os.close(self.slot_fd)
             self.slot_fd = None
+            ring(self.lockdir.fd)
 
     def describe(self, sandbox: SandboxInfo) -> None:
         """Where our tree will run: written into the slot as soon as we hold it."""
@@ -514,6 +558,39 @@ class NoTurn:
 
     def describe(self, sandbox: SandboxInfo) -> None:
         pass
+
+
+def ring(dir_fd: int) -> None:
+    """Wake the head of the line if it waits for room (costs one failed open when nobody does)."""
+    try:
+        fd = os.open(BELL, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:  # no bell yet, or nobody listening (ENXIO)
+        return
+    try:
+        os.write(fd, b"\0")
+    except OSError:  # full: a wake-up is pending anyway
+        pass
+    finally:
+        os.close(fd)
+
+
+def _open_bell(dir_fd: int) -> int | None:
+    """The bell, open for reading (and writing, so that it never reads as
+    EOF), non-blocking; None where no FIFO can be made (then we poll)."""
+    try:
+        os.mkfifo(BELL, 0o600, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
+    except (OSError, NotImplementedError):
+        return None
+    try:
+        fd = os.open(BELL, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
 
 
 def arrive(

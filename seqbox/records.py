@@ -64,6 +64,29 @@ class ProbeFacts(TypedDict):
     details: dict[str, object]
 
 
+class EnclosingFacts(TypedDict):
+    """A cgroup above seqbox that limits memory."""
+
+    path: str
+    limit_bytes: int
+    usage_bytes: int
+
+
+class MemoryFacts(TypedDict):
+    """What memory seqbox may count on here (``--budget auto``)."""
+
+    total_bytes: int
+    available_bytes: int
+    #: the cgroups above seqbox (a container's, a CI job's) with a memory limit
+    enclosing: list[EnclosingFacts]
+    #: memory pressure, ``some avg10`` in percent; None where the kernel has none
+    pressure: float | None
+    #: the smallest of the machine's memory and every enclosing limit
+    ceiling_bytes: int
+    #: what ``--budget auto`` is here: the ceiling less the reserve
+    budget_auto_bytes: int
+
+
 class DoctorFacts(TypedDict, total=False):
     """What ``seqbox doctor`` reports (``--json`` prints it as is)."""
 
@@ -84,6 +107,7 @@ class DoctorFacts(TypedDict, total=False):
     kernel_enforced: bool
     #: what would give a cgroup backend here (when only polling is left)
     hint: str
+    memory: MemoryFacts
     state_dir: str
     log_dir: str
 

@@ -260,3 +260,49 @@ def test_api_gather_runs_as_many_as_fit(sbx: SeqboxRunner, tmp_path: Path) -> No
     peak, most = peak_reserved(spans, dict.fromkeys(spans, 100 * MIB))
     assert peak <= 300 * MIB
     assert most >= 2
+
+
+def test_the_head_starts_when_any_holder_leaves(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    """The head waits for room, not for one holder: when a younger holder
+    leaves first, the head starts at once (woken by the bell), not at its next
+    look. Four rounds, each: the oldest holder stays, a younger one leaves."""
+    record, stay = tmp_path / "record", tmp_path / "stay"
+    wait_gate = 'while [ ! -e "$1" ]; do sleep 0.005; done; echo "end $2 $(date +%s%N)" >> "$3"'
+    old = sbx.start("--budget", BUDGET, "--mem", "150M", "--", "sh", "-c", wait_gate, "sh", str(stay), "old", "/dev/null")  # fmt: skip
+    wait_until("the oldest holder to run", lambda: len(lock_view(sbx.project)[0]) == 1)
+    gaps = []
+    try:
+        for i in range(4):
+            leave = tmp_path / f"leave{i}"
+            young = sbx.start("--budget", BUDGET, "--mem", "150M", "--", "sh", "-c", wait_gate, "sh", str(leave), f"young{i}", str(record))  # fmt: skip
+            wait_until("the younger holder to run", lambda: len(lock_view(sbx.project)[0]) == 2)
+            head = sbx.start("--budget", BUDGET, "--mem", "150M", *job(record, f"head{i}", mib=1, hold=0))
+            wait_until(
+                "the head to wait for memory",
+                lambda: any(w.get("waiting_for") for w in lock_view(sbx.project)[1]),
+            )
+            leave.touch()
+            assert finish(young, head) == [0, 0]
+            seen = {(kind, tag): int(ns) for kind, tag, ns in map(str.split, record.read_text().splitlines())}
+            gaps.append((seen["start", f"head{i}"] - seen["end", f"young{i}"]) / 1e9)
+    finally:
+        stay.touch()
+        finish(old)
+    # It used to wait on the oldest holder and look again every 0.5 s: 0.25 s on average.
+    assert sum(gaps) / len(gaps) < 0.12, gaps
+
+
+def test_doctor_says_what_auto_would_be(sbx: SeqboxRunner, cgroup_backend: str) -> None:
+    """Inside a run limited to 1 GiB (a cgroup above seqbox, as a container's
+    would be), doctor names the limit and says auto is 1 GiB less 256 MiB."""
+    doctor = f"{sys.executable} -m seqbox doctor"
+    res = sbx.run("--mem", "1G", "--", "sh", "-c", f"{doctor} --json; {doctor}", backend=cgroup_backend)
+    assert res.returncode in (0, 1), res  # 1: nested, only polling may be left
+    decoder = json.JSONDecoder()
+    facts, end = decoder.raw_decode(res.stdout)
+    memory = facts["memory"]
+    assert memory["budget_auto_bytes"] == 768 * MIB, memory
+    assert [c["limit_bytes"] for c in memory["enclosing"]] == [1024 * MIB], memory
+    text = res.stdout[end:]
+    assert "budget auto:   768.0 MiB (at most 1.0 GiB here, less a reserve of 256.0 MiB)" in text, text
+    assert "  limited by:     " in text and ": 1.0 GiB (" in text, text

@@ -91,6 +91,23 @@ def test_slots_let_n_run_at_once(sbx: SeqboxRunner, tmp_path: Path) -> None:
     assert peak == 2
 
 
+def test_a_slot_freed_by_sigkill_is_taken_at_once(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    """With --slots 2 the head waits for either holder to leave: one killed by
+    SIGKILL (it rings no bell) frees its slot at once (its pidfd wakes the head)."""
+    gate = tmp_path / "gate"
+    holders = [sbx.start("--slots", "2", "--", "sh", "-c", GATE_WAIT, "sh", str(gate)) for _ in range(2)]
+    _wait_queue(sbx.project, 2, 0)
+    waiter = sbx.start("--slots", "2", "--", "true")
+    _wait_queue(sbx.project, 2, 1)
+    killed = time.monotonic()
+    os.kill(holders[1].pid, signal.SIGKILL)
+    assert _finish(waiter) == 0
+    assert time.monotonic() - killed < slack(2)
+    gate.touch()
+    assert _finish(holders[0]) == 0
+    holders[1].wait()
+
+
 def test_lock_names_are_independent_queues(sbx: SeqboxRunner, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     holder = _holder(sbx, gate, lock="alpha")

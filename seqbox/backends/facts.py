@@ -10,7 +10,9 @@ from seqbox.backends import LINUX, candidates
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seqbox.records import DoctorFacts
+    from collections.abc import Callable
+
+    from seqbox.records import DoctorFacts, MemoryFacts
 
 
 def platform_facts() -> DoctorFacts:
@@ -83,3 +85,22 @@ def diagnose() -> DoctorFacts:
         if hints:
             facts["hint"] = hints[0]
     return facts
+
+
+def memory_facts(budget_of: Callable[[int], int]) -> MemoryFacts:
+    """The memory seqbox may count on, and what ``--budget auto`` makes of it
+    (``budget_of``: the ceiling less the reserve, admission's arithmetic)."""
+    from seqbox.backends import memory
+
+    state = memory.read_state()
+    ceiling = state.ceiling()
+    return {
+        "total_bytes": state.total,
+        "available_bytes": state.available_now(),
+        "enclosing": [
+            {"path": c.path, "limit_bytes": c.limit, "usage_bytes": c.usage} for c in state.enclosing
+        ],
+        "pressure": state.pressure,
+        "ceiling_bytes": ceiling,
+        "budget_auto_bytes": budget_of(ceiling),
+    }

@@ -6,14 +6,16 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seqbox.records import DoctorFacts
+    from seqbox.records import DoctorFacts, MemoryFacts
 
 
 def doctor_main(as_json: bool) -> int:
-    from seqbox.backends.facts import diagnose
+    from seqbox.admission import auto_budget
+    from seqbox.backends.facts import diagnose, memory_facts
     from seqbox.state import log_dir_default, state_dir_path
 
     facts = diagnose()
+    facts["memory"] = memory_facts(auto_budget)
     facts["state_dir"] = state_dir_path()
     facts["log_dir"] = log_dir_default()
     if as_json:
@@ -23,6 +25,28 @@ def doctor_main(as_json: bool) -> int:
     else:
         sys.stdout.write(render(facts))
     return 0 if facts["kernel_enforced"] else 1
+
+
+def memory_lines(memory: MemoryFacts) -> list[str]:
+    from seqbox.units import format_size
+
+    pressure = memory["pressure"]
+    total, available = format_size(memory["total_bytes"]), format_size(memory["available_bytes"])
+    lines = [
+        f"memory:        {total}, {available} available"
+        + ("" if pressure is None else f", pressure {pressure:g}% (some avg10)")
+    ]
+    for cgroup in memory["enclosing"]:
+        lines.append(
+            f"  limited by:     {cgroup['path']}: {format_size(cgroup['limit_bytes'])}"
+            f" ({format_size(cgroup['usage_bytes'])} in use)"
+        )
+    reserve = memory["ceiling_bytes"] - memory["budget_auto_bytes"]
+    lines.append(
+        f"budget auto:   {format_size(memory['budget_auto_bytes'])}"
+        f" (at most {format_size(memory['ceiling_bytes'])} here, less a reserve of {format_size(reserve)})"
+    )
+    return lines
 
 
 def render(facts: DoctorFacts) -> str:
@@ -47,6 +71,8 @@ def render(facts: DoctorFacts) -> str:
             if key in details:
                 lines.append(f"             {key}: {details[key]}")
     lines.append(f"auto picks:    {facts.get('backend')} ({facts.get('why')})")
+    if "memory" in facts:
+        lines += memory_lines(facts["memory"])
     lines.append(f"state dir:     {facts.get('state_dir')}")
     lines.append(f"log dir:       {facts.get('log_dir')}")
     if not facts.get("kernel_enforced"):
