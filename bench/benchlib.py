@@ -40,8 +40,7 @@ def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if key != "PYTHONDONTWRITEBYTECODE"
-        and not (key.startswith("SEQBOX_") or key in _SEQBOX_INPUTS)
+        if key != "PYTHONDONTWRITEBYTECODE" and not (key.startswith("SEQBOX_") or key in _SEQBOX_INPUTS)
     }
     env.update(extra or {})
     return env
@@ -57,8 +56,10 @@ def variant_env(name: str) -> dict[str, str]:
     return bench_env(VARIANTS[name][1] if name in VARIANTS else None)
 
 
-ENV_NOTE = ("environment: PYTHONDONTWRITEBYTECODE, SEQBOX_* and the recipe's variables removed; "
-            "commands run in a scratch directory outside any project")
+ENV_NOTE = (
+    "environment: PYTHONDONTWRITEBYTECODE, SEQBOX_* and the recipe's variables removed; "
+    "commands run in a scratch directory outside any project"
+)
 
 
 class Doctor:
@@ -66,13 +67,13 @@ class Doctor:
 
     def __init__(self) -> None:
         argv, _ = seqbox_argv()
-        proc = subprocess.run([*argv, "doctor", "--json"], capture_output=True, text=True,
-                              env=bench_env(), check=False)
+        proc = subprocess.run(
+            [*argv, "doctor", "--json"], capture_output=True, text=True, env=bench_env(), check=False
+        )
         try:
             facts: dict[str, Any] = json.loads(proc.stdout)
         except ValueError:
-            print(f"FAIL: seqbox doctor --json failed (exit {proc.returncode}): "
-                  f"{proc.stderr.strip()}")
+            print(f"FAIL: seqbox doctor --json failed (exit {proc.returncode}): {proc.stderr.strip()}")
             sys.exit(0)
         self.facts = facts
         self.auto: str | None = facts.get("backend")
@@ -109,8 +110,12 @@ class Doctor:
 
 def parser(description: str, allowed: tuple[str, ...]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--backend", default="all", choices=("all", *allowed),
-                   help="backend to measure (default: every usable one)")
+    p.add_argument(
+        "--backend",
+        default="all",
+        choices=("all", *allowed),
+        help="backend to measure (default: every usable one)",
+    )
     p.add_argument("--json", action="store_true", help="also print the results as one JSON object")
     return p
 
@@ -133,19 +138,22 @@ class Report:
         print(f"== {bench}: seqbox started as {how}")
         print(f"   seqbox under test: {self.seqbox_source}")
         print(f"   {ENV_NOTE}")
-        print(f"   load average at start: {loadavg()} ({os.cpu_count()} CPUs); numbers are only "
-              f"as quiet as the machine")
+        print(
+            f"   load average at start: {loadavg()} ({os.cpu_count()} CPUs); numbers are only "
+            f"as quiet as the machine"
+        )
 
     def check(self, name: str, ok: bool, measured: str, target: str) -> None:
         self.checks.append({"name": name, "pass": ok, "measured": measured, "target": target})
 
     def finish(self, as_json: bool) -> int:
         leftovers, foreign = self.leftover_cgroups()
-        self.check("no seqbox cgroups left behind", not leftovers,
-                   ", ".join(leftovers) or "none", "none")
+        self.check("no seqbox cgroups left behind", not leftovers, ", ".join(leftovers) or "none", "none")
         if foreign:
-            print(f"note: {len(foreign)} seqbox-* cgroups appeared meanwhile that belong to "
-                  f"another seqbox (not started by this bench): {', '.join(foreign)}")
+            print(
+                f"note: {len(foreign)} seqbox-* cgroups appeared meanwhile that belong to "
+                f"another seqbox (not started by this bench): {', '.join(foreign)}"
+            )
         elapsed = time.monotonic() - self.started
         print()
         for c in self.checks:
@@ -153,8 +161,13 @@ class Report:
             print(f"{verdict}: {c['name']}: {c['measured']} (target {c['target']})")
         print(f"({self.bench} took {elapsed:.1f} s; load average at the end: {loadavg()})")
         if as_json:
-            doc = {"bench": self.bench, "elapsed_s": round(elapsed, 2),
-                   "seqbox": self.seqbox_source, "results": self.results, "checks": self.checks}
+            doc = {
+                "bench": self.bench,
+                "elapsed_s": round(elapsed, 2),
+                "seqbox": self.seqbox_source,
+                "results": self.results,
+                "checks": self.checks,
+            }
             print(json.dumps(doc, indent=None, sort_keys=True, default=str))
         return 0
 
@@ -177,17 +190,28 @@ def describe_seqbox() -> str:
     """Which seqbox the runs import (PYTHONPATH may point at another checkout),
     its version, and the git commit of its checkout (+ "dirty" when edited)."""
     code = "import os, seqbox; print(os.path.dirname(seqbox.__file__), seqbox.__version__)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=bench_env(), cwd=tempfile.gettempdir(), check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=bench_env(),
+        cwd=tempfile.gettempdir(),
+        check=False,
+    )
     if proc.returncode != 0:
         return f"not importable ({proc.stderr.strip().splitlines()[-1:]})"
     where, _, version = proc.stdout.strip().rpartition(" ")
-    git = subprocess.run(["git", "-C", where, "log", "-1", "--format=%h"], capture_output=True,
-                         text=True, check=False)
+    git = subprocess.run(
+        ["git", "-C", where, "log", "-1", "--format=%h"], capture_output=True, text=True, check=False
+    )
     state = ""
     if git.returncode == 0:
-        dirty = subprocess.run(["git", "-C", where, "status", "--porcelain", "--", "."],
-                               capture_output=True, text=True, check=False).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", where, "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         state = f", git {git.stdout.strip()}{' + uncommitted edits' if dirty else ''}"
     return f"{where} (version {version}{state})"
 
@@ -213,8 +237,9 @@ def seqbox_cgroups() -> set[str]:
 class SeqboxRun:
     """One finished ``seqbox run``: exit code, output, wall time, pid."""
 
-    def __init__(self, pid: int, returncode: int, *, stdout: str, stderr: str,
-                 wall_s: float, ended: float) -> None:
+    def __init__(
+        self, pid: int, returncode: int, *, stdout: str, stderr: str, wall_s: float, ended: float
+    ) -> None:
         self.pid = pid
         self.returncode = returncode
         self.stdout = stdout
@@ -235,14 +260,27 @@ class SeqboxRun:
         return {}
 
 
-def run_seqbox(report: Report, run_args: list[str], command: list[str], *, cwd: str,
-               env: dict[str, str] | None = None, timeout: float = 60.0) -> SeqboxRun:
+def run_seqbox(
+    report: Report,
+    run_args: list[str],
+    command: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> SeqboxRun:
     """``seqbox run RUN_ARGS -- COMMAND``, waited for; the pid is remembered
     for the leftover-cgroup check."""
     argv = [*report.argv, "run", *run_args, "--", *command]
     start = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=cwd, env=env if env is not None else bench_env())
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=env if env is not None else bench_env(),
+    )
     report.seqbox_pids.append(proc.pid)
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -251,8 +289,7 @@ def run_seqbox(report: Report, run_args: list[str], command: list[str], *, cwd: 
         out, err = proc.communicate()
         err += f"\n[bench] seqbox did not exit within {timeout} s: killed it"
     ended = time.monotonic()
-    return SeqboxRun(proc.pid, proc.returncode, stdout=out, stderr=err, wall_s=ended - start,
-                     ended=ended)
+    return SeqboxRun(proc.pid, proc.returncode, stdout=out, stderr=err, wall_s=ended - start, ended=ended)
 
 
 def scratch_dir(prefix: str) -> str:
@@ -266,6 +303,7 @@ def remove_dir(path: str) -> None:
 
 # -- processes ------------------------------------------------------------------
 
+
 def proc_stat(pid: int) -> tuple[str, int] | None:
     """(state letter, start time in clock ticks) from /proc/PID/stat, or None."""
     try:
@@ -273,7 +311,7 @@ def proc_stat(pid: int) -> tuple[str, int] | None:
             text = f.read()
     except OSError:
         return None
-    fields = text[text.rfind(")") + 2:].split()
+    fields = text[text.rfind(")") + 2 :].split()
     return fields[0], int(fields[19])
 
 
@@ -290,6 +328,7 @@ def is_alive(pid: int, starttime: int | None = None) -> bool:
 
 
 # -- numbers ---------------------------------------------------------------------
+
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")

@@ -111,8 +111,12 @@ def read_members(d: str) -> dict[str, tuple[int, int]]:
 def one(report: Report, backend: str, variant: str, tree: str, base: str) -> dict[str, Any]:
     d = os.path.join(base, f"{backend}-{variant}")
     os.mkdir(d)
-    run = run_seqbox(report, ["--backend", backend, "--mem", "512M", *VARIANTS[variant]],
-                     [sys.executable, tree, variant, d], cwd=base)
+    run = run_seqbox(
+        report,
+        ["--backend", backend, "--mem", "512M", *VARIANTS[variant]],
+        [sys.executable, tree, variant, d],
+        cwd=base,
+    )
     members = read_members(d)
     survivors = [name for name, (pid, start) in members.items() if is_alive(pid, start)]
     time.sleep(0.5)
@@ -127,20 +131,33 @@ def one(report: Report, backend: str, variant: str, tree: str, base: str) -> dic
     missing = [name for name in MEMBERS if name not in members]
     code, status = EXPECTED[variant]
     label = f"{backend}, {variant}"
-    print(f"-- {label}: exit {run.returncode}, seqbox wall {ms(run.wall_s)}, tree members "
-          f"{len(members)}/{len(MEMBERS)} started, alive right after seqbox exited: "
-          f"{', '.join(survivors) or 'none'}; 0.5 s later: {', '.join(later) or 'none'}")
+    print(
+        f"-- {label}: exit {run.returncode}, seqbox wall {ms(run.wall_s)}, tree members "
+        f"{len(members)}/{len(MEMBERS)} started, alive right after seqbox exited: "
+        f"{', '.join(survivors) or 'none'}; 0.5 s later: {', '.join(later) or 'none'}"
+    )
     for line in run.stderr.strip().splitlines()[-3:]:
         print(f"   stderr: {line}")
     if missing:
         print(f"   warning: never started (setup failed or killed too early): {', '.join(missing)}")
-    report.check(f"survivors, {label}", not survivors and not missing,
-                 f"{len(survivors)} ({', '.join(survivors) or 'none'})"
-                 + (f"; {len(missing)} members never started" if missing else ""), "0")
+    report.check(
+        f"survivors, {label}",
+        not survivors and not missing,
+        f"{len(survivors)} ({', '.join(survivors) or 'none'})"
+        + (f"; {len(missing)} members never started" if missing else ""),
+        "0",
+    )
     report.check(f"exit code, {label}", run.returncode == code, str(run.returncode), str(code))
-    return {"backend": backend, "variant": variant, "exit_code": run.returncode,
-            "wall_s": run.wall_s, "started": sorted(members), "survivors": survivors,
-            "survivors_after_0.5s": later, "expected_status": status}
+    return {
+        "backend": backend,
+        "variant": variant,
+        "exit_code": run.returncode,
+        "wall_s": run.wall_s,
+        "started": sorted(members),
+        "survivors": survivors,
+        "survivors_after_0.5s": later,
+        "expected_status": status,
+    }
 
 
 def control(report: Report, tree: str, base: str) -> int:
@@ -158,8 +175,10 @@ def control(report: Report, tree: str, base: str) -> int:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    print(f"-- control, no seqbox: {len(alive)} survivors ({', '.join(alive)}), killed by the "
-          f"bench; {len(MEMBERS) - 1} expected, so the counts below can be trusted")
+    print(
+        f"-- control, no seqbox: {len(alive)} survivors ({', '.join(alive)}), killed by the "
+        f"bench; {len(MEMBERS) - 1} expected, so the counts below can be trusted"
+    )
     report.results["control_survivors"] = alive
     return len(alive)
 
@@ -177,8 +196,12 @@ def main() -> int:
     report.results["runs"] = []
     try:
         seen = control(report, tree, base)
-        report.check("control run without seqbox leaves survivors (bench sanity)",
-                     seen == len(MEMBERS) - 1, str(seen), str(len(MEMBERS) - 1))
+        report.check(
+            "control run without seqbox leaves survivors (bench sanity)",
+            seen == len(MEMBERS) - 1,
+            str(seen),
+            str(len(MEMBERS) - 1),
+        )
         for backend in backends:
             for variant in VARIANTS:
                 report.results["runs"].append(one(report, backend, variant, tree, base))

@@ -78,8 +78,11 @@ def status_kb(pid: int) -> dict[str, int]:
 
 
 def tree_command(kind: str, duration: float) -> list[str]:
-    one = f"sleep {duration}" if kind == "sleep" else \
-        f"{sys.executable} -c 'import time; time.sleep({duration})'"
+    one = (
+        f"sleep {duration}"
+        if kind == "sleep"
+        else f"{sys.executable} -c 'import time; time.sleep({duration})'"
+    )
     return ["sh", "-c", f"i=0; while [ $i -lt {PROCS} ]; do {one} & i=$((i+1)); done; wait"]
 
 
@@ -109,14 +112,25 @@ def system_processes() -> int:
 def measure(report: Report, name: str, kind: str, duration: float, cwd: str) -> dict[str, Any]:
     """One run with backend ``name`` (or a variant of one, see benchlib.VARIANTS)."""
     backend = VARIANTS[name][0] if name in VARIANTS else name
-    argv = [*report.argv, "run", "--backend", backend, "--mem", "2G", "--timeout", "none",
-            "--json", "--", *tree_command(kind, duration)]
+    argv = [
+        *report.argv,
+        "run",
+        "--backend",
+        backend,
+        "--mem",
+        "2G",
+        "--timeout",
+        "none",
+        "--json",
+        "--",
+        *tree_command(kind, duration),
+    ]
     start = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-                            env=variant_env(name), text=True)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=variant_env(name), text=True
+    )
     report.seqbox_pids.append(proc.pid)
-    floor_proc = subprocess.Popen([sys.executable, "-c", FLOOR_LOOP, str(duration + 5)],
-                                  env=bench_env())
+    floor_proc = subprocess.Popen([sys.executable, "-c", FLOOR_LOOP, str(duration + 5)], env=bench_env())
     samples: list[tuple[float, float, int]] = []  # (time, cpu s, rss kB)
     counters: list[tuple[float, dict[str, int]]] = []  # (time, wake-ups and syscalls)
     floor: list[tuple[float, float]] = []  # (time, cpu s) of the bare 10 Hz loop
@@ -154,43 +168,65 @@ def measure(report: Report, name: str, kind: str, duration: float, cwd: str) -> 
     floor_steady = [f for f in floor if f[0] >= WARMUP_S]
     floor_pct = float("nan")
     if len(floor_steady) >= 2 and floor_steady[-1][0] > floor_steady[0][0]:
-        floor_pct = 100 * (floor_steady[-1][1] - floor_steady[0][1]) / (
-            floor_steady[-1][0] - floor_steady[0][0])
+        floor_pct = (
+            100 * (floor_steady[-1][1] - floor_steady[0][1]) / (floor_steady[-1][0] - floor_steady[0][0])
+        )
     total_cpu = samples[-1][1] if samples else float("nan")
     startup_cpu = steady[0][1] if steady else float("nan")
     peak_rss_mb = max(hwm, max((s[2] for s in samples), default=0)) * 1024 / 1e6
-    print(f"\n-- {name}, {PROCS} x {kind}: seqbox exit {proc.returncode}, status "
-          f"{summary.get('status')}, procs_peak {summary.get('procs_peak')}, wall {wall:.1f} s; "
-          f"{system_procs} processes on the system")
+    print(
+        f"\n-- {name}, {PROCS} x {kind}: seqbox exit {proc.returncode}, status "
+        f"{summary.get('status')}, procs_peak {summary.get('procs_peak')}, wall {wall:.1f} s; "
+        f"{system_procs} processes on the system"
+    )
     steady_ms = (steady[-1][1] - steady[0][1]) * 1000 if len(steady) >= 2 else float("nan")
     last_rss_mb = samples[-1][2] * 1024 / 1e6 if samples else float("nan")
-    print(f"   supervisor CPU, steady state ({span:.1f} s from t={WARMUP_S:.0f} s): "
-          f"{steady_pct:.2f} % of a core ({steady_ms:.0f} ms of CPU)")
-    print(f"   supervisor CPU, total: {total_cpu * 1000:.0f} ms, of which start-up "
-          f"(first {WARMUP_S:.0f} s): {startup_cpu * 1000:.0f} ms")
+    print(
+        f"   supervisor CPU, steady state ({span:.1f} s from t={WARMUP_S:.0f} s): "
+        f"{steady_pct:.2f} % of a core ({steady_ms:.0f} ms of CPU)"
+    )
+    print(
+        f"   supervisor CPU, total: {total_cpu * 1000:.0f} ms, of which start-up "
+        f"(first {WARMUP_S:.0f} s): {startup_cpu * 1000:.0f} ms"
+    )
     print(f"   supervisor peak RSS: {peak_rss_mb:.1f} MB (VmHWM), last RSS {last_rss_mb:.1f} MB")
     peak_mem = summary.get("peak_mem_bytes")
-    print(f"   the tree's peak_mem_bytes as seqbox reports it: "
-          f"{'n/a' if peak_mem is None else f'{peak_mem / 2**20:.1f} MiB'} "
-          f"(poll sums RSS, counting shared pages once per process; a cgroup charges them once)")
+    print(
+        f"   the tree's peak_mem_bytes as seqbox reports it: "
+        f"{'n/a' if peak_mem is None else f'{peak_mem / 2**20:.1f} MiB'} "
+        f"(poll sums RSS, counting shared pages once per process; a cgroup charges them once)"
+    )
     rates = counter_rates(counters)
     if rates:
-        print(f"   per second, steady state: {rates['voluntary_ctxt_switches']:.1f} wake-ups, "
-              f"{rates['syscr']:.0f} read syscalls, {rates['syscw']:.0f} write syscalls "
-              f"(machine-independent: what the cost scales with)")
-    print(f"   = {steady_pct * POLL_INTERVAL * 1e4:.0f} us of supervisor CPU per "
-          f"{POLL_INTERVAL} s tick; the bare 10 Hz loop alongside: {floor_pct:.2f} % "
-          f"({floor_pct * POLL_INTERVAL * 1e4:.0f} us per tick), so seqbox's own work is "
-          f"~{steady_pct - floor_pct:.2f} %")
+        print(
+            f"   per second, steady state: {rates['voluntary_ctxt_switches']:.1f} wake-ups, "
+            f"{rates['syscr']:.0f} read syscalls, {rates['syscw']:.0f} write syscalls "
+            f"(machine-independent: what the cost scales with)"
+        )
+    print(
+        f"   = {steady_pct * POLL_INTERVAL * 1e4:.0f} us of supervisor CPU per "
+        f"{POLL_INTERVAL} s tick; the bare 10 Hz loop alongside: {floor_pct:.2f} % "
+        f"({floor_pct * POLL_INTERVAL * 1e4:.0f} us per tick), so seqbox's own work is "
+        f"~{steady_pct - floor_pct:.2f} %"
+    )
     for line in err.strip().splitlines()[-3:]:
         print(f"   stderr: {line}")
-    return {"backend": name, "tree": kind, "exit_code": proc.returncode, "wall_s": wall,
-            "steady_cpu_percent": steady_pct, "floor_cpu_percent": floor_pct,
-            "per_second": rates,
-            "steady_span_s": span, "total_cpu_s": total_cpu,
-            "startup_cpu_s": startup_cpu, "peak_rss_mb": peak_rss_mb,
-            "procs_peak": summary.get("procs_peak"), "system_processes": system_procs,
-            "tree_peak_mem_bytes": summary.get("peak_mem_bytes")}
+    return {
+        "backend": name,
+        "tree": kind,
+        "exit_code": proc.returncode,
+        "wall_s": wall,
+        "steady_cpu_percent": steady_pct,
+        "floor_cpu_percent": floor_pct,
+        "per_second": rates,
+        "steady_span_s": span,
+        "total_cpu_s": total_cpu,
+        "startup_cpu_s": startup_cpu,
+        "peak_rss_mb": peak_rss_mb,
+        "procs_peak": summary.get("procs_peak"),
+        "system_processes": system_procs,
+        "tree_peak_mem_bytes": summary.get("peak_mem_bytes"),
+    }
 
 
 def judge(report: Report, backend: str, runs: list[dict[str, Any]]) -> None:
@@ -202,38 +238,53 @@ def judge(report: Report, backend: str, runs: list[dict[str, Any]]) -> None:
     floor = statistics.median(r["floor_cpu_percent"] for r in runs)
     spread = f"runs: {', '.join(f'{c:.2f}' for c in cpus)}; " if len(runs) > 1 else ""
     spread = f" ({spread}bare 10 Hz loop alongside: {floor:.2f} %)"
-    report.check(f"supervisor CPU, {backend}, median of {len(runs)}", cpu <= target,
-                 f"{cpu:.2f} %{spread}", f"<= {target} %")
-    report.check(f"supervisor peak RSS, {backend}", rss <= RSS_TARGET_MB, f"{rss:.1f} MB",
-                 f"<= {RSS_TARGET_MB:.0f} MB")
+    report.check(
+        f"supervisor CPU, {backend}, median of {len(runs)}",
+        cpu <= target,
+        f"{cpu:.2f} %{spread}",
+        f"<= {target} %",
+    )
+    report.check(
+        f"supervisor peak RSS, {backend}", rss <= RSS_TARGET_MB, f"{rss:.1f} MB", f"<= {RSS_TARGET_MB:.0f} MB"
+    )
     bad = [r for r in runs if r["exit_code"] != 0 or (r["procs_peak"] or 0) < PROCS]
-    report.check(f"the {PROCS}-process tree ran, {backend}", not bad,
-                 ", ".join(f"exit {r['exit_code']}, procs_peak {r['procs_peak']}"
-                           for r in (bad or runs[:1])), f"exit 0, procs_peak >= {PROCS}")
+    report.check(
+        f"the {PROCS}-process tree ran, {backend}",
+        not bad,
+        ", ".join(f"exit {r['exit_code']}, procs_peak {r['procs_peak']}" for r in (bad or runs[:1])),
+        f"exit 0, procs_peak >= {PROCS}",
+    )
 
 
 def main() -> int:
     p = parser(__doc__.splitlines()[0], ("cgroup2", "cgroup1", "poll", "poll-psutil"))
-    p.add_argument("--duration", type=float, default=10.0,
-                   help="how long the tree runs (s, default 10)")
-    p.add_argument("--repeat", type=int, default=2,
-                   help="runs per backend; the CPU check uses their median (default 2)")
-    p.add_argument("--tree", choices=("sleep", "python"), default="sleep",
-                   help=f"what the {PROCS} processes are (default sleep)")
+    p.add_argument("--duration", type=float, default=10.0, help="how long the tree runs (s, default 10)")
+    p.add_argument(
+        "--repeat", type=int, default=2, help="runs per backend; the CPU check uses their median (default 2)"
+    )
+    p.add_argument(
+        "--tree",
+        choices=("sleep", "python"),
+        default="sleep",
+        help=f"what the {PROCS} processes are (default sleep)",
+    )
     args = p.parse_args()
     report = Report("supervisor_cost")
     doctor = Doctor()
     backends = doctor.pick(args.backend, ("cgroup2", "cgroup1", "poll", "poll-psutil"))
     cwd = scratch_dir("cost")
-    print(f"tree: sh + {PROCS} x {args.tree} for {args.duration:.0f} s; poll_interval 0.1 s "
-          f"(default); supervisor sampled every {SAMPLE_EVERY} s")
+    print(
+        f"tree: sh + {PROCS} x {args.tree} for {args.duration:.0f} s; poll_interval 0.1 s "
+        f"(default); supervisor sampled every {SAMPLE_EVERY} s"
+    )
     report.results["runs"] = []
-    print("alongside each run, a bare python loop waking every 0.1 s (select, no work) is "
-          "measured too: the floor any 10 Hz python supervisor pays on this machine now")
+    print(
+        "alongside each run, a bare python loop waking every 0.1 s (select, no work) is "
+        "measured too: the floor any 10 Hz python supervisor pays on this machine now"
+    )
     try:
         for backend in backends:
-            runs = [measure(report, backend, args.tree, args.duration, cwd)
-                    for _ in range(args.repeat)]
+            runs = [measure(report, backend, args.tree, args.duration, cwd) for _ in range(args.repeat)]
             report.results["runs"].extend(runs)
             judge(report, backend, runs)
     finally:

@@ -268,13 +268,14 @@ def test_the_head_starts_when_any_holder_leaves(sbx: SeqboxRunner, tmp_path: Pat
     look. Four rounds, each: the oldest holder stays, a younger one leaves."""
     record, stay = tmp_path / "record", tmp_path / "stay"
     wait_gate = 'while [ ! -e "$1" ]; do sleep 0.005; done; echo "end $2 $(date +%s%N)" >> "$3"'
-    old = sbx.start("--budget", BUDGET, "--mem", "150M", "--", "sh", "-c", wait_gate, "sh", str(stay), "old", "/dev/null")  # fmt: skip
+    held = ["--budget", BUDGET, "--mem", "150M", "--", "sh", "-c", wait_gate, "sh"]
+    old = sbx.start(*held, str(stay), "old", "/dev/null")
     wait_until("the oldest holder to run", lambda: len(lock_view(sbx.project)[0]) == 1)
     gaps = []
     try:
         for i in range(4):
             leave = tmp_path / f"leave{i}"
-            young = sbx.start("--budget", BUDGET, "--mem", "150M", "--", "sh", "-c", wait_gate, "sh", str(leave), f"young{i}", str(record))  # fmt: skip
+            young = sbx.start(*held, str(leave), f"young{i}", str(record))
             wait_until("the younger holder to run", lambda: len(lock_view(sbx.project)[0]) == 2)
             head = sbx.start("--budget", BUDGET, "--mem", "150M", *job(record, f"head{i}", mib=1, hold=0))
             wait_until(
@@ -305,4 +306,5 @@ def test_doctor_says_what_auto_would_be(sbx: SeqboxRunner, cgroup_backend: str) 
     assert [c["limit_bytes"] for c in memory["enclosing"]] == [1024 * MIB], memory
     text = res.stdout[end:]
     assert "budget auto:   768.0 MiB (at most 1.0 GiB here, less a reserve of 256.0 MiB)" in text, text
-    assert "  limited by:     " in text and ": 1.0 GiB (" in text, text
+    assert "  limited by:     " in text, text
+    assert ": 1.0 GiB (" in text, text

@@ -59,7 +59,7 @@ ELSEWHERE: dict[str, str] = {
     'python -m pytest -m "not slow"': "a part of .ci/run's suite",
     "scripts/vm-test -- -k cgroup2 tests": ".ci/run (the cgroup v2 lane)",
     "scripts/vm-test --container -- -k cgroup2 tests": ".ci/run (the cgroup v2 lane with its container part)",
-    "scripts/vm-laptop": "by hand: the laptop lane is not part of .ci/run yet (issue 10)",
+    "scripts/vm-laptop": ".ci/run (the laptop lane)",
     "python bench/launch_overhead.py": "a benchmark (prints numbers; bench/)",
     "seqbox logs --follow": "tests/test_runlog.py::test_logs_follow_prints_the_running_commands_events",
     "seqbox monitor": "tests/test_runlog.py::test_monitor_under_tmux (full screen until q)",
