@@ -86,7 +86,11 @@ def nobody_python() -> NobodyPython | str:
         if runs_as_nobody(base, "pass") is not None:
             tried.append(f"uid {NOBODY} cannot run {base}")
             continue
-        made = _make_venv(base, version)
+        try:
+            made = _make_venv(base, version)
+        except (OSError, subprocess.SubprocessError, ImportError) as err:  # shutil.Error is an OSError
+            tried.append(f"cannot make a venv from {base}: {err}")
+            continue
         why = runs_as_nobody(made.executable)
         if why is None:
             return made
