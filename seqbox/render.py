@@ -3,13 +3,13 @@ renderables (pure: data in, renderable out; the commands print them)."""
 
 from __future__ import annotations
 
-import shlex
 import time
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from seqbox.describe import command_line, describe_command
 from seqbox.units import format_duration, format_size
 
 TYPE_CHECKING = False
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from seqbox.records import Status
 
 BLOCKS = "▁▂▃▄▅▆▇█"
+#: the most of a command the runs table shows (a narrow terminal cuts it further)
+LOGS_COMMAND_WIDTH = 60
 STATUS_STYLE = {
     "ok": "green",
     "failed": "red",
@@ -40,15 +42,6 @@ def plural(count: int, word: str) -> str:
     if count == 1:
         return f"{count} {word}"
     return f"{count} {word}es" if word.endswith("s") else f"{count} {word}s"
-
-
-def command_text(command: object, width: int | None = None) -> str:
-    """The command as a shell would take it, on one line."""
-    text = shlex.join(str(w) for w in command) if isinstance(command, list) else str(command or "?")
-    text = " ".join(text.split())
-    if width is not None and len(text) > width:
-        return text[: width - 3] + "..."
-    return text
 
 
 def size(value: int | None) -> str:
@@ -113,7 +106,7 @@ def runs_table(records: Sequence[RunRecord]) -> Table:
         [
             str(number),
             clock(record.started_at).removeprefix(today + " "),
-            command_text(record.command),
+            describe_command(record.command, LOGS_COMMAND_WIDTH),
             record.status if record.exit_code is None else f"{record.status} ({record.exit_code})",
             size(record.peak_mem),
             size(record.mem_limit),
@@ -146,7 +139,7 @@ def event_line(event: dict[str, object]) -> str:
         mem = limits.get("mem")
         timeout = limits.get("timeout")
         detail = (
-            f"{command_text(event.get('command'))} (backend {event.get('backend')}, "
+            f"{command_line(event.get('command'))} (backend {event.get('backend')}, "
             f"mem {size(mem) if isinstance(mem, int) else 'no limit'}, "
             f"timeout {duration(float(timeout)) if isinstance(timeout, (int, float)) else 'none'})"
         )
@@ -193,7 +186,7 @@ def report(record: RunRecord, width: int = 60) -> RenderableType:
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("run", record.run_id)
-    grid.add_row("command", command_text(record.command))
+    grid.add_row("command", command_line(record.command))
     grid.add_row("status", status_text(record.status, record.exit_code))
     grid.add_row("started", clock(record.started_at))
     wall = summary.get("wall_s")
@@ -306,7 +299,7 @@ def monitor_screen(data: Status, history: dict[str, list[int]], width: int = 40)
     parts: list[RenderableType] = [header, Text("")]
     for orphan in data["orphaned"]:
         count = plural(orphan["processes"], "process")
-        first = command_text(orphan["commands"][0] if orphan["commands"] else "?", 60)
+        first = describe_command(orphan["commands"][0] if orphan["commands"] else "?", 60)
         parts.append(
             Text(
                 f'orphaned: {count} left running by a crashed run, first "{first}"; '
@@ -327,7 +320,7 @@ def monitor_screen(data: Status, history: dict[str, list[int]], width: int = 40)
             grid.add_row(
                 "running",
                 f"pid {run['pid']}, for {duration(run['elapsed_s'])}, {run['backend']}: "
-                f'"{command_text(run["command"], 120)}"',
+                f'"{describe_command(run["command"], 60)}"',
             )
             grid.add_row("memory", bar(run["mem_bytes"], limit))
             spark = sparkline(history.get(str(run["run_id"]), []), width, limit)
@@ -339,7 +332,7 @@ def monitor_screen(data: Status, history: dict[str, list[int]], width: int = 40)
             grid.add_row(
                 "waiting" if waiter["position"] == 1 else "",
                 f"{waiter['position']}. pid {waiter['pid']}, for {duration(waiter['waiting_s'])}: "
-                f'"{command_text(waiter["command"], 120)}"',
+                f'"{describe_command(waiter["command"], 60)}"',
             )
         if not lock["waiting"]:
             grid.add_row("waiting", "nobody")

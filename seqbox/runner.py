@@ -71,7 +71,7 @@ def choose_backend(options: RunOptions, out: Output) -> Selection:
             cause = selection.fallback_cause()
             out.note(
                 f"no usable cgroup here{f' ({cause})' if cause else ''}: limits are enforced by "
-                "polling the process tree (said once; 'seqbox doctor' explains why)"
+                "polling the process tree (said once; 'seqbox doctor' says why)"
             )
     if options.cpus is not None and not selection.backend.supports_cpus:
         out.note(f"--cpus is ignored by the {selection.backend.name} backend")

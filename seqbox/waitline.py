@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from seqbox.describe import describe_command
 from seqbox.output import Output
 from seqbox.units import format_duration
 
@@ -21,13 +22,6 @@ if TYPE_CHECKING:
 
 TTY_EVERY_S = 1.0
 LOG_EVERY_S = 30.0
-
-
-def describe_command(command: object, width: int = 40) -> str:
-    import shlex
-
-    text = shlex.join(command) if isinstance(command, list) else str(command)
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _number(entry: Entry) -> int:

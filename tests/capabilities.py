@@ -186,31 +186,16 @@ class Variant(str):
 
 
 def _unprivileged() -> Capability:
-    """Can this interpreter (and seqbox) run as uid 65534? Needs root to switch."""
-    import subprocess
-    import sys
-
+    """Can seqbox run as uid 65534 (see tests/nobody.py)? Needs root to switch."""
     name = "unprivileged"
     if os.geteuid() != 0:
         return Capability(name, False, "switching to uid 65534 needs root")
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", "import seqbox.cli, psutil"],
-            cwd="/",
-            user=NOBODY,
-            group=NOBODY,
-            extra_groups=[],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as err:
-        return Capability(name, False, f"cannot start {sys.executable} as uid {NOBODY}: {err}")
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return Capability(name, False, f"uid {NOBODY} cannot run {sys.executable} with seqbox: {last}")
-    return Capability(name, True, f"seqbox runs as uid {NOBODY}")
+    from tests.nobody import nobody_python
+
+    python = nobody_python()
+    if isinstance(python, str):
+        return Capability(name, False, python)
+    return Capability(name, True, f"seqbox runs as uid {NOBODY} with {python.executable}")
 
 
 def _strace() -> Capability:

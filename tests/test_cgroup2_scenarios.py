@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 from tests.capabilities import NOBODY, needs
 from tests.conftest import Tracker
 from tests.helpers import FORCED_CHARGES, TOKEN_ENV, Completed, SeqboxRunner, prog, slack
+from tests.test_fallback import nobody
 
 pytestmark = [needs("cgroup2", "root"), pytest.mark.vm_top]
 
@@ -152,8 +152,8 @@ def test_in_a_subtree_delegated_to_an_unprivileged_user(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEQBOX_", "XDG_"))}
     env.update({"HOME": str(nobody_home), "SEQBOX_PROJECT": str(nobody_home), TOKEN_ENV: token})
     argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-            sys.executable, "-m", "seqbox", "run", "--json", "--mem", "128M", "--",
-            *prog("hog", "--chunk", "16")]  # fmt: skip
+            *nobody().seqbox("run", "--json", "--mem", "128M", "--"),
+            *nobody().prog("hog", "--chunk", "16")]  # fmt: skip
     proc = subprocess.run(
         argv, cwd=nobody_home, env=env, preexec_fn=_into(delegated),
         capture_output=True, timeout=slack(120), check=False, stdin=subprocess.DEVNULL,

@@ -8,22 +8,29 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests import capabilities as caps
 from tests.capabilities import NOBODY, needs
-from tests.helpers import TOKEN_ENV, Completed, prog
+from tests.helpers import FALLBACK_NOTES, TOKEN_ENV, Completed
+from tests.nobody import NobodyPython, nobody_python
 
 pytestmark = needs("root", "unprivileged")
+
+
+def nobody() -> NobodyPython:
+    """The interpreter uid 65534 runs (the "unprivileged" capability has one)."""
+    python = nobody_python()
+    assert not isinstance(python, str), python
+    return python
 
 
 def _run_as_nobody(home: Path, token: str, *args: str) -> Completed:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("SEQBOX_", "XDG_"))}
     env.update({"HOME": str(home), "SEQBOX_PROJECT": str(home), TOKEN_ENV: token})
-    argv = [sys.executable, "-m", "seqbox", *args]
+    argv = nobody().seqbox(*args)
     proc = subprocess.run(
         argv,
         cwd=home,
@@ -47,11 +54,15 @@ def test_auto_falls_back_to_poll_and_says_so_once(nobody_home: Path, token: str,
     lines = res.stderr.splitlines()
     assert len(lines) == 1, res
     assert re.match(r"seqbox: .*poll", lines[0]), res
+    # what the suite looks for where --backend auto must not fall back (tests/helpers.py)
+    assert FALLBACK_NOTES[0] in lines[0], res
+    verbose = _run_as_nobody(nobody_home, token, "run", "-v", "--", "true")
+    assert FALLBACK_NOTES[1] in verbose.stderr, verbose
 
 
 def test_memory_limit_holds_after_fallback(nobody_home: Path, token: str, leak_guard: None) -> None:
     res = _run_as_nobody(
-        nobody_home, token, "run", "--json", "--mem", "128M", "--", *prog("hog", "--chunk", "32")
+        nobody_home, token, "run", "--json", "--mem", "128M", "--", *nobody().prog("hog", "--chunk", "32")
     )
     assert res.returncode == 137, res
     doc = json.loads(res.stdout)

@@ -4,8 +4,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,6 +70,94 @@ def test_waiting_line_names_every_holder_with_slots(sbx: SeqboxRunner, tmp_path:
     waiting = next(line for line in res.seqbox_lines() if "waiting for lock" in line)
     for proc in holders:
         assert f"pid {proc.pid} " in waiting, waiting
+
+
+#: an API program: runs "python3 -c SCRIPT NAME" through seqbox.run (sync) or
+#: seqbox.run_async, as examples/agents.py does; the script waits for $RELEASE
+API_PROGRAM = """
+import asyncio, os, sys, seqbox
+SCRIPT = "import os, time\\nwhile not os.path.exists(os.environ['RELEASE']):\\n    time.sleep(0.02)\\n"
+command = [sys.executable, "-c", SCRIPT, sys.argv[2]]
+env = {"RELEASE": sys.argv[3]}
+if sys.argv[1] == "async":
+    result = asyncio.run(seqbox.run_async(command, env=env))
+else:
+    result = seqbox.run(command, env=env)
+sys.exit(0 if result.ok else 1)
+"""
+
+
+def _status_until(
+    sbx: SeqboxRunner, running: int, waiting: int, procs: list[subprocess.Popen[bytes]]
+) -> dict[str, Any]:
+    """The project's status once one lock has ``running`` holders and ``waiting``
+    waiters; meanwhile none of ``procs`` may end."""
+    deadline = time.monotonic() + slack(20)
+    while True:
+        for proc in procs:
+            assert proc.poll() is None, (proc.args, proc.communicate())
+        data: dict[str, Any] = json.loads(sbx.cli("status", "--json").stdout)
+        locks = data["locks"]
+        if locks and (len(locks[0]["running"]), len(locks[0]["waiting"])) == (running, waiting):
+            return data
+        assert time.monotonic() < deadline, data
+        time.sleep(0.05)
+
+
+def test_api_runs_are_named_by_their_command_not_the_interpreter(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    """An API run of "python3 -c SCRIPT agent-0" is named so everywhere (its
+    arguments too, on one line), not by the interpreter's path: a waiting line
+    once read "/root/.venv/bin/python3 -c '" and broke off into a second line."""
+    release = tmp_path / "release"
+    api = []
+    for mode, name in (("sync", "agent-0"), ("async", "agent-1")):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", API_PROGRAM, mode, name, str(release)],
+            cwd=sbx.project, env=sbx.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        sbx.started.append(proc)
+        api.append(proc)
+        _status_until(sbx, 1, len(api) - 1, api)
+    waiter = sbx.start("--", "true")
+    data = _status_until(sbx, 1, 2, [*api, waiter])
+    lock = data["locks"][0]
+    pids = [lock["running"][0]["pid"], *(w["pid"] for w in lock["waiting"])]
+    status = sbx.cli("status").stdout
+    monitor = sbx.cli("monitor", "--once").stdout
+    release.write_text("go")
+    err = waiter.communicate(timeout=slack(20))[1].decode()
+    assert waiter.returncode == 0, err
+    api_errs = [proc.communicate(timeout=slack(20))[1].decode() for proc in api]
+    assert [proc.returncode for proc in api] == [0, 0], api_errs
+    logs = sbx.cli("logs").stdout
+
+    python = re.escape(os.path.basename(sys.executable))
+    agent = [rf'"{python} -c \'import os[^"]*\' agent-{i}"' for i in (0, 1)]
+    # the waiting lines: of the API waiter (its own stderr) and of a CLI run behind it
+    assert api_errs[0] == "", api_errs[0]
+    (api_line,) = api_errs[1].splitlines()
+    assert re.fullmatch(
+        rf'seqbox: waiting for lock "default": 1 ahead; held by pid {pids[0]} {agent[0]} for \S+', api_line
+    ), api_line
+    (cli_line,) = err.splitlines()
+    assert re.fullmatch(
+        rf'seqbox: waiting for lock "default": 2 ahead; held by pid {pids[0]} {agent[0]} for \S+', cli_line
+    ), cli_line
+    # status and monitor name the holder and the waiters, each on its line
+    lines = status.splitlines()
+    assert len(lines) == 4, status
+    assert re.match(rf"  running  pid {pids[0]} {agent[0]} for ", lines[1]), status
+    assert re.match(rf"  waiting  1\. pid {pids[1]} {agent[1]} for ", lines[2]), status
+    assert re.match(rf'  waiting  2\. pid {pids[2]} "true" for ', lines[3]), status
+    assert re.search(agent[0], monitor), monitor
+    assert re.search(agent[1], monitor), monitor
+    # the runs table: the program by its name
+    rows = [line.split(maxsplit=2)[2] for line in logs.splitlines()[1:]]
+    assert rows[0].startswith("true "), logs
+    assert re.match(rf"{python} -c ", rows[1]), logs
+    assert re.match(rf"{python} -c ", rows[2]), logs
+    for text in (status, monitor, logs, cli_line, api_line):
+        assert os.path.dirname(sys.executable) not in text, text
 
 
 def test_a_cancelled_waiter_says_so(sbx: SeqboxRunner, tmp_path: Path) -> None:

@@ -141,6 +141,26 @@ def test_no_lock_has_no_wait(sbx: SeqboxRunner) -> None:
         assert doc["lock"] is None
 
 
+def test_no_lock_counts_no_wait_while_seqbox_waits_for_git(sbx: SeqboxRunner, project: Path) -> None:
+    """Issue 9 item 14, whatever the machine's speed: with --no-lock, what seqbox
+    waits for before the command (here the git guard: .git/index.lock for 0.5 s)
+    is no lock's wait. lock_wait_s once was the time from joining to starting,
+    0.001 s of set-up on a slow machine and 0.5 s here."""
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True, capture_output=True)
+    index_lock = project / ".git" / "index.lock"
+    index_lock.touch()
+    proc = sbx.start("--json", "--no-lock", "--", "git", "status", "--short")
+    time.sleep(0.5)
+    assert proc.poll() is None, "git ran while index.lock existed"
+    index_lock.unlink()
+    out, err = proc.communicate(timeout=slack(20))
+    assert proc.returncode == 0, err
+    doc = json.loads(out.decode().splitlines()[-1])
+    assert doc["lock_wait_s"] == 0.0, doc
+    (lock,) = [e for e in events(str(doc["log"])) if e["event"] == "lock"]
+    assert (lock["lock"], lock["waited_s"]) == (None, 0.0), lock
+
+
 # -- seqbox logs / report ---------------------------------------------------------------
 
 

@@ -6,9 +6,9 @@ import json
 import os
 import sys
 
+from seqbox.describe import describe_command
 from seqbox.project import project_key, project_root
 from seqbox.units import format_duration, format_size
-from seqbox.waitline import describe_command
 
 
 def _project() -> tuple[str, str]:

@@ -1,0 +1,63 @@
+"""How seqbox names a command to a person, on one line.
+
+``describe_command`` is the short name in the waiting line, ``status``,
+``kill``, ``logs`` and ``monitor``: the program by its file name, not its path
+(``python3``, not ``/home/me/.venv/bin/python3``), a script or other long
+argument cut short (a path keeps its end) so that the arguments after it
+still show::
+
+    python3 -c 'import sys, ti...' agent-0 64
+    python3 ...tests/prog.py hog --total 40
+
+``command_line`` is the whole command, for the places that show one run in
+full (``report``, ``logs RUN``). Both keep to one line: the whitespace of an
+argument (a ``-c`` script's newlines) becomes one space."""
+
+from __future__ import annotations
+
+import os
+
+#: the most a word other than the program keeps when the whole does not fit
+WORD_WIDTH = 16
+ELLIPSIS = "..."
+
+
+def _words(command: object) -> list[str]:
+    if isinstance(command, (list, tuple)):
+        return [" ".join(str(word).split()) for word in command]
+    return str(command if command is not None else "?").split()  # a command line read from /proc
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - len(ELLIPSIS)].rstrip() + ELLIPSIS
+
+
+def _cut_word(word: str, width: int) -> str:
+    """A word at most ``width`` long: a path keeps its end (the file's name)."""
+    if len(word) <= width:
+        return word
+    if "/" in word and " " not in word:
+        return ELLIPSIS + word[len(word) - width + len(ELLIPSIS) :]
+    return _cut(word, width)
+
+
+def command_line(command: object) -> str:
+    """The whole command as a shell would take it, on one line."""
+    import shlex
+
+    return shlex.join(_words(command)) or "?"
+
+
+def describe_command(command: object, width: int | None = 40) -> str:
+    """The command's short name: at most ``width`` characters (None: no bound)."""
+    import shlex
+
+    words = _words(command)
+    if not words:
+        return "?"
+    words[0] = os.path.basename(words[0]) or words[0]
+    text = shlex.join(words)
+    if width is None or len(text) <= width:
+        return text
+    text = shlex.join([words[0], *(_cut_word(word, WORD_WIDTH) for word in words[1:])])
+    return _cut(text, width)
