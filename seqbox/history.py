@@ -14,24 +14,26 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    from seqbox.records import RunEvent, SummaryRecord
+
 
 class RunRecord:
     """What a run log says about one run."""
 
-    __slots__ = ("error", "events", "kills", "path", "samples", "start", "summary", "warnings")
+    __slots__ = ("error", "errors", "events", "kills", "path", "samples", "start", "summary", "warnings")
 
-    def __init__(self, path: str, events: list[dict[str, object]]) -> None:
+    def __init__(self, path: str, events: list[RunEvent]) -> None:
         self.path = path
         self.events = events
-        self.start: dict[str, object] = next((e for e in events if e.get("event") == "start"), {})
-        exits = [e for e in events if e.get("event") == "exit"]
-        summary = exits[-1].get("summary") if exits else None
-        self.summary: dict[str, object] | None = summary if isinstance(summary, dict) else None
-        errors = [e for e in events if e.get("event") == "error"]
-        self.error: str | None = str(errors[-1].get("message")) if errors else None
-        self.samples = [e for e in events if e.get("event") == "sample"]
-        self.kills = [e for e in events if e.get("event") == "kill"]
-        self.warnings = [str(e.get("message")) for e in events if e.get("event") == "warn"]
+        none: RunEvent = {"event": "start"}
+        self.start = next((e for e in events if e["event"] == "start"), none)
+        exits = [e for e in events if e["event"] == "exit"]
+        self.summary: SummaryRecord | None = exits[-1].get("summary") if exits else None
+        self.errors = [e for e in events if e["event"] == "error"]
+        self.error: str | None = str(self.errors[-1].get("message")) if self.errors else None
+        self.samples = [e for e in events if e["event"] == "sample"]
+        self.kills = [e for e in events if e["event"] == "kill"]
+        self.warnings = [str(e.get("message")) for e in events if e["event"] == "warn"]
 
     @property
     def run_id(self) -> str:
@@ -39,13 +41,11 @@ class RunRecord:
 
     @property
     def command(self) -> list[str]:
-        command = self.start.get("command") or (self.summary or {}).get("command")
-        return [str(word) for word in command] if isinstance(command, list) else []
+        return self.start.get("command") or (self.summary or {}).get("command") or []
 
     @property
     def started_at(self) -> float | None:
-        t = self.start.get("t") if self.start else (self.events[0].get("t") if self.events else None)
-        return float(t) if isinstance(t, (int, float)) else None
+        return self.start.get("t", self.events[0].get("t") if self.events else None)
 
     @property
     def running(self) -> bool:
@@ -53,71 +53,113 @@ class RunRecord:
         if self.summary is not None or self.error is not None:
             return False
         pid = self.start.get("pid")
-        return isinstance(pid, int) and procinfo.is_alive(pid, None)
+        return pid is not None and procinfo.is_alive(pid, None)
 
     @property
     def status(self) -> str:
         if self.summary is not None:
             return str(self.summary.get("status"))
-        if self.error is not None:
-            status = next((e.get("status") for e in reversed(self.events) if e.get("event") == "error"), None)
-            return status if isinstance(status, str) else "error"
+        if self.errors:
+            return self.errors[-1].get("status") or "error"
         return "running" if self.running else "crashed"
 
     @property
     def exit_code(self) -> int | None:
         if self.summary is not None:
-            code = self.summary.get("exit_code")
-            return code if isinstance(code, int) else None
-        code = next((e.get("exit_code") for e in reversed(self.events) if e.get("event") == "error"), None)
-        return code if isinstance(code, int) else None
+            return self.summary.get("exit_code")
+        return self.errors[-1].get("exit_code") if self.errors else None
 
     @property
     def peak_mem(self) -> int | None:
         peak = (self.summary or {}).get("peak_mem_bytes")
-        if isinstance(peak, int):
+        if peak is not None:
             return peak
         mems = self.mem_samples()
         return max(mems) if mems else None
 
     def mem_samples(self) -> list[int]:
-        return [mem for s in self.samples if isinstance(mem := s.get("mem"), int)]
+        return [mem for s in self.samples if (mem := s.get("mem")) is not None]
 
     @property
     def mem_limit(self) -> int | None:
         if self.summary is not None:
-            limit = self.summary.get("mem_limit_bytes")
-            return limit if isinstance(limit, int) else None
-        limits = self.start.get("limits")
-        mem = limits.get("mem") if isinstance(limits, dict) else None
-        return mem if isinstance(mem, int) else None
+            return self.summary.get("mem_limit_bytes")
+        return self.start.get("limits", {}).get("mem")
 
     @property
     def duration(self) -> float | None:
         """Wall time of the command (so far, when it runs)."""
         wall = (self.summary or {}).get("wall_s")
-        if isinstance(wall, (int, float)):
-            return float(wall)
-        times = [float(t) for e in self.events if isinstance(t := e.get("t"), (int, float))]
+        if wall is not None:
+            return wall
+        times = [t for e in self.events if (t := e.get("t")) is not None]
         return times[-1] - times[0] if len(times) > 1 else None
 
     @property
     def backend(self) -> str | None:
-        backend = self.start.get("backend")
-        return backend if isinstance(backend, str) else None
+        return self.start.get("backend")
 
 
-def parse(text: str) -> list[dict[str, object]]:
+def parse(text: str) -> list[RunEvent]:
     """The events of a log's text; a torn or foreign line is skipped."""
     events = []
     for line in text.splitlines():
         try:
-            event = json.loads(line)
+            event = event_from_json(json.loads(line))
         except ValueError:
             continue
-        if isinstance(event, dict):
+        if event is not None:
             events.append(event)
     return events
+
+
+#: the JSON type each known key may have (a float also takes an int; a key other
+#: than those in :data:`_NOT_NULL` may be null): a value of another type is
+#: dropped, once, here; an unknown key is kept as it is (``logs RUN --json`` shows it)
+_LIMITS = {"mem": "int", "mem_high": "int", "warn_at": "float", "pids": "int", "cpus": "float",
+           "timeout": "float", "grace": "float", "signal": "int", "retry": "int"}  # fmt: skip
+_SUMMARY = {"command": "words", "status": "str", "exit_code": "int", "peak_mem_bytes": "int",
+            "mem_limit_bytes": "int", "procs_peak": "int", "wall_s": "float", "cpu_s": "float",
+            "lock": "str", "lock_wait_s": "float"}  # fmt: skip
+_EVENT = {"t": "float", "run_id": "str", "command": "words", "cwd": "str", "pid": "int", "backend": "str",
+          "lock": "str", "nested": "bool", "output_log": "str", "waited_s": "float", "got": "bool",
+          "mem": "int", "procs": "int", "cpu_s": "float", "message": "str", "reason": "str",
+          "exit_code": "int", "status": "str", "limits": "limits", "summary": "summary"}  # fmt: skip
+_NOT_NULL = frozenset({"t", "limits", "summary"})
+
+
+def event_from_json(data: object) -> RunEvent | None:
+    """A run log line as read: a dict with a string ``event``, each known key
+    of its type (see :data:`_EVENT`); None when it is not an event."""
+    if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+        return None
+    return _checked(data, _EVENT)  # type: ignore[return-value]  # checked key by key
+
+
+def _checked(data: dict[str, object], types: Mapping[str, str]) -> dict[str, object]:
+    checked: dict[str, object] = {}
+    for key, value in data.items():
+        kind = types.get(key)
+        if kind is None or (value is None and key not in _NOT_NULL):
+            checked[key] = value
+        elif kind in ("limits", "summary"):
+            if isinstance(value, dict):
+                checked[key] = _checked(value, _LIMITS if kind == "limits" else _SUMMARY)
+        elif _is(value, kind):
+            checked[key] = value
+    return checked
+
+
+def _is(value: object, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind == "float":
+        return isinstance(value, (int, float))
+    if kind == "words":
+        return isinstance(value, list) and all(isinstance(word, str) for word in value)
+    return isinstance(value, {"int": int, "str": str}[kind])
 
 
 def load(path: str) -> RunRecord:

@@ -3,7 +3,8 @@
 Imported only under ``TYPE_CHECKING``: at run time these are plain dicts (JSON
 in the queue's files), so they cost nothing on ``seqbox run``'s start-up. What
 another process wrote is checked once, where it is read
-(:func:`seqbox.queue.read_entry`), not by every reader.
+(:func:`seqbox.queue.read_entry`, :func:`seqbox.history.parse`), not by every
+reader.
 """
 
 from __future__ import annotations
@@ -160,3 +161,65 @@ class Status(TypedDict):
     project: str
     locks: list[LockStatus]
     orphaned: list[OrphanStatus]
+
+
+class LimitsRecord(TypedDict, total=False):
+    """The limits a run log's ``start`` event records (None: no such limit)."""
+
+    mem: int | None
+    mem_high: int | None
+    warn_at: float | None
+    pids: int | None
+    cpus: float | None
+    timeout: float | None
+    grace: float | None
+    signal: int | None
+    retry: int | None
+
+
+class SummaryRecord(TypedDict, total=False):
+    """The summary fields a run log's ``exit`` event is read back for
+    (``seqbox logs``, ``report``); the log keeps them all."""
+
+    command: list[str] | None
+    status: str | None
+    exit_code: int | None
+    peak_mem_bytes: int | None
+    mem_limit_bytes: int | None
+    procs_peak: int | None
+    wall_s: float | None
+    cpu_s: float | None
+    lock: str | None
+    lock_wait_s: float | None
+
+
+class RunEvent(TypedDict, total=False):
+    """One line of a run log, as read back (keys of the wrong type dropped)."""
+
+    event: str
+    t: float
+    # start
+    run_id: str | None
+    command: list[str] | None
+    cwd: str | None
+    pid: int | None
+    backend: str | None
+    lock: str | None
+    nested: bool | None
+    limits: LimitsRecord
+    output_log: str | None
+    # lock
+    waited_s: float | None
+    got: bool | None
+    # sample (and a memory or pids kill)
+    mem: int | None
+    procs: int | None
+    cpu_s: float | None
+    # warn, kill, error
+    message: str | None
+    reason: str | None
+    # exit
+    summary: SummaryRecord
+    # error
+    exit_code: int | None
+    status: str | None

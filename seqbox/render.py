@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from seqbox.history import RunRecord
-    from seqbox.records import Status
+    from seqbox.records import RunEvent, Status
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 #: the most of a command the runs table shows (a narrow terminal cuts it further)
@@ -128,24 +128,22 @@ def runs_table(records: Sequence[RunRecord]) -> Table:
     return table
 
 
-def event_line(event: dict[str, object]) -> str:
+def event_line(event: RunEvent) -> str:
     """One log event as a line a person reads."""
-    kind = str(event.get("event"))
+    kind = event["event"]
     t = event.get("t")
-    when = clock(float(t), with_date=False) if isinstance(t, (int, float)) else "--:--:--"
+    when = "--:--:--" if t is None else clock(t, with_date=False)
     if kind == "start":
-        limits = event.get("limits") if isinstance(event.get("limits"), dict) else {}
-        assert isinstance(limits, dict)
-        mem = limits.get("mem")
-        timeout = limits.get("timeout")
+        limits = event.get("limits", {})
+        mem, timeout = limits.get("mem"), limits.get("timeout")
         detail = (
             f"{command_line(event.get('command'))} (backend {event.get('backend')}, "
-            f"mem {size(mem) if isinstance(mem, int) else 'no limit'}, "
-            f"timeout {duration(float(timeout)) if isinstance(timeout, (int, float)) else 'none'})"
+            f"mem {'no limit' if mem is None else size(mem)}, "
+            f"timeout {'none' if timeout is None else duration(timeout)})"
         )
     elif kind == "lock":
         waited = event.get("waited_s")
-        wait = duration(float(waited)) if isinstance(waited, (int, float)) else "?"
+        wait = "?" if waited is None else duration(waited)
         lock = event.get("lock")
         what = "no lock" if lock is None else f'lock "{lock}"'
         if event.get("nested"):
@@ -153,23 +151,19 @@ def event_line(event: dict[str, object]) -> str:
         detail = f"{what}: {'got it' if event.get('got') else 'gave up'} after {wait}"
     elif kind == "sample":
         mem, procs, cpu = event.get("mem"), event.get("procs"), event.get("cpu_s")
-        detail = f"{size(mem) if isinstance(mem, int) else '?'}, "
-        detail += plural(procs, "process") if isinstance(procs, int) else "?"
-        if isinstance(cpu, (int, float)):
+        detail = f"{'?' if mem is None else size(mem)}, "
+        detail += "?" if procs is None else plural(procs, "process")
+        if cpu is not None:
             detail += f", cpu {cpu:.2f}s"
     elif kind in ("warn", "kill", "error"):
         detail = str(event.get("message"))
         if kind == "kill":
             detail = f"{event.get('reason')}: {detail}"
     elif kind == "exit":
-        summary = event.get("summary") if isinstance(event.get("summary"), dict) else {}
-        assert isinstance(summary, dict)
-        peak = summary.get("peak_mem_bytes")
-        wall = summary.get("wall_s")
+        summary = event.get("summary", {})
         detail = (
             f"{summary.get('status')}, exit {summary.get('exit_code')}, "
-            f"peak {size(peak) if isinstance(peak, int) else '-'}, "
-            f"{duration(float(wall)) if isinstance(wall, (int, float)) else '-'}"
+            f"peak {size(summary.get('peak_mem_bytes'))}, {duration(summary.get('wall_s'))}"
         )
     else:
         detail = ""
@@ -192,7 +186,7 @@ def report(record: RunRecord, width: int = 60) -> RenderableType:
     wall = summary.get("wall_s")
     cpu = summary.get("cpu_s")
     timing = f"wall {duration(record.duration)}"
-    if isinstance(cpu, (int, float)):
+    if cpu is not None:
         timing += f", cpu {cpu:.2f}s"
     grid.add_row("time", timing if wall is not None or record.duration is not None else "-")
     limit = record.mem_limit
@@ -200,16 +194,13 @@ def report(record: RunRecord, width: int = 60) -> RenderableType:
         "memory", f"peak {size(record.peak_mem)}, " + (f"limit {size(limit)}" if limit else "no limit")
     )
     procs = summary.get("procs_peak")
-    if isinstance(procs, int):
+    if procs is not None:
         grid.add_row("processes", f"peak {procs}")
     lock = summary.get("lock", record.start.get("lock"))
     waited = summary.get("lock_wait_s")
     grid.add_row(
         "lock",
-        "none"
-        if lock is None
-        else f'"{lock}"'
-        + (f", waited {duration(float(waited))}" if isinstance(waited, (int, float)) else ""),
+        "none" if lock is None else f'"{lock}"' + ("" if waited is None else f", waited {duration(waited)}"),
     )
     grid.add_row("backend", record.backend or "-")
     for kill in record.kills:
@@ -244,11 +235,13 @@ def timeline(points: Sequence[tuple[float, int]], width: int, t0: float, t1: flo
 
 def _run_span(record: RunRecord) -> tuple[float, float] | None:
     """From when the command got its turn to the run's last event."""
-    times = [float(t) for e in record.events if isinstance(t := e.get("t"), (int, float))]
+    times = [t for e in record.events if (t := e.get("t")) is not None]
     if not times:
         return None
-    got = [e.get("t") for e in record.events if e.get("event") == "lock" and e.get("got")]
-    t0 = float(got[0]) if got and isinstance(got[0], (int, float)) else times[0]
+    got = [
+        t for e in record.events if e["event"] == "lock" and e.get("got") and (t := e.get("t")) is not None
+    ]
+    t0 = got[0] if got else times[0]
     return t0, max(times[-1], t0)
 
 
@@ -256,9 +249,9 @@ def memory_chart(record: RunRecord, width: int) -> RenderableType:
     """Memory over time as a sparkline scaled to the limit, the limit drawn as
     a line above it and the kill marked where it happened."""
     points = sorted(
-        (float(t), mem)
+        (t, mem)
         for e in [*record.samples, *record.kills]
-        if isinstance(t := e.get("t"), (int, float)) and isinstance(mem := e.get("mem"), int)
+        if (t := e.get("t")) is not None and (mem := e.get("mem")) is not None
     )
     span = _run_span(record)
     limit = record.mem_limit

@@ -184,6 +184,29 @@ def test_logs_lists_recent_runs(sbx: SeqboxRunner) -> None:
     assert [r["status"] for r in rows] == ["ok", "failed"]
 
 
+def test_a_log_with_values_of_the_wrong_type_is_still_shown(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    """A log edited by hand or by another version: each value of the wrong type
+    is left out where the log is read, and logs/report show the rest."""
+    assert sbx.run("--mem", "100M", "--", "echo", "hello").returncode == 0
+    [path] = log_files(tmp_path)
+    hostile = [
+        {"event": "start", "t": "noon", "command": ["echo", 7], "pid": True, "limits": [1], "backend": 3},
+        {"event": "lock", "t": 1.5e9, "waited_s": "long", "got": "yes", "lock": ["default"]},
+        {"event": "sample", "t": 1.5e9 + 1, "mem": "big", "procs": 2.5, "cpu_s": {}},
+        {"event": "kill", "t": 1.5e9 + 2, "reason": None, "message": ["no"], "mem": 1e300},
+        {"event": "exit", "t": 1.5e9 + 3, "summary": {"status": 1, "exit_code": "0", "wall_s": "x"}},
+        {"t": 1.5e9 + 4},
+        ["not", "an", "event"],
+    ]
+    path.write_text("".join(json.dumps(e) + "\n" for e in hostile) + "{torn\n")
+    for args in (("logs",), ("logs", "1"), ("report",), ("logs", "--json")):
+        res = sbx.cli(*args)
+        assert res.returncode == 0, res
+        assert "Traceback" not in res.stderr, res
+    shown = sbx.cli("logs", "1").stdout.splitlines()
+    assert [line.split()[1] for line in shown[1:]] == ["start", "lock", "sample", "kill", "exit"], shown
+
+
 def test_logs_with_nothing_logged_and_a_bad_ref(sbx: SeqboxRunner) -> None:
     res = sbx.cli("logs")
     assert res.returncode == 0

@@ -93,7 +93,7 @@ def _follow(log_dir: str, ref: str | None) -> int:
         ended = False
         for event in history.parse(b"\n".join(lines).decode("utf-8", "replace")):
             sys.stdout.write(event_line(event) + "\n")
-            ended = ended or event.get("event") in ("exit", "error")
+            ended = ended or event["event"] in ("exit", "error")
         sys.stdout.flush()
         if ended:
             return 0
