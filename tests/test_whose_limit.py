@@ -149,7 +149,8 @@ def test_a_polled_run_inside_an_enclosing_runs_cgroup_names_that_run(
     assert res.json()["status"] == "memory", res
     lines = _killed_lines(res)
     assert len(lines) == 1, res
-    assert lines[0].startswith("seqbox: killed: the enclosing seqbox run's memory limit 150.0 MiB was reached"), res
+    expected = "seqbox: killed: the enclosing seqbox run's memory limit 150.0 MiB was reached"
+    assert lines[0].startswith(expected), res
 
 
 def test_a_nested_limit_lowered_to_the_enclosing_runs_says_so() -> None:
@@ -182,7 +183,8 @@ def test_poll_a_kill_at_the_enclosing_runs_limit_names_that_run(procs: Tracker) 
     try:
         deadline = time.monotonic() + slack(30)
         while not sandbox.memory_exceeded(sandbox.sample()):
-            assert hog.poll() is None and time.monotonic() < deadline, "the hog was not stopped"
+            assert hog.poll() is None, "the hog ended on its own"
+            assert time.monotonic() < deadline, "the hog was not stopped"
             time.sleep(sandbox.next_sample_in())
         sandbox.kill_all()
         hog.wait(timeout=slack(10))
@@ -208,7 +210,8 @@ def test_poll_a_kill_at_its_own_limit_is_its_own() -> None:
 
         assert sandbox.memory_exceeded(Usage(65 * MIB, 1))
         hit = sandbox.which_limit()
-        assert hit is not None and (hit.kind, hit.limit) == (RUN, 64 * MIB)
+        assert hit is not None
+        assert (hit.kind, hit.limit) == (RUN, 64 * MIB)
     finally:
         sandbox.close()
 
@@ -225,7 +228,8 @@ def test_cgroup1_a_kill_at_the_enclosing_runs_limit_names_that_run(procs: Tracke
         assert hog.returncode == -9
         assert sandbox.memory_exceeded(None)
         hit = sandbox.which_limit()
-        assert hit is not None and (hit.kind, hit.limit) == (ENCLOSING_RUN, 64 * MIB)
+        assert hit is not None
+        assert (hit.kind, hit.limit) == (ENCLOSING_RUN, 64 * MIB)
     finally:
         sandbox.kill_all()
         sandbox.wait_empty()
