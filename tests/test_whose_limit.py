@@ -14,12 +14,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from seqbox.backends import cgroupfs
 from seqbox.backends.base import Limits
-from seqbox.backends.enclosing import ENCLOSING_RUN, RUN, LimitHit
+from seqbox.backends.enclosing import (
+    CGROUP,
+    CONTAINER,
+    ENCLOSING_RUN,
+    MACHINE,
+    RUN,
+    LimitHit,
+    V1TreeOoms,
+    V2TreeOoms,
+)
 from tests.capabilities import needs
 from tests.conftest import Tracker
 from tests.helpers import MIB, PROG, Completed, SeqboxRunner, prog, slack
@@ -234,3 +244,81 @@ def test_cgroup1_a_kill_at_the_enclosing_runs_limit_names_that_run(procs: Tracke
         sandbox.kill_all()
         sandbox.wait_empty()
         sandbox.close()
+
+
+# -- the counters' logic, on canned cgroup files -----------------------------------------
+
+
+def _files(path: Path, **files: str) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (path / name.replace("__", ".")).write_text(text)
+    return str(path)
+
+
+def _v1_level(path: Path, limit: int | None, peak: int = 0, failcnt: int = 0, oom_kill: int = 0) -> str:
+    unlimited = str((1 << 63) - 4096)
+    return _files(
+        path,
+        memory__limit_in_bytes=str(limit) if limit is not None else unlimited,
+        memory__memsw__limit_in_bytes=str(limit) if limit is not None else unlimited,
+        memory__max_usage_in_bytes=str(peak),
+        memory__failcnt=str(failcnt),
+        memory__oom_control=f"oom_kill_disable 0\nunder_oom 0\noom_kill {oom_kill}\n",
+    )
+
+
+def test_v1_the_nearest_limit_reached_during_the_run(tmp_path: Path) -> None:
+    top = _files(tmp_path, cgroup__sane_behavior="0")
+    _v1_level(tmp_path, None)
+    job = _v1_level(tmp_path / "job", 300 * MIB, peak=10 * MIB)
+    outer = _v1_level(tmp_path / "job" / "seqbox-outer", 200 * MIB, peak=20 * MIB)
+    own = _v1_level(tmp_path / "job" / "seqbox-outer" / "me", None)
+    ooms = V1TreeOoms(own, top, 0)
+    assert not ooms.killed()
+    _v1_level(Path(own), None, oom_kill=1)
+    assert ooms.killed()
+    assert ooms.which().kind == MACHINE  # no limit was reached
+    _v1_level(Path(job), 300 * MIB, peak=300 * MIB)
+    assert (ooms.which().kind, ooms.which().path) == (CGROUP, job)
+    _v1_level(Path(outer), 200 * MIB, peak=20 * MIB, failcnt=3)  # refused at its memory limit
+    assert (ooms.which().kind, ooms.which().limit) == (ENCLOSING_RUN, 200 * MIB)
+
+
+def test_v1_a_peak_reached_before_the_run_is_the_last_resort(tmp_path: Path) -> None:
+    top = _files(tmp_path, cgroup__sane_behavior="0")
+    _v1_level(tmp_path, None)
+    old = _v1_level(tmp_path / "old", 100 * MIB, peak=100 * MIB)  # reached long ago
+    fresh = _v1_level(tmp_path / "old" / "fresh", 400 * MIB, peak=MIB)
+    ooms = V1TreeOoms(fresh, top, 0)
+    assert ooms.which().path == old  # rather than "the machine ran out of memory"
+    _v1_level(Path(fresh), 400 * MIB, peak=400 * MIB)
+    assert ooms.which().path == fresh
+
+
+def test_v1_the_top_of_a_containers_hierarchy_is_the_container(tmp_path: Path) -> None:
+    top = _v1_level(tmp_path, 256 * MIB)  # not the machine's root: no cgroup.sane_behavior
+    ooms = V1TreeOoms(top, top, 0)
+    _v1_level(tmp_path, 256 * MIB, peak=256 * MIB)
+    assert (ooms.which().kind, ooms.which().limit) == (CONTAINER, 256 * MIB)
+
+
+def _v2_level(path: Path, oom: int = 0, oom_kill: int = 0, limit: str = "max") -> str:
+    return _files(
+        path,
+        cgroup__type="domain",
+        memory__max=limit,
+        memory__events=f"low 0\nhigh 0\nmax 0\noom {oom}\noom_kill {oom_kill}\n",
+        memory__events__local=f"low 0\nhigh 0\nmax 0\noom {oom}\noom_kill {oom_kill}\n",
+    )
+
+
+def test_v2_the_containers_limit(tmp_path: Path) -> None:
+    pod = _v2_level(tmp_path, limit=str(256 * MIB))  # the container's cgroup, seen as the top
+    ooms = V2TreeOoms(pod, pod, 0)
+    assert not ooms.killed()
+    _v2_level(tmp_path, oom_kill=1, limit=str(256 * MIB))
+    assert ooms.killed()
+    assert ooms.which().kind == MACHINE
+    _v2_level(tmp_path, oom=1, oom_kill=1, limit=str(256 * MIB))
+    assert (ooms.which().kind, ooms.which().limit) == (CONTAINER, 256 * MIB)

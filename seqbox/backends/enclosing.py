@@ -194,7 +194,7 @@ class TreeOoms:
         raise NotImplementedError
 
 
-class _V2TreeOoms(TreeOoms):
+class V2TreeOoms(TreeOoms):
     """cgroup v2: ``oom_kill`` in ``memory.events`` (below included), and the
     ``oom`` counters of :class:`OomWatch` upwards."""
 
@@ -212,7 +212,7 @@ class _V2TreeOoms(TreeOoms):
         return self.levels.which() or LimitHit(MACHINE, None, None)
 
 
-class _V1TreeOoms(TreeOoms):
+class V1TreeOoms(TreeOoms):
     """cgroup v1: ``oom_kill`` in ``memory.oom_control`` (counted in the
     victim's cgroup only), and upwards each cgroup's ``memory.failcnt`` (a
     charge refused at its memory limit) and its peak against its limit (the
@@ -271,11 +271,11 @@ def tree_ooms() -> TreeOoms | None:
     for own in owns:
         if own.key == "memory":
             kills = oom_kills(cgroupfs.try_read(os.path.join(own.path, "memory.oom_control")))
-            return _V1TreeOoms(own.path, own.mount.path, kills) if kills >= 0 else None
+            return V1TreeOoms(own.path, own.mount.path, kills) if kills >= 0 else None
     for own in owns:
         if own.key == cgroupfs.UNIFIED:
             kills = oom_kills(cgroupfs.try_read(os.path.join(own.path, "memory.events")))
-            return _V2TreeOoms(own.path, own.mount.path, kills) if kills >= 0 else None
+            return V2TreeOoms(own.path, own.mount.path, kills) if kills >= 0 else None
     return None
 
 
