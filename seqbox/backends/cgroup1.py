@@ -250,7 +250,7 @@ class Cgroup1Sandbox(Sandbox):
         not kept for memory+swap on current kernels). Ours not reached means
         an enclosing one was (a seqbox run's node, or another cgroup above
         seqbox), or none at all (the machine)."""
-        from seqbox.backends.enclosing import CGROUP, ENCLOSING_RUN, MACHINE, NODE_PREFIX, LimitHit, own_kind
+        from seqbox.backends.enclosing import MACHINE, LimitHit, classify, own_kind, top_is_root_v1
 
         if _limit_reached(self.memory) is not None:
             return LimitHit(own_kind(self.limits.mem_from_enclosing), self.limits.mem, self.memory)
@@ -258,9 +258,8 @@ class Cgroup1Sandbox(Sandbox):
         path = os.path.dirname(self.memory)
         while mount is not None and path.startswith(mount):
             limit = _limit_reached(path)
-            if limit is not None:
-                kind = ENCLOSING_RUN if os.path.basename(path).startswith(NODE_PREFIX) else CGROUP
-                return LimitHit(kind, limit, path)
+            if limit is not None:  # a seqbox run's node, a container's top, or another cgroup
+                return LimitHit(classify(path, None, mount, top_is_root_v1(mount)), limit, path)
             if path == mount:
                 break
             path = os.path.dirname(path)
