@@ -166,6 +166,7 @@ class Supervisor:
                 self._sample()  # the kernel says memory changed: look now
         wall = time.monotonic() - start
         forget(pid)
+        sandbox.command_ended(status)
         # The final kill: nothing of the tree outlives the command.
         if not sandbox.is_empty():
             sandbox.kill_all()

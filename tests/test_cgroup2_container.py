@@ -246,3 +246,19 @@ def test_the_containers_limit_is_named(sbx: SeqboxRunner, pod: str) -> None:
     lines = [line for line in res.seqbox_lines() if "killed" in line]
     assert len(lines) == 1, res
     assert lines[0].startswith("seqbox: killed: the container's memory limit 256.0 MiB was reached"), res
+
+
+@pytest.mark.parametrize("mem", [["--mem", "4G"], []], ids=["mem-4G", "default-mem"])
+def test_a_polled_run_beside_the_init_names_the_containers_limit(
+    sbx: SeqboxRunner, pod: str, init: int, mem: list[str]
+) -> None:
+    """Beside the container's init, unasked, seqbox polls; the pod's 256 MiB
+    stops the command (the kernel's OOM killer, inside the pod's cgroup). Before:
+    status ``signal``, exit 137, not a word."""
+    res = in_container(sbx, pod, "run", "--json", *mem, "--", *prog("hog", "--chunk", "16"), init=init)
+    assert res.returncode == 137, res
+    doc = res.json()
+    assert (doc["backend"], doc["status"], doc["exit_code"]) == ("poll", "memory", 137), res
+    lines = [line for line in res.seqbox_lines() if "killed" in line]
+    assert len(lines) == 1, res
+    assert lines[0].startswith("seqbox: killed: the container's memory limit 256.0 MiB was reached"), res

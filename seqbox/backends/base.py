@@ -35,7 +35,18 @@ class Limits:
     warning threshold, how often to sample.
     """
 
-    __slots__ = ("cpus", "grace", "mem", "mem_high", "pids", "poll_interval", "signal", "timeout", "warn_at")
+    __slots__ = (
+        "cpus",
+        "grace",
+        "mem",
+        "mem_from_enclosing",
+        "mem_high",
+        "pids",
+        "poll_interval",
+        "signal",
+        "timeout",
+        "warn_at",
+    )
 
     def __init__(
         self,
@@ -49,6 +60,7 @@ class Limits:
         grace: float = 10.0,
         signal: int = 15,
         poll_interval: float = 0.1,
+        mem_from_enclosing: bool = False,
     ) -> None:
         self.mem = mem
         self.mem_high = mem_high
@@ -59,6 +71,9 @@ class Limits:
         self.grace = grace
         self.signal = signal
         self.poll_interval = poll_interval
+        #: ``mem`` is an enclosing run's limit, lower than what this run asked
+        #: for (see :meth:`nested_in`): a kill at it names the enclosing run's
+        self.mem_from_enclosing = mem_from_enclosing
 
     @property
     def notify_at(self) -> tuple[int, ...]:
@@ -70,6 +85,8 @@ class Limits:
         """These limits inside a run that has ``mem`` and ``pids``: never more than it."""
         nested = Limits(**{name: getattr(self, name) for name in Limits.__slots__})
         nested.mem, nested.pids = _at_most(self.mem, mem), _at_most(self.pids, pids)
+        if mem is not None and nested.mem == mem and (self.mem is None or self.mem > mem):
+            nested.mem_from_enclosing = True
         if nested.mem_high is not None and nested.mem is not None and nested.mem_high > nested.mem:
             nested.mem_high = None
         return nested
@@ -146,6 +163,11 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     def memory_exceeded(self, usage: Usage | None) -> bool:
         """True once the tree went over the memory limit (kernel counters on cgroups)."""
+
+    def command_ended(self, status: int) -> None:  # noqa: B027 - optional hook
+        """The command's main process ended with wait status ``status``, before
+        the final kill of what is left of its tree (a polled sandbox asks the
+        kernel then whether its OOM killer ended it)."""
 
     def watch_fds(self) -> list[tuple[int, int]]:
         """(fd, poll events) the kernel signals on when memory needs a look now:

@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from seqbox.spawn import Prepared, Stdio
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-#: cgroup v1's "no limit": the page counter's maximum, in bytes
-UNLIMITED_V1 = 1 << 62
 CFS_PERIOD_US = 100_000
 
 
@@ -252,17 +250,16 @@ class Cgroup1Sandbox(Sandbox):
         not kept for memory+swap on current kernels). Ours not reached means
         an enclosing one was (a seqbox run's node, or another cgroup above
         seqbox), or none at all (the machine)."""
-        from seqbox.backends.enclosing import CGROUP, ENCLOSING_RUN, MACHINE, NODE_PREFIX, RUN, LimitHit
+        from seqbox.backends.enclosing import MACHINE, LimitHit, classify, own_kind, top_is_root_v1
 
         if _limit_reached(self.memory) is not None:
-            return LimitHit(RUN, self.limits.mem, self.memory)
+            return LimitHit(own_kind(self.limits.mem_from_enclosing), self.limits.mem, self.memory)
         mount = next((c.mount.path for c in cgroupfs.own_cgroups() if c.key == "memory"), None)
         path = os.path.dirname(self.memory)
         while mount is not None and path.startswith(mount):
             limit = _limit_reached(path)
-            if limit is not None:
-                kind = ENCLOSING_RUN if os.path.basename(path).startswith(NODE_PREFIX) else CGROUP
-                return LimitHit(kind, limit, path)
+            if limit is not None:  # a seqbox run's node, a container's top, or another cgroup
+                return LimitHit(classify(path, None, mount, top_is_root_v1(mount)), limit, path)
             if path == mount:
                 break
             path = os.path.dirname(path)
@@ -321,15 +318,10 @@ class Cgroup1Sandbox(Sandbox):
 def _limit_reached(path: str) -> int | None:
     """The cgroup's memory limit if its peak usage came within a page or two
     (or 1 %) of it, else None. memory+swap counts where swap is accounted."""
-    read = cgroupfs.read_int_or_none
-    limits = [read(os.path.join(path, f"memory.{n}limit_in_bytes")) for n in ("", "memsw.")]
-    finite = [n for n in limits if n is not None and n < UNLIMITED_V1]
-    if not finite:
-        return None
-    limit = min(finite)
-    peaks = [read(os.path.join(path, f"memory.{n}max_usage_in_bytes")) for n in ("", "memsw.")]
-    peak = max((n for n in peaks if n is not None), default=0)
-    return limit if peak >= limit - max(2 * PAGE, limit // 100) else None
+    from seqbox.backends.enclosing import reached, v1_limit, v1_peak
+
+    limit = v1_limit(path)
+    return limit if limit is not None and reached(v1_peak(path), limit) else None
 
 
 def _freeze_and_kill(freezer: str, memory: str) -> None:

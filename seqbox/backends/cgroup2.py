@@ -42,7 +42,16 @@ import time
 
 from seqbox.backends import cgroupfs
 from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage, kill_pids
-from seqbox.backends.enclosing import MACHINE, NODE_PREFIX, SUPERVISOR_PREFIX, LimitHit, OomWatch
+from seqbox.backends.enclosing import (
+    ENCLOSING_RUN,
+    MACHINE,
+    NODE_PREFIX,
+    RUN,
+    SUPERVISOR_PREFIX,
+    LimitHit,
+    OomWatch,
+    top_is_root_v2,
+)
 from seqbox.errors import BackendError
 from seqbox.spawn import prepare
 
@@ -210,7 +219,7 @@ class Cgroup2Layout:
         exempt from the no-internal-processes rule. In a container with a private
         cgroup namespace it is the container's own cgroup: only non-root cgroups
         have ``cgroup.type``."""
-        return self.mount is not None and not os.path.exists(os.path.join(self.mount.path, "cgroup.type"))
+        return self.mount is not None and top_is_root_v2(self.mount.path)
 
 
 def _procs(path: str) -> list[int]:
@@ -528,6 +537,8 @@ class Cgroup2Sandbox(Sandbox):
         hit = self._ooms.which()
         if hit is None and self._ooms.before.get(self.node) is not None and self.memory_exceeded(None):
             return LimitHit(MACHINE, None, None)
+        if hit is not None and hit.kind == RUN and self.limits.mem_from_enclosing:
+            hit.kind = ENCLOSING_RUN  # this run's limit is the one its enclosing run holds it to
         return hit
 
     def peak_mem(self) -> int | None:

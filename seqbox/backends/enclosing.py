@@ -6,6 +6,13 @@ the ``oom`` line of its ``memory.events.local``. So the counters of the run's
 cgroup and of every cgroup above it, up to the top seqbox can see, are read
 when the run starts and again when it ends; the nearest one that rose is the
 limit that was hit (not the exit status: a 137 says only that a SIGKILL came).
+cgroup v1 keeps no such counter for memory+swap: there a cgroup whose peak
+usage came up to its limit during the run is the one (see :class:`TreeOoms`).
+
+A polled run makes no cgroup: its tree lives in the cgroup seqbox runs in.
+:func:`tree_ooms` watches that cgroup's OOM-kill counter and the limits above
+it, so that a command the kernel killed for a container's or an enclosing
+run's limit is reported as a memory kill, with whose limit it was.
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ from seqbox.units import format_size
 #: when it is loaded: never later, when a run may be short of file descriptors)
 NODE_PREFIX = "seqbox-"
 SUPERVISOR_PREFIX = "seqbox-sup-"
+
+#: cgroup v1's "no limit" starts here (its page counter's maximum, in bytes)
+UNLIMITED_V1 = 1 << 62
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 #: kinds of limit, nearest first
 RUN, ENCLOSING_RUN, CONTAINER, CGROUP, MACHINE = "run", "enclosing-run", "container", "cgroup", "machine"
@@ -131,3 +142,144 @@ class OomWatch:
         except ValueError:
             size = None
         return LimitHit(kind, size, path)
+
+
+def top_is_root_v2(top: str) -> bool:
+    """Whether the top of a cgroup2 mount is the machine's root cgroup. In a
+    container with a private cgroup namespace it is the container's own
+    cgroup: only non-root cgroups have ``cgroup.type``."""
+    return not os.path.exists(os.path.join(top, "cgroup.type"))
+
+
+def top_is_root_v1(top: str) -> bool:
+    """The same for a cgroup v1 mount: only the root has ``cgroup.sane_behavior``
+    (a container sees its own cgroup as the top, bind-mounted or in a namespace)."""
+    return os.path.exists(os.path.join(top, "cgroup.sane_behavior"))
+
+
+def v1_limit(path: str) -> int | None:
+    """The memory limit of the cgroup v1 ``path`` (memory+swap where it is
+    lower), or None when it has none."""
+    read = cgroupfs.read_int_or_none
+    limits = [read(os.path.join(path, f"memory.{n}limit_in_bytes")) for n in ("", "memsw.")]
+    finite = [n for n in limits if n is not None and n < UNLIMITED_V1]
+    return min(finite) if finite else None
+
+
+def v1_peak(path: str) -> int:
+    """The most the cgroup v1 ``path`` ever used (memory+swap where it is accounted)."""
+    read = cgroupfs.read_int_or_none
+    peaks = [read(os.path.join(path, f"memory.{n}max_usage_in_bytes")) for n in ("", "memsw.")]
+    return max((n for n in peaks if n is not None), default=0)
+
+
+def reached(peak: int, limit: int) -> bool:
+    """Pure: the peak came within a page or two (or 1 %) of the limit."""
+    return peak >= limit - max(2 * PAGE, limit // 100)
+
+
+class TreeOoms:
+    """The OOM counters that concern a polled tree, read when its sandbox is
+    made: the OOM-kill count of the cgroup seqbox runs in (the tree lives
+    there), and what tells, for it and every cgroup above it, whether its limit
+    is reached. Read again only after the command died of a SIGKILL seqbox did
+    not send: no file is read while the run goes on."""
+
+    def killed(self) -> bool:
+        """The kernel's OOM killer ended a process in seqbox's cgroup since."""
+        raise NotImplementedError
+
+    def which(self) -> LimitHit:
+        """The nearest limit reached since (the machine's memory when none was)."""
+        raise NotImplementedError
+
+
+class V2TreeOoms(TreeOoms):
+    """cgroup v2: ``oom_kill`` in ``memory.events`` (below included), and the
+    ``oom`` counters of :class:`OomWatch` upwards."""
+
+    __slots__ = ("events", "kills", "levels")
+
+    def __init__(self, own: str, top: str, kills: int) -> None:
+        self.events = os.path.join(own, "memory.events")
+        self.kills = kills
+        self.levels = OomWatch(None, own, top, top_is_root_v2(top))
+
+    def killed(self) -> bool:
+        return oom_kills(cgroupfs.try_read(self.events)) > self.kills
+
+    def which(self) -> LimitHit:
+        return self.levels.which() or LimitHit(MACHINE, None, None)
+
+
+class V1TreeOoms(TreeOoms):
+    """cgroup v1: ``oom_kill`` in ``memory.oom_control`` (counted in the
+    victim's cgroup only), and upwards each cgroup's ``memory.failcnt`` (a
+    charge refused at its memory limit) and its peak against its limit (the
+    failures at a memory+swap limit are not counted on current kernels): the
+    nearest cgroup whose counter rose, or whose peak came up to its limit
+    during the run, holds the limit that was hit."""
+
+    __slots__ = ("before", "control", "kills", "order", "top", "top_is_root")
+
+    def __init__(self, own: str, top: str, kills: int) -> None:
+        self.control = os.path.join(own, "memory.oom_control")
+        self.kills = kills
+        self.top = top
+        self.top_is_root = top_is_root_v1(top)
+        self.order = chain(own, top)
+        self.before = {path: _v1_level(path) for path in self.order}
+
+    def killed(self) -> bool:
+        return oom_kills(cgroupfs.try_read(self.control)) > self.kills
+
+    def which(self) -> LimitHit:
+        """The nearest cgroup seen reaching its limit during the run; else the
+        nearest whose peak had reached it before (a peak is never lowered, and
+        a cgroup that reached its limit once is likelier to again than the
+        machine to run out); else the machine's memory."""
+        stale: LimitHit | None = None
+        for path in self.order:
+            limit = v1_limit(path)
+            if limit is None:
+                continue
+            fails, peak = _v1_level(path)
+            fails0, peak0 = self.before[path]
+            hit = LimitHit(classify(path, None, self.top, self.top_is_root), limit, path)
+            if fails > fails0 or (reached(peak, limit) and not reached(peak0, limit)):
+                return hit
+            if stale is None and reached(peak, limit):
+                stale = hit
+        return stale or LimitHit(MACHINE, None, None)
+
+
+def _v1_level(path: str) -> tuple[int, int]:
+    return cgroupfs.read_int_or_none(os.path.join(path, "memory.failcnt")) or 0, v1_peak(path)
+
+
+def oom_kills(text: str | None) -> int:
+    """The ``oom_kill`` count of a ``memory.events`` or ``memory.oom_control`` text (-1: none)."""
+    return -1 if text is None else cgroupfs.parse_flat_keyed(text).get("oom_kill", -1)
+
+
+def tree_ooms() -> TreeOoms | None:
+    """The watch for a tree that lives in this process's cgroup: on v1's
+    memory controller where it is mounted, else on cgroup v2's; None where no
+    cgroup counts OOM kills (the machine's root cgroup, no memory controller,
+    a kernel before 4.13)."""
+    owns = cgroupfs.own_cgroups()
+    for own in owns:
+        if own.key == "memory":
+            kills = oom_kills(cgroupfs.try_read(os.path.join(own.path, "memory.oom_control")))
+            return V1TreeOoms(own.path, own.mount.path, kills) if kills >= 0 else None
+    for own in owns:
+        if own.key == cgroupfs.UNIFIED:
+            kills = oom_kills(cgroupfs.try_read(os.path.join(own.path, "memory.events")))
+            return V2TreeOoms(own.path, own.mount.path, kills) if kills >= 0 else None
+    return None
+
+
+def own_kind(mem_from_enclosing: bool) -> str:
+    """Whose limit a run's own limit is: the enclosing run's when a nested run
+    asked for more (or nothing) and was held to its enclosing run's."""
+    return ENCLOSING_RUN if mem_from_enclosing else RUN

@@ -14,6 +14,13 @@ outrun it.
 
 ``SEQBOX_POLL_READER=psutil`` makes Linux poll as macOS does (psutil, no
 subreaper): a test switch, so that the suite runs that code path on Linux.
+
+A limit above seqbox (a container's, a cgroup's, an enclosing run's) is the
+kernel's to enforce: its OOM killer ends a process of the tree. On Linux the
+sandbox reads the OOM counters of the cgroup the tree lives in, and of those
+above it, when it is made (:func:`seqbox.backends.enclosing.tree_ooms`), and
+again only if the command's main process died of a SIGKILL that seqbox did not
+send: then the run is a memory kill, and the sandbox says whose limit it was.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from seqbox.backends.enclosing import LimitHit, TreeOoms
     from seqbox.backends.proctree import ProcTree, Reading
     from seqbox.backends.treerecord import TreeRecord
     from seqbox.records import SandboxInfo
@@ -68,6 +76,8 @@ class PollBackend(Backend):
     supports_cpus = False
 
     def __init__(self, linux: bool) -> None:
+        #: the kernel counts OOM kills in cgroups (whichever reader polls)
+        self.cgroups = linux
         #: the macOS code path on Linux, asked for by the test switch
         self.switched = linux and os.environ.get(READER_ENV) == "psutil"
         #: read /proc and be the tree's subreaper (else: psutil, as on macOS)
@@ -91,28 +101,47 @@ class PollBackend(Backend):
         from seqbox.backends.treerecord import TreeRecord
 
         record = TreeRecord(records, f"seqbox-{name}") if records is not None else None
+        ooms = _tree_ooms() if self.cgroups else None
         if self.linux:
             from seqbox.backends.proctree import LinuxProcTree
 
             become_subreaper()
-            return PollSandbox(limits, LinuxProcTree(), record)
+            return PollSandbox(limits, LinuxProcTree(), record, ooms)
         from seqbox.backends.proctree import PsutilProcTree
 
-        return PollSandbox(limits, PsutilProcTree(), record)
+        return PollSandbox(limits, PsutilProcTree(), record, ooms)
+
+
+def _tree_ooms() -> TreeOoms | None:
+    """The OOM counters above the tree, or None where they cannot be read
+    (the run goes on without: a kernel kill is then reported as a signal)."""
+    from seqbox.backends.enclosing import tree_ooms
+    from seqbox.errors import SeqboxError
+
+    try:
+        return tree_ooms()
+    except (OSError, ValueError, SeqboxError):
+        return None
 
 
 class PollSandbox(Sandbox):
     backend = "poll"
 
-    def __init__(self, limits: Limits, tree: ProcTree, record: TreeRecord | None = None) -> None:
+    def __init__(
+        self, limits: Limits, tree: ProcTree, record: TreeRecord | None = None, ooms: TreeOoms | None = None
+    ) -> None:
         self.limits = limits
         self.tree = tree
         #: the members seen, on disk: the next run ends them if this supervisor dies
         self.record = record
+        #: the kernel's OOM counters above the tree (Linux)
+        self.ooms = ooms
         self.cgroups = []
         self.sample_interval = limits.poll_interval
         self._peak = 0
-        self._mem_exceeded = False
+        self._mem_exceeded = False  # the sampled tree went over the limit
+        self._kernel_hit: LimitHit | None = None  # the kernel's OOM killer ended the command
+        self._killed = False  # seqbox sent the tree a SIGKILL
         self._tasks = 0
         self._tasks_peak = 0
         thresholds = [n for n in (limits.mem, *limits.notify_at) if n is not None]
@@ -201,7 +230,25 @@ class PollSandbox(Sandbox):
     def memory_exceeded(self, usage: Usage | None) -> bool:
         if not self._mem_exceeded and usage is not None and self.limits.mem is not None:
             self._mem_exceeded = usage.mem > self.limits.mem
-        return self._mem_exceeded
+        return self._mem_exceeded or self._kernel_hit is not None
+
+    def command_ended(self, status: int) -> None:
+        """A main process killed by a SIGKILL seqbox did not send, while the
+        kernel's OOM killer acted in the tree's cgroup: a limit above seqbox
+        was reached. The counters are read here, once, and nowhere else."""
+        if self.ooms is None or self._mem_exceeded or self._killed:
+            return
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL and self.ooms.killed():
+            self._kernel_hit = self.ooms.which()
+
+    def which_limit(self) -> LimitHit | None:
+        if self._kernel_hit is not None:
+            return self._kernel_hit
+        if not self._mem_exceeded:
+            return None
+        from seqbox.backends.enclosing import LimitHit, own_kind
+
+        return LimitHit(own_kind(self.limits.mem_from_enclosing), self.limits.mem, None)
 
     def pids_exceeded(self, usage: Usage | None) -> bool:
         return self.limits.pids is not None and self._tasks > self.limits.pids
@@ -216,6 +263,7 @@ class PollSandbox(Sandbox):
         return self.tree.members()
 
     def signal_all(self, sig: int, skip_pgrp: int | None = None) -> None:
+        self._killed = self._killed or sig == signal.SIGKILL
         for pid in self.tree.members():
             try:
                 if skip_pgrp is not None and os.getpgid(pid) == skip_pgrp:
@@ -228,6 +276,7 @@ class PollSandbox(Sandbox):
         """Stop the whole tree first, so a fork bomb cannot outrun us, then
         SIGKILL every member. Stopped processes cannot fork; each round finds
         the children forked before their parent stopped."""
+        self._killed = True
         stopped: set[int] = set()
         for _ in range(STOP_ROUNDS):
             fresh = [pid for pid in self.tree.members() if pid not in stopped]
