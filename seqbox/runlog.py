@@ -28,6 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from seqbox.backends.base import Limits
     from seqbox.output import Output
 
 SUFFIX = ".jsonl"
@@ -100,6 +101,54 @@ class RunLog:
             self._pending.append(record)
         else:
             self._write([record])
+
+    def start(
+        self,
+        *,
+        run_id: str,
+        command: list[str],
+        cwd: str,
+        backend: str,
+        lock: str | None,
+        nested: bool,
+        limits: Limits,
+        retry: int,
+        output_log: str | None,
+    ) -> None:
+        """The first event: what runs, where, how and with which limits."""
+        keys = ("mem", "mem_high", "warn_at", "pids", "cpus", "timeout", "grace", "signal")
+        self.event(
+            "start",
+            run_id=run_id,
+            command=command,
+            cwd=cwd,
+            pid=os.getpid(),
+            backend=backend,
+            lock=lock,
+            nested=nested,
+            limits={**{key: getattr(limits, key) for key in keys}, "retry": retry},
+            output_log=output_log,
+        )
+
+    def end(self, summary: Mapping[str, object], keep: int) -> None:
+        """The last event of a run seqbox finished (its summary); then keep
+        the newest ``keep`` logs, and say once if this one could not be written."""
+        self.event("exit", summary=dict(summary))
+        self._close(keep, quiet=False)
+
+    def end_in_error(self, message: str, exit_code: int | None, status: str, keep: int) -> None:
+        """The last event when seqbox could not finish (its own error is then
+        the one line to show: no warning about the log)."""
+        self.event("error", message=message, exit_code=exit_code, status=status)
+        self._close(keep, quiet=True)
+
+    def _close(self, keep: int, quiet: bool) -> None:
+        self.flush(quiet=quiet)
+        self.close()
+        if not quiet:
+            self.warn_if_failed()
+        if not self.failed:
+            prune(os.path.dirname(self.path), keep)
 
     def sample(self, mem: int, procs: int, cpu_seconds: Callable[[], float | None]) -> None:
         """A sample of the tree, at most one a second (the first at once);
@@ -201,12 +250,6 @@ def for_run(
         return None
     path = os.path.join(directory(log_dir, root, project_key, environ), run_id + SUFFIX)
     return RunLog(path, out, None if log_dir else (project_key, environ))
-
-
-def limits_record(limits: object, retry: int) -> dict[str, object]:
-    """The limits a run's ``start`` event records."""
-    keys = ("mem", "mem_high", "warn_at", "pids", "cpus", "timeout", "grace", "signal")
-    return {**{key: getattr(limits, key, None) for key in keys}, "retry": retry}
 
 
 def dumps(value: object) -> str:

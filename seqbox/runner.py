@@ -418,23 +418,19 @@ class Run:
     # -- the run log ------------------------------------------------------------
 
     def log_start(self, selection: Selection) -> None:
-        if self.log is None:
-            return
-        from seqbox.runlog import limits_record
-
-        options = self.options
-        self.log.event(
-            "start",
-            run_id=self.run_id,
-            command=self.argv,
-            cwd=os.path.abspath(options.cwd or os.getcwd()),
-            pid=os.getpid(),
-            backend=selection.backend.name,
-            lock=None if options.no_lock else options.lock,
-            nested=self.nested,
-            limits=limits_record(self.limits, options.retry),
-            output_log=os.path.abspath(options.log) if options.log else None,
-        )
+        if self.log is not None:
+            options = self.options
+            self.log.start(
+                run_id=self.run_id,
+                command=self.argv,
+                cwd=os.path.abspath(options.cwd or os.getcwd()),
+                backend=selection.backend.name,
+                lock=None if options.no_lock else options.lock,
+                nested=self.nested,
+                limits=self.limits,
+                retry=options.retry,
+                output_log=os.path.abspath(options.log) if options.log else None,
+            )
 
     def log_lock(self, waited: float, got: bool) -> None:
         if self.log is not None:
@@ -456,22 +452,13 @@ class Run:
         if log is None:
             return
         if summary is not None:
-            log.event("exit", summary=dict(summary))
+            log.end(summary, self.options.keep_logs)
         elif error is not None:
             code = getattr(error, "exit_code", None)
             status = "cancelled" if isinstance(error, CancelledRun) else "error"
             if isinstance(error, Interrupted):  # stopped while it waited or prepared
                 code, status = 128 + error.signum, "signal"
-            message = str(error) or type(error).__name__
-            log.event("error", message=message, exit_code=code, status=status)
-        log.flush(quiet=error is not None)  # seqbox's own error is the one line to show
-        log.close()
-        if error is None:
-            log.warn_if_failed()
-        if not log.failed:
-            from seqbox.runlog import prune
-
-            prune(os.path.dirname(log.path), self.options.keep_logs)
+            log.end_in_error(str(error) or type(error).__name__, code, status, self.options.keep_logs)
 
     def remove_leftovers(self) -> None:
         """End and remove what crashed runs of this project left (their
