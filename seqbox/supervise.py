@@ -211,7 +211,10 @@ class Supervisor:
             self.events.sample(usage.mem, usage.procs, sandbox.cpu_seconds)
         if self.reason not in ("memory", "interrupt") and sandbox.memory_exceeded(usage):
             self.reason = "memory"
-            self._logged_kill("memory", f"memory limit exceeded ({format_size(usage.mem)})", mem=usage.mem)
+            # the kernel may have freed some already: its peak is what reached the limit
+            mem = max(usage.mem, sandbox.peak_mem() or 0)
+            limit = format_size(limits.mem) if limits.mem else "of the enclosing sandbox"
+            self._logged_kill("memory", f"memory limit {limit} exceeded (at {format_size(mem)})", mem=mem)
             sandbox.kill_all()
             return
         if self.reason is None and sandbox.pids_exceeded(usage):

@@ -53,10 +53,11 @@ def test_a_run_writes_its_log(sbx: SeqboxRunner, tmp_path: Path) -> None:
     assert evs[-1]["summary"] == summary
 
 
-def test_memory_kill_and_warning_are_logged(sbx: SeqboxRunner) -> None:
+def test_memory_kill_and_warning_are_logged(sbx: SeqboxRunner, backend: str) -> None:
     res = sbx.run(
-        "--json", "--mem", "64M", "--", *prog("hog", "--total", "200", "--chunk", "4", "--pause", "0.02")
-    )
+        "--json", "--mem", "64M", "--", *prog("hog", "--total", "200", "--chunk", "4", "--pause", "0.02"),
+        backend=backend,
+    )  # fmt: skip
     assert res.returncode == 137, res
     evs = events(str(res.json()["log"]))
     warn = [e for e in evs if e["event"] == "warn"]
@@ -64,6 +65,9 @@ def test_memory_kill_and_warning_are_logged(sbx: SeqboxRunner) -> None:
     assert len(warn) == 1
     assert "memory at" in str(warn[0]["message"])
     assert [k["reason"] for k in kill] == ["memory"]
+    # what reached the limit, not what was left once the kernel had freed some
+    assert str(kill[0]["message"]).startswith("memory limit 64.0 MiB exceeded (at "), kill
+    assert int(kill[0]["mem"]) >= 63 * MIB, kill  # type: ignore[call-overload]
     assert evs[-1]["summary"]["status"] == "memory"  # type: ignore[index]
 
 
