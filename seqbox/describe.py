@@ -41,23 +41,34 @@ def _cut_word(word: str, width: int) -> str:
     return _cut(word, width)
 
 
-def command_line(command: object) -> str:
-    """The whole command as a shell would take it, on one line."""
+def _quote(word: str) -> str:
+    """A word as a shell takes it, the way a person writes it: ``"print('ok')"``
+    rather than shlex's ``'print('"'"'ok'"'"')'``."""
     import shlex
 
-    return shlex.join(_words(command)) or "?"
+    quoted = shlex.quote(word)
+    if "'" in word and not any(c in word for c in '"$`\\!'):
+        return f'"{word}"'
+    return quoted
+
+
+def _join(words: list[str]) -> str:
+    return " ".join(_quote(word) for word in words)
+
+
+def command_line(command: object) -> str:
+    """The whole command as a shell would take it, on one line."""
+    return _join(_words(command)) or "?"
 
 
 def describe_command(command: object, width: int | None = 40) -> str:
     """The command's short name: at most ``width`` characters (None: no bound)."""
-    import shlex
-
     words = _words(command)
     if not words:
         return "?"
     words[0] = os.path.basename(words[0]) or words[0]
-    text = shlex.join(words)
+    text = _join(words)
     if width is None or len(text) <= width:
         return text
-    text = shlex.join([words[0], *(_cut_word(word, WORD_WIDTH) for word in words[1:])])
+    text = _join([words[0], *(_cut_word(word, WORD_WIDTH) for word in words[1:])])
     return _cut(text, width)

@@ -159,7 +159,10 @@ class PollSandbox(Sandbox):
         run_id = env.get(RUN_ID_ENV)
         if run_id:
             self.tree.mark(RUN_ID_ENV, run_id, time.time() - 2.0)  # create times are coarse
-        return prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session)
+        prepared = prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session)
+        if self.record is not None:  # on disk before the command runs: a crash at once leaves it findable
+            self.record.update([prepared.pid])
+        return prepared
 
     def sample(self) -> Usage:
         """The tree's memory: its private pages, while even its whole resident
