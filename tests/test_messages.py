@@ -262,3 +262,15 @@ def test_messages_start_on_a_fresh_line_on_a_terminal(
     lines = screen.splitlines()
     assert any(line.startswith(".........") for line in lines), screen
     assert any(line.startswith("seqbox: warning: memory at") for line in lines), screen
+
+
+def test_commands_are_quoted_as_a_person_writes_them() -> None:
+    """Double quotes where a word holds single quotes and nothing a shell
+    expands inside double quotes; every form still reads back as the argv."""
+    import shlex
+
+    from seqbox.describe import command_line, describe_command
+
+    assert describe_command(["/usr/bin/python3", "-c", "print('ok')"]) == "python3 -c \"print('ok')\""
+    for argv in (["echo", "it's"], ["echo", "a'$b"], ["echo", "a\"b'c"], ["echo", "a'`b`"], ["x", "", "a b"]):
+        assert shlex.split(command_line(argv)) == argv, command_line(argv)
