@@ -7,8 +7,6 @@ the start-up path of every wrapped command.
 
 from __future__ import annotations
 
-import re
-
 from seqbox import units
 from seqbox.errors import UsageError
 
@@ -21,12 +19,13 @@ if TYPE_CHECKING:
 BACKEND_NAMES = ("auto", "cgroup2", "cgroup1", "poll")
 #: ``--slots`` when a budget is given and no count: as many as fit
 NO_SLOT_CAP = 1 << 20
-_LOCK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_LOCK_CHARS = _ALNUM | frozenset("._-")
 
 
 def _lock_name(value: object, what: str) -> str:
     text = str(value)
-    if not _LOCK_NAME_RE.match(text):
+    if not (0 < len(text) <= 64 and text[0] in _ALNUM and all(c in _LOCK_CHARS for c in text)):
         raise UsageError(f"{what}: expected a lock name of letters, digits, '.', '_' or '-', got {value!r}")
     return text
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: what a project key's name keeps of the directory's name (a run of anything else is one "_")
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
 #: files that mark a project's root outside git
@@ -72,8 +72,20 @@ def project_key(root: str) -> str:
     """A short, stable, filesystem-safe name for a project root: the
     directory's name, and a hash of the full path that tells apart projects
     with the same name."""
-    name = _UNSAFE.sub("_", os.path.basename(root) or "root")[:32]
+    name = _safe_name(os.path.basename(root) or "root")[:32]
     return f"{name}-{fnv1a64(root.encode('utf-8', 'surrogateescape')):016x}"
+
+
+def _safe_name(text: str) -> str:
+    out: list[str] = []
+    unsafe_run = False
+    for c in text:
+        if c in _SAFE:
+            out.append(c)
+        elif not unsafe_run:  # a run of unsafe characters is one "_"
+            out.append("_")
+        unsafe_run = c not in _SAFE
+    return "".join(out)
 
 
 def git_dir(cwd: str) -> str | None:

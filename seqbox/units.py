@@ -1,18 +1,43 @@
-"""Pure parsers and formatters for sizes, durations and signals."""
+"""Pure parsers and formatters for sizes, durations and signals.
+
+Parsed by hand, not with ``re``: every ``seqbox run`` parses its limits, and
+importing ``re`` costs it several milliseconds."""
 
 from __future__ import annotations
 
-import re
-
 from seqbox.errors import UsageError
 
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgtpe])(?:i?b)?|b)?$", re.IGNORECASE)
-_SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
+_SIZE_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
 _NONE_WORDS = ("none", "0", "off", "unlimited", "infinity", "max")
 
-_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?", re.IGNORECASE)
 _DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
 MAX_SECONDS = 100 * 365 * 86400.0
+_DIGITS = frozenset("0123456789")
+
+
+def _number(word: str, pos: int = 0) -> int:
+    """Where the number starting at ``pos`` ends (``12``, ``1.5``, ``2.``,
+    ``.5``; ASCII digits only), or ``pos`` when there is none."""
+    end = pos
+    while end < len(word) and word[end] in _DIGITS:
+        end += 1
+    whole = end > pos
+    if end < len(word) and word[end] == ".":
+        fraction = end + 1
+        while fraction < len(word) and word[fraction] in _DIGITS:
+            fraction += 1
+        if whole or fraction > end + 1:
+            end = fraction
+    return end if end > pos and word[pos:end] != "." else pos
+
+
+def _size_power(unit: str) -> int | None:
+    """``""``, ``b`` -> 0; ``k``, ``kb``, ``kib`` -> 1 ... ``e`` -> 6; else None."""
+    if unit in ("", "b"):
+        return 0
+    if unit[:1] in _SIZE_POWERS and unit[1:] in ("", "b", "ib"):
+        return _SIZE_POWERS[unit[0]]
+    return None
 
 
 def parse_size(text: str | int | float, what: str = "size") -> int | None:
@@ -29,11 +54,11 @@ def parse_size(text: str | int | float, what: str = "size") -> int | None:
     word = text.strip().lower()
     if word in _NONE_WORDS:
         return None
-    match = _SIZE_RE.match(word)
-    if match is None:
+    end = _number(word)
+    power = _size_power(word[end:].lstrip()) if end else None
+    if power is None:
         raise UsageError(f"{what}: expected a size like 512M, 2G, 1.5GiB or a number of bytes, got {text!r}")
-    number, unit = float(match.group(1)), (match.group(2) or "").lower()
-    value = int(number * (1024 ** _SIZE_POWERS[unit]))
+    value = int(float(word[:end]) * (1024**power))
     return value or None
 
 
@@ -70,11 +95,18 @@ def parse_duration(text: str | int | float, what: str = "duration") -> float | N
     total, pos = 0.0, 0
     compact = word.replace(" ", "")
     while pos < len(compact):
-        match = _DURATION_PART_RE.match(compact, pos)
-        if match is None or match.end() == pos:
+        end = _number(compact, pos)
+        if end == pos:
             raise UsageError(f"{what}: expected a duration like 90, 90s, 5m or 1h30m, got {text!r}")
-        total += float(match.group(1)) * _DURATION_SECONDS[(match.group(2) or "").lower()]
-        pos = match.end()
+        number = float(compact[pos:end])
+        while end < len(compact) and compact[end].isspace():
+            end += 1
+        if compact.startswith("ms", end):
+            unit = "ms"
+        else:
+            unit = compact[end] if compact[end : end + 1] in ("s", "m", "h", "d") else ""
+        total += number * _DURATION_SECONDS[unit]
+        pos = end + len(unit)
     if not compact:
         raise UsageError(f"{what}: expected a duration like 90, 90s, 5m or 1h30m, got {text!r}")
     if total >= MAX_SECONDS:

@@ -41,6 +41,8 @@ HOSTILE_OPTIONS = [
     ["--report", "/nonexistent/x.json"],
     ["--report", "/"],
     ["--mem", "1G", "--mem-high", "2G"],
+    ["--lock", "ci\n"],  # a regex's $ let a trailing newline through, into a directory's name
+    ["--lock", "../x"],
 ]
 
 

@@ -17,7 +17,6 @@ directory's ``trees/``, and is a leftover by the same rule.
 from __future__ import annotations
 
 import os
-import re
 import time
 
 from seqbox.backends import cgroupfs, procinfo, treerecord
@@ -27,8 +26,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from seqbox.records import Entry
 
-NAME_RE = re.compile(r"^seqbox-(?P<key>.+)-(?P<time>\d{8}T\d{6})-(?P<pid>\d+)(?:-\d+)?$")
-SUP_RE = re.compile(r"^seqbox-sup-(?P<pid>\d+)$")
+PREFIX = "seqbox-"
+SUP_PREFIX = "seqbox-sup-"
 TIME_FORMAT = "%Y%m%dT%H%M%S"
 CLOCK_SLACK_S = 2.0
 
@@ -49,15 +48,42 @@ def owner_alive(pid: int, stamp: str) -> bool:
     return started <= made + CLOCK_SLACK_S
 
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _stamp(text: str) -> bool:
+    """``20261130T055830``: a run's UTC start time."""
+    return len(text) == 15 and text[8] == "T" and _digits(text[:8]) and _digits(text[9:])
+
+
+def parse_name(name: str) -> tuple[str, str, int] | None:
+    """(project key, time, pid) of a run's cgroup or record name,
+    ``seqbox-<key>-<time>-<pid>`` (maybe ``-<n>`` after it), or None.
+    (By hand, not with ``re``: importing it costs every run milliseconds.)"""
+    if not name.startswith(PREFIX) or "\n" in name:
+        return None
+    parts = name[len(PREFIX) :].split("-")
+    if len(parts) >= 3 and _stamp(parts[-2]) and _digits(parts[-1]):
+        key, stamp, pid = parts[:-2], parts[-2], parts[-1]
+    elif len(parts) >= 4 and _stamp(parts[-3]) and _digits(parts[-2]) and _digits(parts[-1]):
+        key, stamp, pid = parts[:-3], parts[-3], parts[-2]
+    else:
+        return None
+    project_key = "-".join(key)
+    return (project_key, stamp, int(pid)) if project_key else None
+
+
 def is_leftover(name: str, project_key: str | None = None) -> bool:
-    match = NAME_RE.match(name)
-    if match is not None:
-        if project_key is not None and match.group("key") != project_key:
+    parsed = parse_name(name)
+    if parsed is not None:
+        key, stamp, pid = parsed
+        if project_key is not None and key != project_key:
             return False
-        return not owner_alive(int(match.group("pid")), match.group("time"))
-    match = SUP_RE.match(name)
-    if match is not None and project_key is None:
-        return procinfo.started_epoch(int(match.group("pid"))) is None
+        return not owner_alive(pid, stamp)
+    sup = name[len(SUP_PREFIX) :] if name.startswith(SUP_PREFIX) else ""
+    if _digits(sup) and project_key is None:
+        return procinfo.started_epoch(int(sup)) is None
     return False
 
 
@@ -132,8 +158,8 @@ def find(project_key: str | None = None, trees: str | None = None) -> list[str]:
 
 def run_id_of(name: str) -> str | None:
     """The run id (``<UTC time>-<pid>``) in a cgroup's or record's name."""
-    match = NAME_RE.match(name.removesuffix(treerecord.SUFFIX))
-    return None if match is None else f"{match.group('time')}-{match.group('pid')}"
+    parsed = parse_name(name.removesuffix(treerecord.SUFFIX))
+    return None if parsed is None else f"{parsed[1]}-{parsed[2]}"
 
 
 def end_run(entry: Entry) -> list[str]:
