@@ -48,8 +48,10 @@ def unit_name(pid: int, nonce: bytes) -> str:
 
 def start_transient_scope(serial: int, unit: str, pid: int, description: str) -> bytes:
     """Pure: the StartTransientUnit call for a delegated scope holding ``pid``."""
+    # one line (a transient unit is saved as a unit file, one setting a line)
+    description = "".join(c if c.isprintable() else " " for c in description[:DESCRIPTION_MAX])
     properties = [
-        ("Description", dbus.Variant("s", description[:DESCRIPTION_MAX])),
+        ("Description", dbus.Variant("s", description)),
         ("PIDs", dbus.Variant("au", [pid])),
         ("Delegate", dbus.Variant("b", True)),
         ("CollectMode", dbus.Variant("s", "inactive-or-failed")),
