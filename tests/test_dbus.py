@@ -41,6 +41,18 @@ def h(text: str) -> bytes:
         ("v", [Variant("u", 5)], "01 75 00 00  05 00 00 00"),
         ("v", [Variant("as", ["a"])], "02 61 73 00  06 00 00 00  01 00 00 00 61 00"),
         ("(yu)", [(1, 2)], "01 00 00 00  02 00 00 00"),
+        ("n", [-2], "fe ff"),
+        ("yq", [1, 0x0102], "01 00  02 01"),
+        ("yx", [1, -1], "01 00 00 00 00 00 00 00  ff ff ff ff ff ff ff ff"),
+        ("t", [(1 << 64) - 1], "ff ff ff ff ff ff ff ff"),
+        ("h", [3], "03 00 00 00"),
+        ("d", [1.0], "00 00 00 00 00 00 f0 3f"),
+        # a dict: an array of dict entries, each aligned to 8
+        (
+            "a{sv}",
+            [[("k", Variant("u", 1))]],
+            "10 00 00 00 00 00 00 00  01 00 00 00 6b 00  01 75 00  00 00 00  01 00 00 00",
+        ),
         ("y(y)", [1, (2,)], "01 00 00 00 00 00 00 00  02"),
     ],
 )
@@ -153,7 +165,7 @@ def test_a_whole_call_reads_back() -> None:
         ("u", "01 00 00 00 00", "1 bytes left over"),
         ("au", "06 00 00 00 01 00 00 00 02 00 00 00", "runs past its length"),
         ("v", "02 75 75 00 01 00 00 00", "not one complete type"),
-        ("v", "01 78 00 00 01 00 00 00 00 00 00 00", "not supported"),
+        ("v", "01 7a 00 00 01 00 00 00", "not supported"),  # "z" is no D-Bus type
     ],
 )
 def test_malformed_data_is_refused(signature: str, wire: str, why: str) -> None:
@@ -177,7 +189,11 @@ def test_malformed_data_is_refused(signature: str, wire: str, why: str) -> None:
         ("a", [[]], "ends inside a type"),
         ("()", [()], "an empty or unclosed struct"),
         ("(u", [(1,)], "an empty or unclosed struct"),
-        ("t", [1], "not supported"),
+        ("z", [1], "not supported"),
+        ("d", [1], "not a D-Bus double"),
+        ("a{vs}", [[]], "without a basic key"),
+        ("a{s}", [[]], "without a basic key"),
+        ("a{sss}", [[]], "without a basic key"),
     ],
 )
 def test_values_that_do_not_fit_are_refused(signature: str, values: list[object], why: str) -> None:
@@ -208,3 +224,21 @@ def test_signatures_split_into_complete_types() -> None:
     assert dbus.split_signature("ssa(sv)a(sa(sv))") == ["s", "s", "a(sv)", "a(sa(sv))"]
     assert dbus.split_signature("") == []
     assert dbus.split_signature("aau(y(u))") == ["aau", "(y(u))"]
+
+
+def test_a_properties_changed_signal_is_read_whole() -> None:
+    """What a manager sends unasked on a peer-to-peer connection: a signal whose
+    body has types seqbox never sends (dicts, 64-bit integers)."""
+    fields = [
+        (dbus.PATH, Variant("o", "/org/freedesktop/systemd1/unit/x")),
+        (dbus.INTERFACE, Variant("s", "org.freedesktop.DBus.Properties")),
+        (dbus.MEMBER, Variant("s", "PropertiesChanged")),
+    ]
+    body = ["org.freedesktop.systemd1.Unit", [("ActiveEnterTimestamp", Variant("t", 1 << 40))], ["Names"]]
+    wire = dbus.encode_message(dbus.SIGNAL, 5, fields, "sa{sv}as", body)
+    split = dbus.split_message(wire)
+    assert split is not None
+    message, size = split
+    assert size == len(wire)
+    assert message.field(dbus.SIGNATURE) == "sa{sv}as"
+    assert message.values() == body

@@ -116,7 +116,9 @@ def _ask(stand_in: StandIn, moved: Callable[[str], bool], timeout: float = 5.0) 
 def test_the_scope_is_asked_for_and_waited_on(manager: Callable[..., StandIn]) -> None:
     def answer(call: dbus.Message) -> list[bytes]:
         unit = str(call.values()[0])
-        noise = signal("UnitNew", "so", [unit, "/org/freedesktop/systemd1/unit/x"])
+        noise = signal("UnitNew", "so", [unit, "/org/freedesktop/systemd1/unit/x"]) + signal(
+            "PropertiesChanged", "sa{sv}as", ["org.freedesktop.systemd1.Unit", [("N", Variant("t", 1))], []]
+        )
         return [
             noise,
             reply(call),

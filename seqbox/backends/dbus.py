@@ -1,12 +1,15 @@
 """The D-Bus wire format, as far as asking systemd for a scope needs it.
 
-Values by type code: ``y`` byte, ``b`` boolean, ``i``/``u`` 32-bit integers,
-``s`` string, ``o`` object path, ``g`` signature (all ``str``), ``v`` a
-:class:`Variant`, ``a`` array (a ``list``), ``(...)`` struct (a ``tuple``).
-Each value starts at a multiple of its alignment (1 for ``y`` and ``g``, 4 for
-the integers, strings and array lengths, 8 for structs), counted from the start
-of the message; a message body starts at a multiple of 8, so a body is
-marshalled on its own. Written little-endian; read in either byte order.
+Values by type code: ``y`` byte, ``b`` boolean, ``n``/``q``/``i``/``u``/``x``/``t``
+16-, 32- and 64-bit integers, ``h`` a file descriptor's index (an ``int``),
+``d`` double, ``s`` string, ``o`` object path, ``g`` signature (all ``str``),
+``v`` a :class:`Variant`, ``a`` array (a ``list``), ``(...)`` struct and
+``{..}`` dict entry (``tuple``). seqbox sends only a few of these, but reads
+whatever the manager's signals carry. Each value starts at a multiple of its
+alignment (its size for numbers; 4 for strings and array lengths; 8 for structs
+and dict entries; 1 for signatures and variants), counted from the start of the
+message; a message body starts at a multiple of 8, so a body is marshalled on
+its own. Written little-endian; read in either byte order.
 
 A message: the fixed header (byte order, type, flags, protocol version 1, body
 length, serial), the header fields ``a(yv)`` (path, interface, member, ...),
@@ -36,8 +39,20 @@ FIXED_HEADER = 16
 #: the longest message the specification allows (128 MiB)
 MAX_MESSAGE = 1 << 27
 MAX_ARRAY = 1 << 26
-ALIGNMENT = {"y": 1, "b": 4, "i": 4, "u": 4, "s": 4, "o": 4, "g": 1, "v": 1, "a": 4, "(": 8}
-INTEGERS = {"y": ("B", 0, 0xFF), "i": ("i", -(1 << 31), (1 << 31) - 1), "u": ("I", 0, (1 << 32) - 1)}
+ALIGNMENT = {"y": 1, "b": 4, "n": 2, "q": 2, "i": 4, "u": 4, "x": 8, "t": 8, "h": 4, "d": 8,
+             "s": 4, "o": 4, "g": 1, "v": 1, "a": 4, "(": 8, "{": 8}  # fmt: skip
+#: type code -> (struct format, lowest, highest)
+INTEGERS = {
+    "y": ("B", 0, 0xFF),
+    "n": ("h", -(1 << 15), (1 << 15) - 1),
+    "q": ("H", 0, (1 << 16) - 1),
+    "i": ("i", -(1 << 31), (1 << 31) - 1),
+    "u": ("I", 0, (1 << 32) - 1),
+    "h": ("I", 0, (1 << 32) - 1),
+    "x": ("q", -(1 << 63), (1 << 63) - 1),
+    "t": ("Q", 0, (1 << 64) - 1),
+}
+CLOSING = {"(": ")", "{": "}"}
 
 
 class BusError(BackendError):
@@ -82,12 +97,16 @@ def _type_end(signature: str, start: int) -> int:
     code = signature[start]
     if code == "a":
         return _type_end(signature, start + 1)
-    if code == "(":
+    if code in CLOSING:
         end = start + 1
-        while end < len(signature) and signature[end] != ")":
+        fields = 0
+        while end < len(signature) and signature[end] != CLOSING[code]:
             end = _type_end(signature, end)
-        if end >= len(signature) or end == start + 1:
+            fields += 1
+        if end >= len(signature) or fields == 0:
             raise BusError(f"signature {signature!r} has an empty or unclosed struct")
+        if code == "{" and (fields != 2 or signature[start + 1] in "v(a{"):
+            raise BusError(f"signature {signature!r} has a dict entry without a basic key and a value")
         return end + 1
     if code not in ALIGNMENT:
         raise BusError(f"type {code!r} of signature {signature!r} is not supported")
@@ -122,6 +141,10 @@ def _write(out: bytearray, type_: str, value: object) -> None:
         if not isinstance(value, bool):
             raise BusError(f"{value!r} is not a D-Bus boolean")
         out += struct.pack("<I", int(value))
+    elif code == "d":
+        if not isinstance(value, float):
+            raise BusError(f"{value!r} is not a D-Bus double")
+        out += struct.pack("<d", value)
     elif code in "sog":
         if not isinstance(value, str):
             raise BusError(f"{value!r} is not a D-Bus {type_}")
@@ -153,10 +176,10 @@ def _write(out: bytearray, type_: str, value: object) -> None:
         if len(out) - start > MAX_ARRAY:
             raise BusError("an array longer than 64 MiB")
         struct.pack_into("<I", out, at, len(out) - start)
-    else:  # a struct
+    else:  # a struct or a dict entry
         fields = split_signature(type_[1:-1])
         if not isinstance(value, tuple) or len(value) != len(fields):
-            raise BusError(f"{value!r} is not a tuple of {len(fields)} (struct {type_})")
+            raise BusError(f"{value!r} is not a tuple of {len(fields)} ({type_})")
         for field, item in zip(fields, value, strict=True):
             _write(out, field, item)
 
@@ -212,6 +235,9 @@ class _Reader:
             if value > 1:
                 raise BusError(f"a boolean of {value}")
             return value == 1
+        if code == "d":
+            double: float = struct.unpack(self.order + "d", self.take(8))[0]
+            return double
         if code in "so":
             return self.text(self.number("I"))
         if code == "g":

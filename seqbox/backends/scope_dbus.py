@@ -196,7 +196,10 @@ class _Connection:
                     pass
                 except BackendError:  # closed: the job was queued, the move may still come
                     pass
-                self._job_results(unit, job)
+                try:
+                    self._job_results(unit, job)
+                except dbus.BusError:  # unreadable news: the move may still come, stop listening
+                    self.closed = True
             pause = min(pause * 2, 0.05)
 
     def _job_results(self, unit: str, job: str) -> None:
