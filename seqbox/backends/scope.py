@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 
-#: set for the seqbox re-run inside the scope (never delegate twice): ``fd=N``,
-#: the pipe on which that seqbox reports that it started, then ``started``
-#: (what its command inherits); or :data:`FAILED_PREFIX` + why, once a scope
-#: could not be had
+#: set once seqbox is in its scope (never delegate twice): ``started`` (what its
+#: command inherits; a seqbox re-run under systemd-run first sees ``fd=N``, the
+#: pipe on which it reports that it started); or :data:`FAILED_PREFIX` + why,
+#: once a scope could not be had
 SCOPE_ENV = "SEQBOX_IN_SCOPE"
 FD_PREFIX = "fd="
 STARTED = "started"
