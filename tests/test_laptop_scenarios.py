@@ -135,7 +135,7 @@ def test_the_scope_is_asked_for_over_d_bus(sbx: SeqboxRunner, tmp_path: Path) ->
     assert res.json()["backend"] == "cgroup2", res
     obtained = [line for line in res.seqbox_lines() if OBTAINED in line]
     assert len(obtained) == 1, res
-    unit = obtained[0].split(OBTAINED)[1]
+    unit = obtained[0].split(OBTAINED)[1].split(" ")[0]
     assert OVER_DBUS.fullmatch(unit), res
     assert "systemd-run" not in res.stderr, res
     assert "polling" not in res.stderr, res

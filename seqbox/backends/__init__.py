@@ -174,14 +174,18 @@ def in_delegated_scope(run_args: list[str], backend: str, say: Callable[[str], N
     plan = delegation_plan(run_args, backend)
     if plan.command is None:
         return None
+    import time
+
     from seqbox.backends.scope_dbus import move_into_scope
 
+    start = time.monotonic()
     try:
         unit = move_into_scope(scope.private_socket(os.environ), "seqbox run " + " ".join(run_args))
     except BackendError as err:
         over_dbus = str(err)
     else:
-        say(f"in a delegated scope from the systemd user manager, asked for over D-Bus: {unit}")
+        took = time.monotonic() - start
+        say(f"in a delegated scope from the systemd user manager, asked for over D-Bus: {unit} ({took:.3f}s)")
         os.environ[scope.SCOPE_ENV] = scope.STARTED
         return None
     import resource

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 ANSWER_TIMEOUT = 2.0
 #: how long the move into the new scope may take in all (it takes milliseconds)
 MOVE_TIMEOUT = 5.0
+#: how often to look whether the move happened, at most (the news comes on no socket)
+MOVE_POLL = 0.005
 #: the scope's name: transient scopes are ``run-*.scope`` (as systemd-run's); not
 #: ``seqbox-*``, which names a run's cgroups (see backends/leftovers.py)
 UNIT_PREFIX = "run-seqbox-"
@@ -200,7 +202,7 @@ class _Connection:
                     self._job_results(unit, job)
                 except dbus.BusError:  # unreadable news: the move may still come, stop listening
                     self.closed = True
-            pause = min(pause * 2, 0.05)
+            pause = min(pause * 2, MOVE_POLL)
 
     def _job_results(self, unit: str, job: str) -> None:
         while (split := dbus.split_message(self.buffer)) is not None:
