@@ -51,6 +51,20 @@ def main() -> int:
         "seqbox run --backend poll (user)": ([*seqbox, "--backend", "poll", "--", "true"], True),
         "seqbox run, root (auto: cgroup2)": ([*seqbox, "--", "true"], False),
     }
+    way = subprocess.run(
+        [*seqbox, "-v", "--", "true"],
+        env=env_user,
+        cwd=user.pw_dir,
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    said = [line for line in way.stderr.splitlines() if "D-Bus" in line or "systemd-run" in line]
+    print(f"the delegated scope, as -v says: {said[0] if said else '(nothing said: no scope?)'}")
     samples: dict[str, list[float]] = {name: [] for name in modes}
     for round_ in range(opts.runs + 1):
         for name, (argv, as_user) in modes.items():

@@ -1,24 +1,35 @@
 """The unprivileged developer on a systemd machine (the laptop lane,
-scripts/vm-laptop): ``seqbox run`` re-runs itself in a delegated scope from the
-user's systemd manager and gets a cgroup v2 of its own; without a manager that
+scripts/vm-laptop): ``seqbox run`` asks the user's systemd manager over D-Bus
+for a delegated scope holding itself and gets a cgroup v2 of its own; when
+that fails it re-runs itself under systemd-run; without a manager that
 answers it polls, saying so once; ``doctor`` says what ``run`` does."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import stat
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.capabilities import needs
-from tests.helpers import MIB, SeqboxRunner, prog, slack
+import pytest
+
+from tests.capabilities import REAL_RUNTIME_DIR, needs
+from tests.helpers import MIB, SeqboxRunner, prog, read_pids, slack, wait_dead
 
 pytestmark = needs("user_manager")
 
 LIMIT = 200 * MIB
 HOG_400M = prog("hog", "--total", "400", "--chunk", "16")
+#: the scope seqbox asks for over D-Bus (systemd-run's are run-r<hex>.scope, run-u<N>.scope)
+OVER_DBUS = re.compile(r"run-seqbox-\d+-[0-9a-f]{8}\.scope")
+#: the -v line of a scope had over D-Bus
+OBTAINED = "in a delegated scope from the systemd user manager, asked for over D-Bus: "
 
 
 def _cgroups(doc: dict[str, object]) -> dict[str, str]:
@@ -50,6 +61,111 @@ def _no_manager_runtime(tmp_path: Path, *, stale: bool) -> Path:
     return runtime
 
 
+def _gone(scope: str) -> bool:
+    """Whether the scope's cgroup is gone (systemd removes an empty scope right after it empties)."""
+    deadline = time.monotonic() + slack(5)
+    while os.path.exists(scope) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not os.path.exists(scope)
+
+
+@pytest.fixture
+def refusing_runtime(tmp_path: Path) -> Iterator[Path]:
+    """An XDG_RUNTIME_DIR whose systemd/private accepts connections (so a user
+    manager seems to answer) but refuses every D-Bus authentication, as a
+    manager would refuse a client of another uid: seqbox's own D-Bus request
+    fails in earnest, at its first step."""
+    runtime = tmp_path / "refusing-runtime"
+    (runtime / "systemd").mkdir(parents=True, mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(runtime / "systemd" / "private"))
+    listener.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    if conn.recv(4096):  # a probe only connects and closes
+                        conn.sendall(b"REJECTED EXTERNAL\r\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield runtime
+    stop.set()
+    listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
+    thread.join(5)
+
+
+def _systemd_run_wrapper(tmp_path: Path, body: str) -> dict[str, str]:
+    """The environment that puts a stand-in ``systemd-run`` (a shell script) first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "systemd-run"
+    fake.write_text(f"#!/bin/sh\n{body}\n")
+    fake.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_the_scope_is_asked_for_over_d_bus(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    """No systemd-run, no second seqbox: this seqbox asks for the scope, moves
+    into it, and the scope carries what was asked for (systemd's own view)."""
+    show, where = tmp_path / "show", tmp_path / "where"
+    script = (
+        "import re, subprocess, sys\n"
+        "cgroup = open('/proc/self/cgroup').read().strip().split('::', 1)[1]\n"
+        "unit = re.findall(r'run-seqbox-[^/]*\\.scope', cgroup)[0]\n"
+        "props = 'Delegate,CollectMode,Description,ActiveState'\n"
+        "argv = ['systemctl', '--user', 'show', '-p', props, unit]\n"
+        "out = subprocess.run(argv, capture_output=True, text=True)\n"
+        f"open({str(show)!r}, 'w').write(out.stdout)\n"
+        f"open({str(where)!r}, 'w').write(cgroup)\n"
+        "sys.exit(3)\n"
+    )
+    res = sbx.run("-v", "--json", "--", "python3", "-c", script)
+    assert res.returncode == 3, res  # the command's own status
+    assert res.json()["backend"] == "cgroup2", res
+    obtained = [line for line in res.seqbox_lines() if OBTAINED in line]
+    assert len(obtained) == 1, res
+    unit = obtained[0].split(OBTAINED)[1].split(" ")[0]
+    assert OVER_DBUS.fullmatch(unit), res
+    assert "systemd-run" not in res.stderr, res
+    assert "polling" not in res.stderr, res
+    props = dict(line.split("=", 1) for line in show.read_text().splitlines())
+    assert props["Delegate"] == "yes", props
+    assert props["CollectMode"] == "inactive-or-failed", props
+    assert props["ActiveState"] == "active", props
+    assert props["Description"].startswith("seqbox run -v --json -- python3 -c"), props
+    scope = _scope_of(where.read_text())
+    assert scope.endswith(f"/{unit}"), scope
+    assert _gone(f"/sys/fs/cgroup{scope}"), f"the scope {scope} outlived the run"
+
+
+def test_a_signal_to_seqbox_in_its_scope(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    """SIGTERM to seqbox (which is in the scope itself now, no waiting parent
+    in between): 143, as on the root path; the command's tree and the scope
+    are gone."""
+    pidfile = tmp_path / "family"
+    proc = sbx.start("--grace", "1", "--", *prog("family", "--pids", pidfile, "--exit", "wait"))
+    pids = read_pids(pidfile, count=4)
+    with open(f"/proc/{proc.pid}/cgroup") as f:
+        cgroup = f.read().strip().split("::", 1)[1]
+    scope = "/sys/fs/cgroup" + _scope_of(cgroup)
+    assert OVER_DBUS.fullmatch(os.path.basename(scope)), scope
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=slack(10)) == 143
+    assert wait_dead(pids.values(), 2) == []
+    assert _gone(scope), f"the scope {scope} outlived the run"
+
+
 def test_a_run_takes_the_delegated_scope_and_leaves_nothing(sbx: SeqboxRunner) -> None:
     res = sbx.run("--json", "--", *prog("cgroupinfo"))
     assert res.returncode == 0, res
@@ -59,10 +175,8 @@ def test_a_run_takes_the_delegated_scope_and_leaves_nothing(sbx: SeqboxRunner) -
     scope = _scope_of(cgroup)
     assert f"/user-{os.getuid()}.slice/user@{os.getuid()}.service/" in scope, cgroup
     assert "/seqbox-" in cgroup[len(scope) :], cgroup  # the sandbox is inside the scope
-    deadline = time.monotonic() + slack(5)  # systemd removes an empty scope right after it empties
-    while os.path.exists(scope) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not os.path.exists(scope), f"the scope {scope} outlived the run"
+    assert OVER_DBUS.fullmatch(os.path.basename(scope)), cgroup
+    assert _gone(scope), f"the scope {scope} outlived the run"
 
 
 def test_a_memory_hog_in_the_scope_is_killed_by_the_kernel(sbx: SeqboxRunner) -> None:
@@ -92,25 +206,49 @@ def test_a_stale_user_manager_socket_polls_and_says_so_once(sbx: SeqboxRunner, t
     assert "polling" in note, res
 
 
-def test_systemd_run_failing_before_the_command_falls_back(sbx: SeqboxRunner, tmp_path: Path) -> None:
-    """The manager answers but systemd-run fails anyway (a stand-in on PATH): the
-    command still runs once, polled, and seqbox says why in one note."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "systemd-run"
-    fake.write_text("#!/bin/sh\necho 'Failed to connect to bus: Connection refused' >&2\nexit 1\n")
-    fake.chmod(0o755)
+def test_systemd_run_is_the_fallback_when_d_bus_fails(
+    sbx: SeqboxRunner, tmp_path: Path, refusing_runtime: Path
+) -> None:
+    """seqbox's D-Bus request is refused; systemd-run (pointed back at the real
+    user manager by a wrapper) gives the scope, and -v says so."""
+    env = _systemd_run_wrapper(tmp_path, f'XDG_RUNTIME_DIR={REAL_RUNTIME_DIR} exec /usr/bin/systemd-run "$@"')
+    env["XDG_RUNTIME_DIR"] = str(refusing_runtime)
+    res = sbx.run("-v", "--json", "--", *prog("cgroupinfo"), env=env)
+    assert res.returncode == 0, res
+    assert res.json()["backend"] == "cgroup2", res
+    assert not any(OBTAINED in line for line in res.seqbox_lines()), res
+    fell_back = [line for line in res.seqbox_lines() if "asking systemd-run" in line]
+    assert len(fell_back) == 1, res
+    assert "no delegated scope over D-Bus (the user manager did not accept uid" in fell_back[0], res
+    assert "REJECTED EXTERNAL" in fell_back[0], res
+    assert "polling" not in res.stderr, res
+    scope = _scope_of(_cgroups(res.json())[""])
+    assert not OVER_DBUS.fullmatch(os.path.basename(scope)), scope  # systemd-run's own scope
+    assert _gone(scope), f"the scope {scope} outlived the run"
+
+
+def test_systemd_run_failing_before_the_command_falls_back(
+    sbx: SeqboxRunner, tmp_path: Path, refusing_runtime: Path
+) -> None:
+    """The manager seems to answer, but neither D-Bus nor systemd-run (a
+    stand-in that fails) gives a scope: the command still runs once, polled,
+    and seqbox says why in one note (-v: both reasons)."""
+    env = _systemd_run_wrapper(tmp_path, "echo 'Failed to connect to bus: Connection refused' >&2\nexit 1")
+    env["XDG_RUNTIME_DIR"] = str(refusing_runtime)
     count = tmp_path / "count"
-    res = sbx.run(
-        "--json", "--", "sh", "-c", f"echo x >> {count}; exit 3",
-        env={"PATH": f"{bin_dir}:{os.environ['PATH']}"},
-    )  # fmt: skip
+    res = sbx.run("--json", "--", "sh", "-c", f"echo x >> {count}; exit 3", env=env)
     assert res.returncode == 3, res
     assert count.read_text() == "x\n", "the command must run exactly once"
     assert res.json()["backend"] == "poll", res
     notes = res.seqbox_lines()
     assert len(notes) == 1, res
     assert "systemd-run could not start a delegated scope (it exited 1)" in notes[0], res
+
+    res = sbx.run("-v", "--", "true", env=env)
+    assert res.returncode == 0, res
+    assert "no delegated scope over D-Bus (the user manager did not accept uid" in res.stderr, res
+    assert "systemd-run could not start a delegated scope (it exited 1)" in res.stderr, res
+    assert "Traceback" not in res.stderr, res
 
 
 def test_nested_runs_inside_the_scope(sbx: SeqboxRunner) -> None:

@@ -157,11 +157,13 @@ def delegation_plan(run_args: list[str], backend: str) -> DelegationPlan:
 MIN_FDS_FOR_A_SCOPE = 64
 
 
-def in_delegated_scope(run_args: list[str], backend: str, asking: Callable[[str], None]) -> int | None:
-    """Re-run ``seqbox run RUN_ARGS`` in a delegated scope when the plan says so
-    and return its exit status; None to run here: no scope, this is the re-run
-    inside one, or systemd-run failed before the command started (the fallback
-    note then says so). ``asking`` hears the command first."""
+def in_delegated_scope(run_args: list[str], backend: str, say: Callable[[str], None]) -> int | None:
+    """Move into a delegated scope when the plan says so; None to run here
+    (in the scope, or without one: no scope was wanted, this is the seqbox
+    re-run inside one, or neither way to a scope worked and the fallback note
+    will say so). The scope is asked for over D-Bus, for this process; failing
+    that, seqbox re-runs itself under systemd-run and returns that run's exit
+    status. ``say`` hears which way it went (for ``-v``)."""
     import os
 
     from seqbox.backends import scope
@@ -169,14 +171,30 @@ def in_delegated_scope(run_args: list[str], backend: str, asking: Callable[[str]
     if os.environ.get(scope.SCOPE_ENV):  # the re-run inside the scope, or after a failed try
         scope.report_started(os.environ)
         return None
-    import resource
-
-    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < MIN_FDS_FOR_A_SCOPE:
-        return None  # a second Python could not even start: run here (and say so if it fails)
     plan = delegation_plan(run_args, backend)
     if plan.command is None:
         return None
-    asking(" ".join(plan.command[:7]))
+    import time
+
+    from seqbox.backends.scope_dbus import move_into_scope
+
+    start = time.monotonic()
+    try:
+        unit = move_into_scope(scope.private_socket(os.environ), "seqbox run " + " ".join(run_args))
+    except BackendError as err:
+        over_dbus = str(err)
+    else:
+        took = time.monotonic() - start
+        say(f"in a delegated scope from the systemd user manager, asked for over D-Bus: {unit} ({took:.3f}s)")
+        os.environ[scope.SCOPE_ENV] = scope.STARTED
+        return None
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < MIN_FDS_FOR_A_SCOPE:
+        # a second Python could not even start: run here (and say so if it fails)
+        os.environ[scope.SCOPE_ENV] = scope.FAILED_PREFIX + f"no delegated scope over D-Bus ({over_dbus})"
+        return None
+    say(f"no delegated scope over D-Bus ({over_dbus}); asking systemd-run: {' '.join(plan.command[:7])}")
     started, code = scope.run_in_scope(plan.command, os.environ)
     if started:
         return code

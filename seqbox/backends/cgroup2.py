@@ -25,8 +25,9 @@ decided by :func:`plan_placement`:
    into a leaf ``init`` once, as docker-in-docker's entrypoint and systemd do,
    and the cgroup becomes the base (later runs go beside ``init``, rule 4);
 6. otherwise an unprivileged user on a systemd machine gets a delegated scope
-   (``systemd-run --user --scope -p Delegate=yes``), and failing that seqbox
-   falls back to polling.
+   from its user manager (asked for over D-Bus, or ``systemd-run --user --scope
+   -p Delegate=yes``; see backends/scope.py) and is then alone in it (rule 3),
+   and failing that seqbox falls back to polling.
 
 Taking over is not done unasked: the moved processes' own cgroup then shows no
 limits (programs that size themselves from their cgroup's ``memory.max``, as

@@ -110,7 +110,7 @@ def places() -> list[str]:
 
 def delegated_scopes(own: str) -> list[str]:
     """The transient scopes of this user's systemd manager (where an
-    unprivileged seqbox re-runs itself, see scope.py), found from the user's
+    unprivileged seqbox runs, see scope.py), found from the user's
     slice among this cgroup's ancestors; only those that are ours."""
     uid = os.getuid()
     if uid == 0:

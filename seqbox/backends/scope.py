@@ -1,11 +1,12 @@
 """A delegated cgroup from systemd, for an unprivileged user.
 
 On a systemd machine an ordinary user may not create cgroups where its shell
-runs, but its user manager hands out delegated scopes: seqbox re-runs itself
-as ``systemd-run --user --scope -p Delegate=yes -- seqbox run ...``, and inside
-the scope (where it is alone) makes its cgroups as usual.
+runs, but its user manager hands out delegated scopes. seqbox asks for one
+holding itself, over D-Bus (backends/scope_dbus.py), and inside the scope
+(where it is alone) makes its cgroups as usual. Failing that, it re-runs itself
+as ``systemd-run --user --scope -p Delegate=yes -- seqbox run ...`` and waits.
 
-Whether that is done is decided from something real: the user manager's
+Whether either is tried is decided from something real: the user manager's
 private socket must accept a connection (a socket file left by a manager that
 is gone refuses it). If systemd-run still fails before the command starts
 (the re-run seqbox never reports in), the first seqbox falls back to polling
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 import os
 
-#: set for the seqbox re-run inside the scope (never delegate twice): ``fd=N``,
-#: the pipe on which that seqbox reports that it started, then ``started``
-#: (what its command inherits); or :data:`FAILED_PREFIX` + why, once a scope
-#: could not be had
+#: set once seqbox is in its scope (never delegate twice): ``started`` (what its
+#: command inherits; a seqbox re-run under systemd-run first sees ``fd=N``, the
+#: pipe on which it reports that it started); or :data:`FAILED_PREFIX` + why,
+#: once a scope could not be had
 SCOPE_ENV = "SEQBOX_IN_SCOPE"
 FD_PREFIX = "fd="
 STARTED = "started"
@@ -29,8 +30,9 @@ CONNECT_TIMEOUT = 2.0
 
 
 class DelegationPlan:
-    """Whether ``seqbox run`` re-runs itself in a delegated scope (``command``
-    is then the argv to run), and why (not)."""
+    """Whether ``seqbox run`` takes a delegated scope (``command`` is then the
+    systemd-run argv to re-run itself with, when asking over D-Bus fails), and
+    why (not)."""
 
     __slots__ = ("command", "reason")
 
@@ -42,6 +44,12 @@ class DelegationPlan:
         return f"DelegationPlan({self.command!r}, {self.reason!r})"
 
 
+def private_socket(environ: dict[str, str] | os._Environ[str]) -> str:
+    """The user manager's private D-Bus socket ("" without XDG_RUNTIME_DIR)."""
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(runtime, "systemd", "private") if runtime else ""
+
+
 def user_manager(environ: dict[str, str] | os._Environ[str]) -> tuple[bool, str]:
     """Does a systemd user manager answer for this user? (answers, why).
 
@@ -51,10 +59,9 @@ def user_manager(environ: dict[str, str] | os._Environ[str]) -> tuple[bool, str]
     failed = environ.get(SCOPE_ENV, "")
     if failed.startswith(FAILED_PREFIX):
         return False, failed[len(FAILED_PREFIX) :]
-    runtime = environ.get("XDG_RUNTIME_DIR")
-    if not runtime:
+    path = private_socket(environ)
+    if not path:
         return False, "no systemd user manager (XDG_RUNTIME_DIR is not set)"
-    path = os.path.join(runtime, "systemd", "private")
     if not os.path.exists(path):
         return False, f"no systemd user manager ({path} does not exist)"
     import socket
@@ -102,7 +109,7 @@ def delegation_plan(
     command = [systemd_run, "--user", "--scope", "--quiet", "--collect", "-p", "Delegate=yes",
                "--", python, "-m", "seqbox", "run", *run_args]  # fmt: skip
     return DelegationPlan(
-        command, "a delegated scope from the systemd user manager (systemd-run --user --scope)"
+        command, "a delegated scope from the systemd user manager (over D-Bus, or systemd-run --user --scope)"
     )
 
 

@@ -38,9 +38,7 @@ def _run(args: list[str], out: Output) -> int:
     from seqbox.backends import in_delegated_scope
 
     # an unprivileged user on systemd: run inside a delegated scope
-    code = in_delegated_scope(
-        args, options.backend, lambda cmd: out.info(f"asking systemd for a delegated cgroup: {cmd}")
-    )
+    code = in_delegated_scope(args, options.backend, out.info)
     if code is not None:
         return code
 
