@@ -29,7 +29,6 @@ for (the machine's available memory). Nobody behind it overtakes it.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import select
 import stat
@@ -37,6 +36,7 @@ import time
 
 from seqbox import flocks
 from seqbox.errors import LockTimeout, StateError
+from seqbox.jsontext import dumps, loads
 from seqbox.state import open_private_dir, open_state_dir
 
 TYPE_CHECKING = False
@@ -197,7 +197,7 @@ def parse_entry(data: bytes) -> Entry | None:
     """A ticket's or slot's content: one JSON object, then :data:`ENDED_MARK`
     once its holder has handed over in order. Raises ValueError when torn."""
     text, _, rest = data.partition(b"\n")
-    entry = entry_from_json(json.loads(text or b"null"))
+    entry = entry_from_json(loads(text or b"null"))
     if entry is not None and rest.startswith(ENDED_MARK[1:]):
         entry["ended"] = True
     return entry
@@ -454,7 +454,7 @@ class Turn:
         info: Entry = {**self.info}
         if text is not None:
             info["waiting_for"] = text
-        flocks.write_fd(self.ticket_fd, json.dumps(info).encode())
+        flocks.write_fd(self.ticket_fd, dumps(info).encode())
 
     def _take_free_slot(self) -> bool:
         for k in range(self.slots):
@@ -495,7 +495,7 @@ class Turn:
 
     def _write(self, info: Entry) -> None:
         if self.slot_fd is not None:
-            data = json.dumps(info).encode()
+            data = dumps(info).encode()
             flocks.write_fd(self.slot_fd, data)
             self._written = len(data)
 
@@ -636,7 +636,7 @@ def _make_ticket(dir_fd: int, number: int, info: Entry) -> int:
     try:
         if not flocks.try_lock(fd):
             raise StateError("cannot lock a new ticket")
-        flocks.write_fd(fd, json.dumps(info).encode())
+        flocks.write_fd(fd, dumps(info).encode())
         os.rename(temporary, f"{TICKET_PREFIX}{number}", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         return fd
     except BaseException:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import os
 import time
 
+from seqbox.jsontext import dumps
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -250,35 +252,6 @@ def for_run(
         return None
     path = os.path.join(directory(log_dir, root, project_key, environ), run_id + SUFFIX)
     return RunLog(path, out, None if log_dir else (project_key, environ))
-
-
-def dumps(value: object) -> str:
-    """JSON text of a record (str, int, float, bool, None, list, tuple, dict),
-    ASCII-only. The json package costs milliseconds to import on the run path;
-    its C string escaper does not."""
-    try:
-        from _json import encode_basestring_ascii as quote
-    except ImportError:  # pragma: no cover - an interpreter without the accelerator
-        from json.encoder import py_encode_basestring_ascii as quote
-
-    def encode(item: object) -> str:
-        if isinstance(item, str):
-            return str(quote(item))
-        if item is None or item is True or item is False:
-            return "null" if item is None else "true" if item else "false"
-        if isinstance(item, int):
-            return int.__repr__(item)
-        if isinstance(item, float):
-            import math
-
-            return float.__repr__(item) if math.isfinite(item) else "null"
-        if isinstance(item, dict):
-            return "{" + ", ".join(f"{quote(str(k))}: {encode(v)}" for k, v in item.items()) + "}"
-        if isinstance(item, (list, tuple)):
-            return "[" + ", ".join(encode(v) for v in item) + "]"
-        return str(quote(str(item)))
-
-    return encode(value)
 
 
 def closing_line(summary: Mapping[str, object]) -> str:
