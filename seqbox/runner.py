@@ -243,8 +243,10 @@ class Run:
             for attempt in range(1, options.retry + 2):
                 attempts = attempt
                 if log is not None:
+                    from seqbox.describe import command_line  # one line, even for a -c script
+
                     _log_line(
-                        log, f"=== seqbox try {attempt}/{options.retry + 1}: {_shell_join(self.argv)}\n"
+                        log, f"=== seqbox try {attempt}/{options.retry + 1}: {command_line(self.argv)}\n"
                     )
                 outcome, captured = self.one_try(turn, attempt, selection, interrupts, log)
                 wall += outcome.wall_s
@@ -526,9 +528,3 @@ def _log_line(log: BinaryIO | None, text: str) -> None:
             log.flush()
         except OSError:
             pass
-
-
-def _shell_join(argv: list[str]) -> str:
-    import shlex
-
-    return shlex.join(argv)

@@ -130,9 +130,12 @@ def test_full_disk_warns_once(sbx: SeqboxRunner, tmp_path: Path, project: Path) 
 def test_log_option_is_the_output_transcript(sbx: SeqboxRunner, project: Path) -> None:
     """--log FILE keeps the command's output; the summary's log is the run log,
     whose start event names the transcript."""
-    res = sbx.run("--json", "--log", "out.txt", "--", "sh", "-c", "echo hi")
+    res = sbx.run("--json", "--log", "out.txt", "--", "sh", "-c", "echo hi\necho 'there'")
     doc = res.json()
-    assert "hi" in (project / "out.txt").read_text()
+    text = (project / "out.txt").read_text()
+    assert "hi\nthere\n" in text
+    # the header names the command on one line, a multi-line script included
+    assert "=== seqbox try 1/1: sh -c \"echo hi echo 'there'\"\n" in text, text
     assert str(doc["log"]).endswith(".jsonl")
     assert events(str(doc["log"]))[0]["output_log"] == str(project / "out.txt")
 
