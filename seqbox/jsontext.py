@@ -4,34 +4,30 @@ the work, as ``json`` itself would."""
 
 from __future__ import annotations
 
+import math
+
+try:
+    from _json import encode_basestring_ascii as _quote
+except ImportError:  # pragma: no cover - an interpreter without the accelerator
+    from json.encoder import py_encode_basestring_ascii as _quote
+
 
 def dumps(value: object) -> str:
     """JSON text of a record (str, int, float, bool, None, list, tuple, dict),
-    ASCII-only. The json package costs milliseconds to import on the run path;
-    its C string escaper does not."""
-    try:
-        from _json import encode_basestring_ascii as quote
-    except ImportError:  # pragma: no cover - an interpreter without the accelerator
-        from json.encoder import py_encode_basestring_ascii as quote
-
-    def encode(item: object) -> str:
-        if isinstance(item, str):
-            return str(quote(item))
-        if item is None or item is True or item is False:
-            return "null" if item is None else "true" if item else "false"
-        if isinstance(item, int):
-            return int.__repr__(item)
-        if isinstance(item, float):
-            import math
-
-            return float.__repr__(item) if math.isfinite(item) else "null"
-        if isinstance(item, dict):
-            return "{" + ", ".join(f"{quote(str(k))}: {encode(v)}" for k, v in item.items()) + "}"
-        if isinstance(item, (list, tuple)):
-            return "[" + ", ".join(encode(v) for v in item) + "]"
-        return str(quote(str(item)))
-
-    return encode(value)
+    ASCII-only."""
+    if isinstance(value, str):
+        return str(_quote(value))
+    if value is None or value is True or value is False:
+        return "null" if value is None else "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return float.__repr__(value) if math.isfinite(value) else "null"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_quote(str(k))}: {dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(dumps(v) for v in value) + "]"
+    return str(_quote(str(value)))
 
 
 class _Options:
@@ -61,6 +57,13 @@ def loads(text: str | bytes) -> object:
         value, end = make_scanner(_Options())(body, 0)  # type: ignore[arg-type]  # duck-typed context
     except StopIteration as stop:
         raise ValueError(f"not JSON: stops at character {stop.value}") from None
+    except (SystemError, ValueError):
+        # Some errors the accelerator reports through json.decoder's exception
+        # class, which it cannot find until json is imported (a SystemError
+        # then): let json itself say what is wrong, on this rare path only.
+        import json
+
+        return json.loads(body)
     if end != len(body):
         raise ValueError(f"not JSON: extra data at character {end}")
     return value

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -32,3 +34,22 @@ def test_the_same_as_json() -> None:
 def test_what_is_not_json_is_a_value_error(text: str | bytes) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - torn entries are any ValueError to the queue
         loads(text)
+
+
+def test_what_is_not_json_is_a_value_error_before_json_is_imported() -> None:
+    """A torn queue entry read by ``seqbox run``, which never imports json:
+    the accelerator alone raised a SystemError for an unclosed object."""
+    code = (
+        "import sys\n"
+        "from seqbox.jsontext import loads\n"
+        "assert 'json' not in sys.modules\n"
+        "for text in ('{', '{torn', '{\"a\" 1}', '[1,]'):\n"
+        "    try:\n"
+        "        loads(text)\n"
+        "    except ValueError:\n"
+        "        continue\n"
+        "    raise SystemExit(f'accepted {text!r}')\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert res.stdout == "ok\n", res
