@@ -99,10 +99,9 @@ def clean(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str
 
 
 def _killed(commands: list[str]) -> str:
-    shown = ", ".join(f'"{_short(c)}"' for c in commands[:3]) + (", ..." if len(commands) > 3 else "")
+    from seqbox.describe import describe_command
+
+    shown = ", ".join(f'"{describe_command(c, 50)}"' for c in commands[:3])
+    shown += ", ..." if len(commands) > 3 else ""
     count = "1 process" if len(commands) == 1 else f"{len(commands)} processes"
     return f"killed {count} a crashed run left running: {shown}"
-
-
-def _short(command: str, width: int = 50) -> str:
-    return command if len(command) <= width else command[: width - 3] + "..."

@@ -3,11 +3,11 @@ finding a run by what the user typed (``seqbox logs``, ``seqbox report``)."""
 
 from __future__ import annotations
 
-import json
 import os
 
 from seqbox.backends import procinfo
 from seqbox.errors import UsageError
+from seqbox.jsontext import loads
 from seqbox.runlog import SUFFIX, directory
 
 TYPE_CHECKING = False
@@ -105,7 +105,7 @@ def parse(text: str) -> list[RunEvent]:
     events = []
     for line in text.splitlines():
         try:
-            event = event_from_json(json.loads(line))
+            event = event_from_json(loads(line))
         except ValueError:
             continue
         if event is not None:

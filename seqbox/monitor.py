@@ -48,16 +48,12 @@ class History:
     def _from_log(self, run_id: str) -> list[int]:
         if self.log_dir is None:
             return []
+        from seqbox.errors import SeqboxError
         from seqbox.history import load
         from seqbox.runlog import SUFFIX
 
-        path = os.path.join(self.log_dir, run_id + SUFFIX)
-        if not os.path.exists(path):
-            return []
-        from seqbox.errors import SeqboxError
-
         try:
-            record = load(path)
+            record = load(os.path.join(self.log_dir, run_id + SUFFIX))
         except SeqboxError:  # pruned meanwhile: the monitor only loses some history
             return []
         return record.mem_samples()

@@ -254,20 +254,24 @@ def view(lockdir: LockDir, *, prune: bool = False) -> QueueView:
 
     With ``prune``, the tickets of dead waiters are removed.
     """
-    holders = _live_entries(lockdir, [f"{SLOT_PREFIX}{k}" for k in lockdir.slots()], prune=False)
     waiters = _live_entries(lockdir, [f"{TICKET_PREFIX}{n}" for n in lockdir.tickets()], prune=prune)
-    return QueueView([entry for _, entry in holders], [entry for _, entry in waiters])
+    return QueueView(_holders(lockdir), waiters)
 
 
-def _live_entries(lockdir: LockDir, names: list[str], *, prune: bool) -> list[tuple[str, Entry]]:
-    """The (name, entry) of the files that are held (their process lives), in
+def _holders(lockdir: LockDir) -> list[Entry]:
+    """The entries of the live holders, by slot."""
+    return _live_entries(lockdir, [f"{SLOT_PREFIX}{k}" for k in lockdir.slots()], prune=False)
+
+
+def _live_entries(lockdir: LockDir, names: list[str], *, prune: bool) -> list[Entry]:
+    """The entries of the files that are held (their process lives), in
     order; with ``prune``, the unheld files are removed."""
     entries = []
     for name in names:
         if _held(lockdir.fd, name):
             entry = read_entry(lockdir.fd, name)
             if entry is not None:
-                entries.append((name, entry))
+                entries.append(entry)
         elif prune:
             _unlink(lockdir.fd, name)
     return entries
@@ -394,18 +398,15 @@ class Turn:
         """As the head of a lock with a budget: take a slot if we fit now.
         Otherwise say what we wait for, and return the holders' pids."""
         assert self.gate is not None
-        slots = self._holders()
-        verdict = self.gate.check([entry for _, entry in slots])
+        holders = _holders(self.lockdir)
+        verdict = self.gate.check(holders)
         if verdict.fits and self._take_free_slot():
             return True, []
         self._say_waiting_for(None if verdict.fits else self.gate.text(verdict))
-        return False, [entry["pid"] for _, entry in slots]
-
-    def _holders(self) -> list[tuple[str, Entry]]:
-        return _live_entries(self.lockdir, [f"{SLOT_PREFIX}{k}" for k in self.lockdir.slots()], prune=False)
+        return False, [entry["pid"] for entry in holders]
 
     def _holder_pids(self) -> list[int]:
-        return [entry["pid"] for _, entry in self._holders()]
+        return [entry["pid"] for entry in _holders(self.lockdir)]
 
     def _listen_to_bell(self) -> None:
         """Open the bell (made if missing) and empty it: rings from now on wake us."""

@@ -183,12 +183,11 @@ def report(record: RunRecord, width: int = 60) -> RenderableType:
     grid.add_row("command", command_line(record.command))
     grid.add_row("status", status_text(record.status, record.exit_code))
     grid.add_row("started", clock(record.started_at))
-    wall = summary.get("wall_s")
-    cpu = summary.get("cpu_s")
-    timing = f"wall {duration(record.duration)}"
+    wall, cpu = record.duration, summary.get("cpu_s")
+    timing = f"wall {duration(wall)}"
     if cpu is not None:
         timing += f", cpu {cpu:.2f}s"
-    grid.add_row("time", timing if wall is not None or record.duration is not None else "-")
+    grid.add_row("time", timing if wall is not None else "-")
     limit = record.mem_limit
     grid.add_row(
         "memory", f"peak {size(record.peak_mem)}, " + (f"limit {size(limit)}" if limit else "no limit")

@@ -47,24 +47,23 @@ def directory(log_dir: str | None, root: str, project_key: str, environ: Mapping
     return os.path.join(log_dir_default(environ), project_key)
 
 
-def _open_private(project_key: str, name: str, environ: Mapping[str, str]) -> int:
-    """Open ``logs/<project key>/<name>`` in the state directory through
-    directory descriptors, never following a symlink (as the queue's files)."""
-    from seqbox.state import log_dir_default, open_private_dir, open_state_dir
+def _open_private(project_key: str, path: str, environ: Mapping[str, str]) -> int:
+    """Open ``path``, ``logs/<project key>/<name>`` in the state directory,
+    through directory descriptors, never following a symlink (as the queue's files)."""
+    from seqbox.state import open_private_dir, open_state_dir
 
+    project_dir = os.path.dirname(path)
     state_fd = open_state_dir(environ)
     try:
-        logs_fd = open_private_dir(state_fd, "logs", log_dir_default(environ))
+        logs_fd = open_private_dir(state_fd, "logs", os.path.dirname(project_dir))
     finally:
         os.close(state_fd)
     try:
-        project_fd = open_private_dir(
-            logs_fd, project_key, os.path.join(log_dir_default(environ), project_key)
-        )
+        project_fd = open_private_dir(logs_fd, project_key, project_dir)
     finally:
         os.close(logs_fd)
     try:
-        return os.open(name, FILE_FLAGS, 0o600, dir_fd=project_fd)
+        return os.open(os.path.basename(path), FILE_FLAGS, 0o600, dir_fd=project_fd)
     finally:
         os.close(project_fd)
 
@@ -173,7 +172,7 @@ class RunLog:
             try:
                 if self._private is not None:
                     key, environ = self._private
-                    self._fd = _open_private(key, os.path.basename(self.path), environ)
+                    self._fd = _open_private(key, self.path, environ)
                 else:
                     os.makedirs(os.path.dirname(self.path), exist_ok=True)
                     self._fd = os.open(self.path, FILE_FLAGS, 0o644)

@@ -59,7 +59,7 @@ class WaitLine:
             held = []
             for holder in queue.holders:  # with --slots, every holder
                 since = holder.get("since")
-                took = format_duration(max(0.0, now - since)) if isinstance(since, (int, float)) else "?"
+                took = format_duration(max(0.0, now - since)) if since is not None else "?"
                 held.append(f'pid {holder.get("pid")} "{describe_command(holder.get("command"))}" for {took}')
             text += "; held by " + ", ".join(held)
         return text

@@ -462,3 +462,29 @@ def self_cgroups(text: str) -> dict[str, str]:
         for name in controllers.split(",") if controllers else [""]:
             out[name] = path
     return out
+
+
+def write_file(path: str, value: str) -> None:
+    """Write a cgroup (or other kernel) file in one write."""
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def own_v2_cgroup(pid: int) -> str:
+    """The cgroup v2 path of ``pid`` (its ``0::`` line)."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return line.strip()[3:]
+    raise AssertionError(f"pid {pid} has no cgroup v2 line")
+
+
+def crash_a_holder(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> int:
+    """A run whose supervisor is SIGKILLed: its command keeps running in its cgroup."""
+    pidfile = tmp_path / "pid"
+    proc = sbx.start("--", "sh", "-c", 'echo $$ > "$1"; exec sleep 300', "sh", str(pidfile), backend=backend)
+    pid = read_pids(pidfile)["0"]
+    proc.kill()
+    proc.wait(timeout=10)
+    assert alive([pid]) == [pid], "the command should outlive its SIGKILLed supervisor"
+    return pid

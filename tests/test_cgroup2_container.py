@@ -31,6 +31,8 @@ import pytest
 from tests.capabilities import needs
 from tests.conftest import Tracker
 from tests.helpers import FORCED_CHARGES, SEQBOX_PIDS, Completed, SeqboxRunner, prog, slack
+from tests.helpers import own_v2_cgroup as _own_cgroup
+from tests.helpers import write_file as _write
 
 pytestmark = [needs("cgroup2", "root"), pytest.mark.vm_top]
 
@@ -40,19 +42,6 @@ TAKEOVER = {"SEQBOX_CGROUP_TAKEOVER": "1"}
 #: what a container runtime does for a private cgroup namespace: /sys/fs/cgroup
 #: shows the container's cgroup as its top
 ENTER = 'umount -l /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$@"'
-
-
-def _write(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
-
-
-def _own_cgroup(pid: int) -> str:
-    with open(f"/proc/{pid}/cgroup") as f:
-        for line in f:
-            if line.startswith("0::"):
-                return line.strip()[3:]
-    raise AssertionError(f"pid {pid} has no cgroup v2 line")
 
 
 def _into(path: str) -> Callable[[], None]:

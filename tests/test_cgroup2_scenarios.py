@@ -23,25 +23,14 @@ import pytest
 from tests.capabilities import NOBODY, needs
 from tests.conftest import Tracker
 from tests.helpers import FORCED_CHARGES, TOKEN_ENV, Completed, SeqboxRunner, prog, slack
+from tests.helpers import own_v2_cgroup as _own_cgroup
+from tests.helpers import write_file as _write
 from tests.test_fallback import nobody
 
 pytestmark = [needs("cgroup2", "root"), pytest.mark.vm_top]
 
 ROOT = "/sys/fs/cgroup"
 CONTROLLERS = "+memory +pids +cpu"
-
-
-def _write(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
-
-
-def _own_cgroup(pid: int) -> str:
-    with open(f"/proc/{pid}/cgroup") as f:
-        for line in f:
-            if line.startswith("0::"):
-                return line.strip()[3:]
-    raise AssertionError(f"pid {pid} has no cgroup v2 line")
 
 
 @pytest.fixture

@@ -11,20 +11,10 @@ import time
 from pathlib import Path
 
 from tests.capabilities import needs
-from tests.helpers import TOKEN_ENV, SeqboxRunner, alive, read_pids, wait_dead
+from tests.helpers import TOKEN_ENV, SeqboxRunner, wait_dead
+from tests.helpers import crash_a_holder as _crash_a_holder
 
 V1 = "/sys/fs/cgroup"
-
-
-def _crash_a_holder(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> int:
-    """A run whose supervisor is SIGKILLed: its command keeps running in its cgroup."""
-    pidfile = tmp_path / "pid"
-    proc = sbx.start("--", "sh", "-c", 'echo $$ > "$1"; exec sleep 300', "sh", str(pidfile), backend=backend)
-    pid = read_pids(pidfile)["0"]
-    proc.kill()
-    proc.wait(timeout=10)
-    assert alive([pid]) == [pid], "the command should outlive its SIGKILLed supervisor"
-    return pid
 
 
 def test_status_shows_an_orphaned_tree_and_clean_says_what_it_killed(

@@ -20,7 +20,8 @@ import pytest
 from seqbox.errors import StateError
 from seqbox.project import project_key
 from seqbox.queue import LockDir, view
-from tests.helpers import SeqboxRunner, alive, read_pids, slack, wait_dead, wait_for_file
+from tests.helpers import SeqboxRunner, slack, wait_dead, wait_for_file
+from tests.helpers import crash_a_holder as _crash_a_holder
 
 GATE_WAIT = 'while [ ! -e "$1" ]; do sleep 0.01; done'
 
@@ -334,17 +335,6 @@ def test_kill_without_all_lets_the_next_one_start(sbx: SeqboxRunner, tmp_path: P
     assert _finish(holder) == 137
     assert _finish(waiter) == 0
     assert ran.exists()
-
-
-def _crash_a_holder(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> int:
-    """A run whose supervisor is SIGKILLed: its command keeps running in its cgroup."""
-    pidfile = tmp_path / "pid"
-    proc = sbx.start("--", "sh", "-c", 'echo $$ > "$1"; exec sleep 300', "sh", str(pidfile), backend=backend)
-    pid = read_pids(pidfile)["0"]
-    proc.kill()
-    proc.wait(timeout=10)
-    assert alive([pid]) == [pid], "the command should outlive its SIGKILLed supervisor"
-    return pid
 
 
 def test_clean_removes_a_crashed_runs_cgroups(sbx: SeqboxRunner, cgroup_backend: str, tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ class Limits:
         """These limits inside a run that has ``mem`` and ``pids``: never more than it."""
         nested = Limits(**{name: getattr(self, name) for name in Limits.__slots__})
         nested.mem, nested.pids = _at_most(self.mem, mem), _at_most(self.pids, pids)
-        if mem is not None and nested.mem == mem and (self.mem is None or self.mem > mem):
+        if mem is not None and (self.mem is None or self.mem > mem):  # the enclosing run's limit is lower
             nested.mem_from_enclosing = True
         if nested.mem_high is not None and nested.mem is not None and nested.mem_high > nested.mem:
             nested.mem_high = None

@@ -296,12 +296,7 @@ class Cgroup2Backend(Backend):
 
 def _move_self_into_leaf(base: str) -> str:
     leaf = os.path.join(base, f"{SUPERVISOR_PREFIX}{os.getpid()}")
-    try:
-        os.mkdir(leaf)
-    except FileExistsError:
-        pass
-    except OSError as err:
-        raise BackendError(f"cannot create cgroup {leaf}: {err.strerror}") from None
+    cgroupfs.make_dir(leaf, exist_ok=True)
     cgroupfs.write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
     return leaf
 
@@ -311,12 +306,7 @@ def _take_over(base: str, limits: Limits) -> None:
     enable the controllers in ``base``. Processes may arrive meanwhile (a fork,
     a ``docker exec``): they are moved too, until the kernel accepts."""
     leaf = os.path.join(base, TAKEOVER_LEAF)
-    try:
-        os.mkdir(leaf)
-    except FileExistsError:
-        pass
-    except OSError as err:
-        raise BackendError(f"cannot create cgroup {leaf}: {err.strerror}") from None
+    cgroupfs.make_dir(leaf, exist_ok=True)
     procs = os.path.join(leaf, "cgroup.procs")
     for _ in range(20):
         for pid in _procs(base):

@@ -352,10 +352,12 @@ def write(path: str, value: str) -> None:
         os.close(fd)
 
 
-def make_dir(path: str) -> None:
+def make_dir(path: str, exist_ok: bool = False) -> None:
     try:
         os.mkdir(path)
     except OSError as err:
+        if exist_ok and isinstance(err, FileExistsError):
+            return
         raise BackendError(f"cannot create cgroup {path}: {err.strerror}") from None
 
 

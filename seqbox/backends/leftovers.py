@@ -126,7 +126,8 @@ def delegated_scopes(own: str) -> list[str]:
         names = os.listdir(apps)
     except OSError:
         return []
-    return [os.path.join(apps, name) for name in names if name.endswith(".scope")
+    # only transient scopes (systemd-run's and seqbox's own are run-*.scope), not every app's
+    return [os.path.join(apps, name) for name in names if name.startswith("run-") and name.endswith(".scope")
             and os.access(os.path.join(apps, name), os.W_OK)]  # fmt: skip
 
 

@@ -10,9 +10,8 @@ files by default, canned ones in tests.
 from __future__ import annotations
 
 import os
-import sys
 
-from seqbox.backends import cgroupfs
+from seqbox.backends import LINUX, cgroupfs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
 
     Reader = Callable[[str], "str | None"]
 
-LINUX = sys.platform.startswith("linux")
 #: cgroup v1 says "no limit" with a huge page-aligned number (2^63 - 4096 on x86-64)
 V1_UNLIMITED = 1 << 62
 #: (limit file, usage file) of each cgroup version
@@ -169,18 +167,3 @@ def read_state(read: Reader = cgroupfs.try_read, proc: str = "/proc") -> MemoryS
     return MemoryState(
         total, available, enclosing_limits(read, dirs), None if psi is None else parse_pressure(psi)
     )
-
-
-def ceiling() -> int:
-    """The most memory seqbox's runs could ever have together here."""
-    return read_state().ceiling()
-
-
-def available_now() -> int:
-    return read_state().available_now()
-
-
-def pressure() -> float | None:
-    """Memory pressure (``some avg10``, percent), None where the kernel has none."""
-    text = cgroupfs.try_read("/proc/pressure/memory") if LINUX else None
-    return None if text is None else parse_pressure(text)

@@ -45,8 +45,6 @@ PR_SET_CHILD_SUBREAPER = 36
 STOP_ROUNDS = 1000
 #: test-only: ``psutil`` makes Linux use the macOS code path
 READER_ENV = "SEQBOX_POLL_READER"
-#: the run id in every command's environment (set by the runner): how the
-#: psutil reader recognises an orphan it never saw attached
 #: the tightest sampling near a threshold, in seconds
 MIN_INTERVAL_S = 0.002
 #: and never more than this share of a core spent sampling (interval >= CPU cost / share)

@@ -7,6 +7,7 @@ import sys
 import time
 
 from seqbox import history
+from seqbox.backends import procinfo
 
 FOLLOW_POLL_S = 0.25
 
@@ -83,6 +84,7 @@ def _follow(log_dir: str, ref: str | None) -> int:
     sys.stdout.write(f"{path}\n")
     sys.stdout.flush()
     offset, pending = 0, b""
+    pid: int | None = None  # the run's seqbox, from its start event
     while True:
         with open(path, "rb") as f:
             f.seek(offset)
@@ -94,10 +96,12 @@ def _follow(log_dir: str, ref: str | None) -> int:
         for event in history.parse(b"\n".join(lines).decode("utf-8", "replace")):
             sys.stdout.write(event_line(event) + "\n")
             ended = ended or event["event"] in ("exit", "error")
+            if event["event"] == "start":
+                pid = event.get("pid")
         sys.stdout.flush()
         if ended:
             return 0
-        if not chunk and not history.load(path).running:
+        if not chunk and (pid is None or not procinfo.is_alive(pid, None)):
             sys.stdout.write("(the run's seqbox is gone without an exit event)\n")
             return 1
         time.sleep(FOLLOW_POLL_S)
