@@ -18,16 +18,19 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from seqbox.errors import UsageError
 from seqbox.options import OPTIONS, parse_value
+from seqbox.schema import SUMMARY, check
 from seqbox.summary import FIELDS, Summary
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import TypeAlias
+
+    from seqbox.records import Culprit
 
     Command: TypeAlias = "list[str] | tuple[str, ...]"
     Size: TypeAlias = "str | int"
@@ -49,47 +52,42 @@ NOT_KEYWORDS = ("json", "report", "env", "debug")
 KEYWORDS = {opt.key: opt for opt in OPTIONS if opt.flags and opt.key not in NOT_KEYWORDS}
 
 
-def _ok(self: Result) -> bool:
-    return self.status == "ok"
+@dataclass(frozen=True)
+class Result(Summary):
+    """How a run ended: the fields of the JSON summary (:class:`seqbox.summary.Summary`,
+    in its order), and with ``capture=True`` the command's output; its ``stderr``
+    then also holds seqbox's own lines (why the command was killed, why it could not run)."""
 
+    command: list[str]
+    status: str
+    exit_code: int
+    signal: int | None
+    wall_s: float
+    cpu_s: float | None
+    peak_mem_bytes: int | None
+    mem_limit_bytes: int | None
+    procs_peak: int
+    backend: str | None
+    lock: str | None
+    lock_wait_s: float
+    attempts: int
+    run_id: str
+    log: str | None
+    reserved_bytes: int | None
+    frozen_s: float
+    culprit: list[Culprit] | None
+    stdout: str | None = None
+    stderr: str | None = None
 
-if TYPE_CHECKING:
-
-    @dataclass(frozen=True, init=False)
-    class Result(Summary):
-        """How a run ended: the fields of the JSON summary, and with
-        ``capture=True`` the command's output; its ``stderr`` then also holds
-        seqbox's own lines (why the command was killed, why it could not run)."""
-
-        stdout: str | None
-        stderr: str | None
-
-        def __init__(self, **fields: Any) -> None: ...
-
-        @property
-        def ok(self) -> bool: ...
-
-else:
-    # A frozen dataclass with the summary's fields (the one list, in seqbox/summary.py)
-    Result = make_dataclass(
-        "Result",
-        [
-            *((name, Any) for name in FIELDS),
-            ("stdout", Any, field(default=None)),
-            ("stderr", Any, field(default=None)),
-        ],
-        frozen=True,
-        namespace={
-            "ok": property(_ok),
-            "__doc__": "How a run ended: the fields of the JSON summary, and with capture=True the "
-            "output (stderr also holds seqbox's own lines).",
-        },
-    )
-    Result.__module__ = __name__
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 def _result_from(data: Mapping[str, Any], **extra: Any) -> Result:
-    return Result(**{name: data.get(name) for name in FIELDS}, **extra)
+    fields = check(data, SUMMARY)
+    values: dict[str, Any] = {name: fields.get(name) for name in FIELDS}
+    return Result(**values, **extra)
 
 
 def _command_line(
@@ -154,7 +152,7 @@ def _result(
         data = None
     if not isinstance(data, dict):  # seqbox itself failed before a summary (its stderr says why)
         failed: dict[str, Any] = {"command": list(command), "status": "error", "exit_code": returncode}
-        failed.update(wall_s=0.0, procs_peak=0, lock_wait_s=0.0, attempts=0, run_id="")
+        failed.update(wall_s=0.0, procs_peak=0, lock_wait_s=0.0, attempts=0, run_id="", frozen_s=0.0)
         if capture:
             return _result_from(failed, stdout="", stderr=own)
         return _result_from(failed)

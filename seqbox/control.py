@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from seqbox import queue
+from seqbox import housekeeping, queue
 from seqbox.backends import leftovers, procinfo
 from seqbox.interrupts import KILL_REQUEST
 
@@ -38,12 +38,12 @@ def kill(
     """
     killed: list[Entry] = []
     cancelled: list[Entry] = []
-    for lockdir in queue.project_locks(project_key, environ):
+    for lockdir in housekeeping.project_locks(project_key, environ):
         try:
             if lock is not None and lockdir.lock != lock:
                 continue
             if cancel_waiters:
-                for waiter in queue.cancel_waiters(lockdir):
+                for waiter in housekeeping.cancel_waiters(lockdir):
                     if _signal(waiter, signal.SIGTERM):
                         cancelled.append({**waiter, "lock": lockdir.lock})
             for holder in queue.view(lockdir).holders:
@@ -84,14 +84,14 @@ def clean(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str
         os.rmdir(trees)
     except OSError:
         pass
-    for key in queue.all_projects(environ):
-        for lockdir in queue.project_locks(key, environ):
+    for key in housekeeping.all_projects(environ):
+        for lockdir in housekeeping.project_locks(key, environ):
             try:
                 before = set(lockdir.tickets())
                 queue.view(lockdir, prune=True)
                 for number in sorted(before - set(lockdir.tickets())):
                     done.append(f"removed ticket {number} of a dead waiter (lock {lockdir.lock!r})")
-                if queue.tidy(lockdir):
+                if housekeeping.tidy(lockdir):
                     done.append(f"removed idle lock files of {lockdir.lock!r} ({key})")
             finally:
                 lockdir.close()

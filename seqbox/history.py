@@ -3,12 +3,13 @@ finding a run by what the user typed (``seqbox logs``, ``seqbox report``)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 from seqbox.backends import procinfo
 from seqbox.errors import UsageError
-from seqbox.jsontext import loads
 from seqbox.runlog import SUFFIX, directory
+from seqbox.schema import EVENT, check
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def parse(text: str) -> list[RunEvent]:
     events = []
     for line in text.splitlines():
         try:
-            event = event_from_json(loads(line))
+            event = event_from_json(json.loads(line))
         except ValueError:
             continue
         if event is not None:
@@ -113,53 +114,12 @@ def parse(text: str) -> list[RunEvent]:
     return events
 
 
-#: the JSON type each known key may have (a float also takes an int; a key other
-#: than those in :data:`_NOT_NULL` may be null): a value of another type is
-#: dropped, once, here; an unknown key is kept as it is (``logs RUN --json`` shows it)
-_LIMITS = {"mem": "int", "mem_high": "int", "warn_at": "float", "pids": "int", "cpus": "float",
-           "timeout": "float", "grace": "float", "signal": "int", "retry": "int"}  # fmt: skip
-_SUMMARY = {"command": "words", "status": "str", "exit_code": "int", "peak_mem_bytes": "int",
-            "mem_limit_bytes": "int", "procs_peak": "int", "wall_s": "float", "cpu_s": "float",
-            "lock": "str", "lock_wait_s": "float"}  # fmt: skip
-_EVENT = {"t": "float", "run_id": "str", "command": "words", "cwd": "str", "pid": "int", "backend": "str",
-          "lock": "str", "nested": "bool", "output_log": "str", "waited_s": "float", "got": "bool",
-          "mem": "int", "procs": "int", "cpu_s": "float", "message": "str", "reason": "str",
-          "exit_code": "int", "status": "str", "limits": "limits", "summary": "summary"}  # fmt: skip
-_NOT_NULL = frozenset({"t", "limits", "summary"})
-
-
 def event_from_json(data: object) -> RunEvent | None:
     """A run log line as read: a dict with a string ``event``, each known key
-    of its type (see :data:`_EVENT`); None when it is not an event."""
+    of its kind (see :data:`seqbox.schema.EVENT`); None when it is not an event."""
     if not isinstance(data, dict) or not isinstance(data.get("event"), str):
         return None
-    return _checked(data, _EVENT)  # type: ignore[return-value]  # checked key by key
-
-
-def _checked(data: dict[str, object], types: Mapping[str, str]) -> dict[str, object]:
-    checked: dict[str, object] = {}
-    for key, value in data.items():
-        kind = types.get(key)
-        if kind is None or (value is None and key not in _NOT_NULL):
-            checked[key] = value
-        elif kind in ("limits", "summary"):
-            if isinstance(value, dict):
-                checked[key] = _checked(value, _LIMITS if kind == "limits" else _SUMMARY)
-        elif _is(value, kind):
-            checked[key] = value
-    return checked
-
-
-def _is(value: object, kind: str) -> bool:
-    if kind == "bool":
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind == "float":
-        return isinstance(value, (int, float))
-    if kind == "words":
-        return isinstance(value, list) and all(isinstance(word, str) for word in value)
-    return isinstance(value, {"int": int, "str": str}[kind])
+    return check(data, EVENT)  # type: ignore[return-value]  # checked key by key
 
 
 def load(path: str) -> RunRecord:

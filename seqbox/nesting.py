@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 def enclosing_holder(project_key: str, environ: Mapping[str, str] | None = None) -> Entry | None:
     """The running holder (of any lock of the project) that this process runs
     under, or None."""
-    from seqbox.queue import project_locks, view
+    from seqbox.housekeeping import project_locks
+    from seqbox.queue import view
 
     holders: list[Entry] = []
     for lockdir in project_locks(project_key, environ):

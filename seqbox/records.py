@@ -4,7 +4,8 @@ Imported only under ``TYPE_CHECKING``: at run time these are plain dicts (JSON
 in the queue's files), so they cost nothing on ``seqbox run``'s start-up. What
 another process wrote is checked once, where it is read
 (:func:`seqbox.queue.read_entry`, :func:`seqbox.history.parse`), not by every
-reader.
+reader, against the field tables in :mod:`seqbox.schema` (a test holds each
+table and its typed form here to the same keys).
 """
 
 from __future__ import annotations
@@ -177,20 +178,36 @@ class LimitsRecord(TypedDict, total=False):
     retry: int | None
 
 
+class Culprit(TypedDict):
+    """One of the tree's biggest processes at the last sample."""
+
+    pid: int
+    command: str
+    rss_bytes: int
+
+
 class SummaryRecord(TypedDict, total=False):
-    """The summary fields a run log's ``exit`` event is read back for
-    (``seqbox logs``, ``report``); the log keeps them all."""
+    """The summary as a run log's ``exit`` event carries it, read back
+    (``seqbox logs``, ``report``): the fields of :class:`seqbox.summary.Summary`."""
 
     command: list[str] | None
     status: str | None
     exit_code: int | None
+    signal: int | None
+    wall_s: float | None
+    cpu_s: float | None
     peak_mem_bytes: int | None
     mem_limit_bytes: int | None
     procs_peak: int | None
-    wall_s: float | None
-    cpu_s: float | None
+    backend: str | None
     lock: str | None
     lock_wait_s: float | None
+    attempts: int | None
+    run_id: str | None
+    log: str | None
+    reserved_bytes: int | None
+    frozen_s: float | None
+    culprit: list[Culprit] | None
 
 
 class RunEvent(TypedDict, total=False):

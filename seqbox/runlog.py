@@ -21,17 +21,16 @@ project's ``log_dir``; the newest ``keep_logs`` runs are kept.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-
-from seqbox.jsontext import dumps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from seqbox.backends.base import Limits
     from seqbox.output import Output
+    from seqbox.records import LimitsRecord
 
 SUFFIX = ".jsonl"
 SAMPLE_EVERY_S = 1.0
@@ -112,12 +111,10 @@ class RunLog:
         backend: str,
         lock: str | None,
         nested: bool,
-        limits: Limits,
-        retry: int,
+        limits: LimitsRecord,
         output_log: str | None,
     ) -> None:
         """The first event: what runs, where, how and with which limits."""
-        keys = ("mem", "mem_high", "warn_at", "pids", "cpus", "timeout", "grace", "signal")
         self.event(
             "start",
             run_id=run_id,
@@ -127,7 +124,7 @@ class RunLog:
             backend=backend,
             lock=lock,
             nested=nested,
-            limits={**{key: getattr(limits, key) for key in keys}, "retry": retry},
+            limits=limits,
             output_log=output_log,
         )
 
@@ -184,7 +181,7 @@ class RunLog:
 
     def _write(self, records: list[dict[str, object]]) -> None:
         assert self._fd is not None
-        data = "".join(dumps(r) + "\n" for r in records)
+        data = "".join(json.dumps(r) + "\n" for r in records)
         try:
             os.write(self._fd, data.encode("utf-8", "surrogateescape"))
         except OSError as err:

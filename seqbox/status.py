@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from seqbox.queue import project_locks, view
+from seqbox.housekeeping import project_locks
+from seqbox.queue import view
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -1,13 +1,18 @@
 """The summary of a run: ``--json``, ``--report``, the run log's last line and
 the Python API's result all carry these fields, in this order.
 
-:class:`Summary` is the one list of fields: the JSON object is made from it,
-and ``seqbox.Result`` (seqbox/api.py) is derived from it.
+:class:`Summary` is the typed form of :data:`seqbox.schema.SUMMARY` (a test
+holds the two together); ``seqbox.Result`` (seqbox/api.py) is a subclass.
 """
 
 from __future__ import annotations
 
+import json
 import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seqbox.records import Culprit
 
 
 class Summary:
@@ -31,8 +36,20 @@ class Summary:
     attempts: int
     run_id: str
     log: str | None
+    #: under a budget: what the run reserved; else None
+    reserved_bytes: int | None
+    #: time the tree spent frozen (not counted against --timeout)
+    frozen_s: float
+    #: the tree's biggest processes when it was stopped for memory (or came close)
+    culprit: list[Culprit] | None
 
     __slots__ = tuple(__annotations__)
+
+    def __init__(self, **fields: object) -> None:
+        for name in FIELDS:
+            setattr(self, name, fields.pop(name, None))
+        if fields:
+            raise TypeError(f"not fields of a summary: {', '.join(sorted(fields))}")
 
     def as_json(self) -> dict[str, object]:
         """The JSON object, fields in order (every one must have been set)."""
@@ -40,14 +57,12 @@ class Summary:
 
 
 #: the summary's fields, in order
-FIELDS: tuple[str, ...] = Summary.__slots__
+FIELDS: tuple[str, ...] = tuple(Summary.__annotations__)
 
 
 def dumps(document: dict[str, object]) -> str:
     """One line of JSON that stays valid whatever the command's arguments hold
     (text that is not UTF-8 arrives as surrogate escapes: they become U+FFFD)."""
-    import json
-
     text = json.dumps(document, ensure_ascii=False)
     if any("\udc80" <= char <= "\udcff" for char in text):
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -17,6 +17,7 @@ import signal
 import time
 
 from seqbox.backends.base import Sandbox
+from seqbox.deadline import Alarm, Deadline
 from seqbox.interrupts import KILL_REQUEST, STOP_SIGNALS, Interrupts
 from seqbox.spawn import Prepared, SpawnError, exit_status, forget, launch, reap
 from seqbox.units import format_duration, format_size
@@ -39,6 +40,7 @@ class Outcome:
     __slots__ = (
         "cpu_s",
         "exit_code",
+        "frozen_s",
         "interrupted",
         "peak_mem_bytes",
         "procs_peak",
@@ -57,6 +59,7 @@ class Outcome:
         peak_mem_bytes: int | None = None,
         procs_peak: int = 0,
         interrupted: bool = False,
+        frozen_s: float = 0.0,
     ) -> None:
         self.status = status
         self.exit_code = exit_code
@@ -66,6 +69,8 @@ class Outcome:
         self.peak_mem_bytes = peak_mem_bytes
         self.procs_peak = procs_peak
         self.interrupted = interrupted
+        #: time the tree spent frozen, not counted against --timeout
+        self.frozen_s = frozen_s
 
     def __repr__(self) -> str:
         return f"Outcome({self.status!r}, exit_code={self.exit_code}, signal={self.signal})"
@@ -91,7 +96,9 @@ class Supervisor:
         self.interrupts = interrupts
         self.reason: str | None = None  # memory | pids | timeout | interrupt | killed
         self.stop_signal: int | None = None
-        self.kill_at: float | None = None
+        #: --timeout's clock (set when the command starts); the end of the grace period
+        self.deadline = Deadline(None)
+        self.kill = Alarm()
         self.procs_peak = 0
         self.warned_at = False
         self.warned_high = False
@@ -120,7 +127,7 @@ class Supervisor:
         if started is not None:
             started(pid)
         skip_pgrp = os.getpgrp() if foreground else None
-        deadline = start + limits.timeout if limits.timeout else None
+        self.deadline = deadline = Deadline(limits.timeout, start)
         # Sleep until something happens: a signal (a child exited, seqbox was asked
         # to stop), a kernel memory notification, or the next deadline. Cgroup
         # backends sample rarely: the kernel enforces and notifies.
@@ -149,16 +156,15 @@ class Supervisor:
             if now >= next_sample:
                 self._sample()
                 next_sample = now + sandbox.next_sample_in()
-            if deadline is not None and now >= deadline and self.reason is None:
+            if self.reason is None and deadline.expired(now):
                 self._timeout()
-            if self.kill_at is not None and now >= self.kill_at:
-                self.kill_at = None
+            if self.kill.due(now):
                 sandbox.kill_all()
             wake = [next_sample] if arm_at is None else [next_sample, arm_at]
-            if deadline is not None and self.reason is None:
-                wake.append(deadline)
-            if self.kill_at is not None:
-                wake.append(self.kill_at)
+            if deadline.at is not None and self.reason is None:
+                wake.append(deadline.at)
+            if self.kill.at is not None:
+                wake.append(self.kill.at)
             timeout_ms = max(0, math.ceil((min(wake) - time.monotonic()) * 1000))
             notified = [fd for fd, _ in poller.poll(timeout_ms) if fd in watched]
             if notified:
@@ -199,7 +205,7 @@ class Supervisor:
                     # From a terminal, the command's process group got it too.
                     from_tty = signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
                     self.sandbox.signal_all(signum, skip_pgrp if from_tty else None)
-                    self.kill_at = time.monotonic() + self.limits.grace
+                    self.kill.set_in(self.limits.grace)
                 else:  # a second stop signal: no more grace
                     self.sandbox.kill_all()
 
@@ -253,7 +259,7 @@ class Supervisor:
         self.reason = "timeout"
         self._logged_kill("timeout", f"timeout after {format_duration(self.limits.timeout or 0)}")
         self.sandbox.signal_all(self.limits.signal)
-        self.kill_at = time.monotonic() + self.limits.grace
+        self.kill.set_in(self.limits.grace)
 
     # -- results ----------------------------------------------------------------
 
@@ -277,6 +283,7 @@ class Supervisor:
             peak_mem_bytes=peak,
             procs_peak=max(self.procs_peak, self.sandbox.tasks_peak() or 0, 1),
             interrupted=self.reason == "interrupt",
+            frozen_s=self.deadline.frozen_s,
         )
 
     def _verdict(self, status: int, sig: int | None, peak: int | None) -> tuple[str, int]:

@@ -80,6 +80,9 @@ SUMMARY_FIELDS = (
     "attempts",
     "run_id",
     "log",
+    "reserved_bytes",
+    "frozen_s",
+    "culprit",
 )
 STATUSES = ("ok", "failed", "timeout", "memory", "signal", "error")
 
