@@ -16,6 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from seqbox.admit import Admission
     from seqbox.backends import Selection
+    from seqbox.backends.base import Sandbox
     from seqbox.capture import Capture
     from seqbox.interrupts import Interrupts
     from seqbox.options import RunOptions
@@ -42,7 +43,11 @@ def run_attempts(
                 from seqbox.describe import command_line  # one line, even for a -c script
 
                 transcript.line(f"=== seqbox try {attempt}/{tries}: {command_line(run.argv)}\n")
-            outcome, captured = one_try(run, admission, selection, interrupts, transcript, attempt)
+            name = f"{run.key}-{run.run_id}" + (f"-{attempt}" if attempt > 1 else "")
+            sandbox, note = selection.make_sandbox(admission.limits, name, run.trees)
+            if note:
+                run.out.note(note)
+            outcome, captured = one_try(run, admission, sandbox, interrupts, transcript, attempt)
             outcomes.append(outcome)
             if transcript is not None:
                 transcript.line(
@@ -62,23 +67,20 @@ def run_attempts(
 def one_try(
     run: Run,
     admission: Admission,
-    selection: Selection,
+    sandbox: Sandbox,
     interrupts: Interrupts,
     transcript: Transcript | None,
     attempt: int,
 ) -> tuple[Outcome, Captured | None]:
-    """A fresh sandbox, the command parked in it, admission, launch, supervise."""
+    """One try in a fresh sandbox (disposed of here): the command parked in
+    it, admission, launch, supervise."""
     options = run.options
-    name = f"{run.key}-{run.run_id}" + (f"-{attempt}" if attempt > 1 else "")
-    sandbox, note = selection.make_sandbox(admission.limits, name, run.trees)
-    if note:
-        run.out.note(note)
-    described = sandbox.describe()
-    admission.describe(described)
     capture = _capture(options, transcript)
     captured = None
     last_try = attempt > options.retry
     try:
+        described = sandbox.describe()
+        admission.describe(described)
         stdio = capture.stdio() if capture is not None else Stdio()
         foreground = terminal_foreground()
         try:

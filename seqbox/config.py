@@ -15,7 +15,7 @@ import os
 import sys
 
 from seqbox.errors import ConfigError, UsageError
-from seqbox.options import CONFIG_KEYS, NO_SLOT_CAP, OPTIONS, RunOptions, parse_value
+from seqbox.options import CONFIG_KEYS, RunOptions, parse_value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -246,13 +246,23 @@ def resolve(
     root: str,
     environ: Mapping[str, str],
 ) -> RunOptions:
-    """Merge every layer into a :class:`RunOptions`."""
+    """Merge every layer into a :class:`RunOptions` (``cli_raw``: the command
+    line's values, not yet parsed)."""
     cli = {key: parse_value(key, raw, f"--{key.replace('_', '-')}") for key, raw in cli_raw.items()}
+    return RunOptions(cli, root, environ)
+
+
+def layers(
+    profile: str | None, root: str, environ: Mapping[str, str]
+) -> tuple[list[dict[str, object]], str | None]:
+    """Every layer under the command line, lowest first (config file, profile,
+    recipe variables, ``SEQBOX_*``), parsed; and the profile to record (the
+    one asked for, or ``ci`` when CI=true and the config has one)."""
     file_config = load_file_config(root, environ)
     where = file_config.path or "config"
     file_layer = _check_layer(file_config.top, where, file_config.prefix)
 
-    profile_name = cli.get("profile") or environ.get("SEQBOX_PROFILE")
+    profile_name = profile or environ.get("SEQBOX_PROFILE")
     explicit = profile_name is not None
     if profile_name is None and environ.get("CI", "").lower() == "true":
         profile_name = "ci"
@@ -269,33 +279,5 @@ def resolve(
         elif explicit:
             known = ", ".join(sorted(file_config.profiles)) or "none defined"
             raise ConfigError(f"{where}: no profile named {profile_name!r} (profiles: {known})")
-
-    values: dict[str, object] = {}
-    for opt in OPTIONS:
-        values[opt.key] = parse_value(opt.key, opt.default, f"default {opt.key}")
-    for layer in (file_layer, profile_layer, recipe_layer(environ), env_layer(environ), cli):
-        values.update(layer)
-    values["profile"] = profile_name if (explicit or profile_layer) else None
-    if values["slots"] is None:  # one at a time, or as many as fit the budget
-        values["slots"] = 1 if values["budget"] is None else NO_SLOT_CAP
-    options = RunOptions(values)
-    _check_combination(options, cli)
-    return options
-
-
-#: options that mean nothing without a queue: given with --no-lock, one is a mistake
-_QUEUE_OPTIONS = ("lock", "slots", "budget", "wait_timeout")
-
-
-def _check_combination(options: RunOptions, cli: Mapping[str, object]) -> None:
-    if options.quiet and options.verbose:
-        raise UsageError("-q and -v cannot be used together")
-    if cli.get("no_lock"):
-        for key in _QUEUE_OPTIONS:
-            if key in cli:
-                raise UsageError(f"--{key.replace('_', '-')} and --no-lock cannot be used together")
-    if options.mem_high is not None and options.mem is not None and options.mem_high > options.mem:
-        raise UsageError("--mem-high must not be above --mem")
-    options.extra_env()  # validates K=V
-    if options.cwd is not None and not os.path.isdir(options.cwd):
-        raise UsageError(f"--cwd: not a directory: {options.cwd}")
+    found = [file_layer, profile_layer, recipe_layer(environ), env_layer(environ)]
+    return found, (profile_name if (explicit or profile_layer) else None)

@@ -6,7 +6,6 @@ import os
 import sys
 
 from seqbox.cli import handle_errors
-from seqbox.errors import UsageError
 from seqbox.output import NORMAL, QUIET, VERBOSE, Output
 
 
@@ -17,23 +16,13 @@ def run_main(args: list[str]) -> int:
 
 
 def _run(args: list[str], out: Output) -> int:
-    from seqbox.config import resolve
-    from seqbox.options import run_help, split_command_line
-    from seqbox.project import project_root
+    from seqbox.options import RunOptions, run_help
 
-    raw, command, wants_help = split_command_line(args)
-    if wants_help:
+    parsed = RunOptions.from_command_line(args, os.environ)
+    if parsed is None:
         sys.stdout.write(run_help())
         return 0
-    if raw.get("quiet"):
-        out.level = QUIET
-    elif raw.get("verbose"):
-        out.level = VERBOSE
-    if not command:
-        raise UsageError("no command given (usage: seqbox run [OPTIONS] -- CMD [ARGS...])")
-    cwd = str(raw["cwd"]) if raw.get("cwd") else os.getcwd()
-    root = project_root(cwd)
-    options = resolve(raw, root, os.environ)
+    options, command, root = parsed
     out.level = QUIET if options.quiet else VERBOSE if options.verbose else NORMAL
     from seqbox.backends import in_delegated_scope
 
