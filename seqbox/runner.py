@@ -27,7 +27,6 @@ from seqbox.options import RunOptions
 from seqbox.output import VERBOSE, Output
 from seqbox.spawn import remember_ignored_signals
 from seqbox.summary import Summary
-from seqbox.transcript import open_transcript
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -103,7 +102,11 @@ def execute(
             with Admission(run, Limits.from_options(options)) as admission:
                 run.remove_leftovers()  # a few directory listings when there are none
                 selection = choose_backend(options, out)
-                transcript = open_transcript(options.log, out)
+                transcript = None
+                if options.log:
+                    from seqbox.transcript import open_transcript
+
+                    transcript = open_transcript(options.log, out)
                 run.log_start(admission, selection.backend.name)
                 outcomes, captured = run_attempts(run, admission, selection, interrupts, transcript)
                 summary = summarize(run, admission, selection.backend.name, outcomes)
