@@ -15,14 +15,13 @@ import time
 from seqbox import flocks
 from seqbox.deadline import Deadline
 from seqbox.errors import LockTimeout
-from seqbox.housekeeping import tidy
-from seqbox.queue import Cancelled, QueueView, view
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from seqbox.policies import Policy
+    from seqbox.queue import QueueView
     from seqbox.records import Entry, SandboxInfo
     from seqbox.slots import Slot
     from seqbox.tickets import Ticket
@@ -53,6 +52,8 @@ class Turn:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        from seqbox.housekeeping import tidy  # (this module is on every run's path; the queue is not)
+
         self.hand_over()
         self.policy.close()
         if self.lockdir.fd >= 0:
@@ -82,6 +83,8 @@ class Turn:
             self.policy.close()
         self.slot.write(self.info)  # from now on, the next holder can end our tree if we die
         if self.cancelled():
+            from seqbox.queue import Cancelled
+
             self.hand_over()
             raise Cancelled
 
@@ -90,6 +93,8 @@ class Turn:
         return self.number <= self.lockdir.cancel_mark()
 
     def _wait(self, deadline: Deadline, on_wait: WaitHook | None, tick: float) -> Slot:
+        from seqbox.queue import view
+
         while True:
             ahead = self.ticket.ahead()
             if ahead is None:
