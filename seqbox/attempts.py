@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from seqbox.backends.base import Sandbox
     from seqbox.capture import Capture
     from seqbox.interrupts import Interrupts
-    from seqbox.options import RunOptions
     from seqbox.runner import Captured, Run
+    from seqbox.runoptions import RunOptions
     from seqbox.supervise import Outcome
     from seqbox.transcript import Transcript
 

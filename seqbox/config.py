@@ -15,7 +15,8 @@ import os
 import sys
 
 from seqbox.errors import ConfigError, UsageError
-from seqbox.options import CONFIG_KEYS, RunOptions, parse_value
+from seqbox.options import CONFIG_KEYS, parse_value
+from seqbox.runoptions import RunOptions
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

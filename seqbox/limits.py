@@ -8,8 +8,8 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seqbox.options import RunOptions
     from seqbox.records import LimitsRecord
+    from seqbox.runoptions import RunOptions
 
 
 class Limits:

@@ -23,8 +23,8 @@ from seqbox.backends.base import RUN_ID_ENV as RUN_ID_ENV  # noqa: PLC0414 - re-
 from seqbox.finish import finish, summarize
 from seqbox.interrupts import Interrupted, Interrupts
 from seqbox.limits import Limits
-from seqbox.options import RunOptions
 from seqbox.output import VERBOSE, Output
+from seqbox.runoptions import RunOptions
 from seqbox.spawn import remember_ignored_signals
 from seqbox.summary import Summary
 

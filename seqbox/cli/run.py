@@ -16,7 +16,8 @@ def run_main(args: list[str]) -> int:
 
 
 def _run(args: list[str], out: Output) -> int:
-    from seqbox.options import RunOptions, run_help
+    from seqbox.options import run_help
+    from seqbox.runoptions import RunOptions
 
     parsed = RunOptions.from_command_line(args, os.environ)
     if parsed is None:
