@@ -4,10 +4,10 @@ finding a run by what the user typed (``seqbox logs``, ``seqbox report``)."""
 from __future__ import annotations
 
 import os
+from json import loads
 
 from seqbox.backends import procinfo
 from seqbox.errors import UsageError
-from seqbox.jsontext import loads
 from seqbox.runlog import SUFFIX, directory
 
 TYPE_CHECKING = False

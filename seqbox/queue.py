@@ -33,10 +33,10 @@ import os
 import select
 import stat
 import time
+from json import dumps, loads
 
 from seqbox import flocks
 from seqbox.errors import LockTimeout, StateError
-from seqbox.jsontext import dumps, loads
 from seqbox.state import open_private_dir, open_state_dir
 
 TYPE_CHECKING = False
