@@ -5,7 +5,6 @@ ruff's exceptions for function-local imports are those modules."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -41,15 +40,7 @@ RUN = (
 
 
 def _fresh(sbx: SeqboxRunner, code: str) -> list[object]:
-    res = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=sbx.project,
-        env=sbx.env(),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    res = sbx.python(code)
     assert res.returncode == 0, res
     result: list[object] = json.loads(res.stdout.splitlines()[-1])
     return result
