@@ -59,18 +59,19 @@ class FileConfig:
         self.profiles_prefix = profiles_prefix
 
 
-def load_file_config(root: str) -> FileConfig:
-    """Read ``seqbox.toml`` or ``[tool.seqbox]`` from the project root."""
+def load_file_config(root: str, environ: Mapping[str, str] | None = None) -> FileConfig:
+    """Read ``seqbox.toml`` or ``[tool.seqbox]`` from the project root (with
+    ``environ``, through the parsed-config cache in the state directory)."""
     toml_path = os.path.join(root, "seqbox.toml")
     if os.path.isfile(toml_path):
-        data = _parse_toml(toml_path, _read(toml_path))
+        data = _load_toml(toml_path, _read(toml_path), environ)
         return _split(toml_path, data, prefix="", profiles_prefix="profiles")
     pyproject = os.path.join(root, "pyproject.toml")
     if os.path.isfile(pyproject):
         text = _read(pyproject)
-        if "tool.seqbox" not in text:  # no TOML parser to import where seqbox is not configured
+        if "tool.seqbox" not in text:  # skip tomllib's 15 ms import when we are not configured
             return FileConfig(None, {}, {})
-        tool = _parse_toml(pyproject, text).get("tool", {})
+        tool = _load_toml(pyproject, text, environ).get("tool", {})
         section = tool.get("seqbox") if isinstance(tool, dict) else None
         if section is None:
             return FileConfig(None, {}, {})
@@ -86,6 +87,94 @@ def _read(path: str) -> str:
             return f.read()
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read: {err}") from None
+
+
+def _load_toml(path: str, text: str, environ: Mapping[str, str] | None = None) -> dict[str, object]:
+    cache = None if environ is None else ParsedCache(path, environ)
+    if cache is not None:
+        cached = cache.get(text)
+        if cached is not None:
+            return cached
+    data = _parse_toml(path, text)
+    if cache is not None:
+        cache.put(text, data)
+    return data
+
+
+class ParsedCache:
+    """What a config file's text parsed to, kept in the state directory
+    (``config/``): importing tomllib costs every run of a configured project
+    about 10 ms, reading this back (marshal) a few microseconds. An entry is
+    used only for the very text it was parsed from. Best effort: any problem
+    with it only means parsing again."""
+
+    def __init__(self, path: str, environ: Mapping[str, str]) -> None:
+        from seqbox.project import project_key
+
+        self.name = f"{project_key(os.path.dirname(path))}-{os.path.basename(path)}"
+        self.environ = environ
+
+    def _dir(self) -> int | None:
+        from seqbox.errors import StateError
+        from seqbox.state import open_private_dir, open_state_dir
+
+        try:
+            state = open_state_dir(self.environ)
+        except (OSError, StateError):
+            return None
+        try:
+            return open_private_dir(state, "config", "config cache")
+        except (OSError, StateError):
+            return None
+        finally:
+            os.close(state)
+
+    def get(self, text: str) -> dict[str, object] | None:
+        import marshal
+
+        directory = self._dir()
+        if directory is None:
+            return None
+        try:
+            fd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+            try:
+                stored = marshal.loads(os.read(fd, 1 << 20))
+            finally:
+                os.close(fd)
+        except (OSError, ValueError, EOFError, TypeError):
+            return None
+        finally:
+            os.close(directory)
+        if not (isinstance(stored, tuple) and len(stored) == 2 and stored[0] == text):
+            return None
+        return stored[1] if isinstance(stored[1], dict) else None
+
+    def put(self, text: str, data: dict[str, object]) -> None:
+        import marshal
+
+        try:
+            blob = marshal.dumps((text, data))  # ValueError for a TOML date: not cached
+        except ValueError:
+            return
+        directory = self._dir()
+        if directory is None:
+            return
+        temp = f".{self.name}.{os.getpid()}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=directory)  # fmt: skip
+            try:
+                os.write(fd, blob)
+            finally:
+                os.close(fd)
+            os.rename(temp, self.name, src_dir_fd=directory, dst_dir_fd=directory)
+        except OSError:
+            try:
+                os.unlink(temp, dir_fd=directory)
+            except OSError:
+                pass
+        finally:
+            os.close(directory)
 
 
 def _parse_toml(path: str, text: str) -> dict[str, object]:
@@ -159,7 +248,7 @@ def resolve(
 ) -> RunOptions:
     """Merge every layer into a :class:`RunOptions`."""
     cli = {key: parse_value(key, raw, f"--{key.replace('_', '-')}") for key, raw in cli_raw.items()}
-    file_config = load_file_config(root)
+    file_config = load_file_config(root, environ)
     where = file_config.path or "config"
     file_layer = _check_layer(file_config.top, where, file_config.prefix)
 
