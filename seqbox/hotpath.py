@@ -89,7 +89,8 @@ STDLIB = (
 )
 
 #: what it never imports: each would cost every wrapped command milliseconds
-#: (typer 60, typing 9, dataclasses 6, hashlib 4, tomllib 4 where no config is)
+#: (typer 60, typing 9, dataclasses 6, hashlib 4; tomllib 10, only where a
+#: config file changed since the last run: see config.ParsedCache)
 NEVER = (
     "click",
     "dataclasses",
