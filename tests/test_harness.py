@@ -125,7 +125,7 @@ def _inner_run(tmp_path: Path, env: dict[str, str], tests: str = INNER_TESTS) ->
     pkg = inner / "tests"
     if not pkg.exists():
         pkg.mkdir(parents=True)
-        for name in ("__init__.py", "conftest.py", "capabilities.py", "helpers.py", "prog.py"):
+        for name in ("__init__.py", "conftest.py", "capabilities.py", "helpers.py", "nobody.py", "prog.py"):
             shutil.copy(HERE / name, pkg / name)
         (pkg / "test_inner.py").write_text(tests)
         (inner / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
