@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -57,8 +58,6 @@ def tools(scratch: str) -> dict[str, list[str]]:
 
 def _leftovers(argv: list[str], env: dict[str, str], cwd: str, marker: int) -> int:
     """How many of a setsid daemon and a background child outlive ``argv``."""
-    import signal
-
     script = f"setsid sleep {marker}.1 & sleep {marker}.2 & exit 0"
     subprocess.run(
         [*argv, "sh", "-c", script],

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from typing import Any
@@ -162,8 +163,6 @@ def one(report: Report, backend: str, variant: str, tree: str, base: str) -> dic
 
 def control(report: Report, tree: str, base: str) -> int:
     """The same tree without seqbox: the bench must see the survivors (then kills them)."""
-    import subprocess
-
     d = os.path.join(base, "control")
     os.mkdir(d)
     subprocess.run([sys.executable, tree, "exit", d], cwd=base, check=False)

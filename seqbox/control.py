@@ -99,9 +99,9 @@ def clean(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str
 
 
 def _killed(commands: list[str]) -> str:
-    from seqbox.describe import describe_command
+    from seqbox.describe import describe_command, plural
 
     shown = ", ".join(f'"{describe_command(c, 50)}"' for c in commands[:3])
     shown += ", ..." if len(commands) > 3 else ""
-    count = "1 process" if len(commands) == 1 else f"{len(commands)} processes"
+    count = plural(len(commands), "process")
     return f"killed {count} a crashed run left running: {shown}"

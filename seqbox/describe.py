@@ -22,6 +22,13 @@ WORD_WIDTH = 16
 ELLIPSIS = "..."
 
 
+def plural(count: int, word: str) -> str:
+    """``1 process``, ``2 processes``, ``0 forks``."""
+    if count == 1:
+        return f"{count} {word}"
+    return f"{count} {word}es" if word.endswith("s") else f"{count} {word}s"
+
+
 def _words(command: object) -> list[str]:
     if isinstance(command, (list, tuple)):
         return [" ".join(str(word).split()) for word in command]

@@ -4,6 +4,13 @@ and how to wire seqbox into pre-commit and CI."""
 from __future__ import annotations
 
 import os
+import sys
+from importlib.resources import files
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from seqbox.errors import UsageError
 from seqbox.options import OPTIONS
@@ -127,12 +134,6 @@ def config_text(table: str | None, profile_table: str) -> str:
 
 
 def _has_seqbox_table(pyproject: str) -> bool:
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
     try:
         with open(pyproject, "rb") as f:
             data = tomllib.load(f)
@@ -174,8 +175,6 @@ def write_config(root: str, *, toml: bool) -> str:
 
 def recipe_sources() -> dict[str, bytes]:
     """The recipe's scripts as installed with seqbox: name -> content."""
-    from importlib.resources import files
-
     folder = files("seqbox").joinpath("recipe")
     return {name: folder.joinpath(name).read_bytes() for name in RECIPE_SCRIPTS}
 

@@ -6,11 +6,21 @@ from __future__ import annotations
 import os
 import select
 import sys
+import termios
 import time
+import tty
+from typing import TYPE_CHECKING
 
+from rich.console import Console
+from rich.live import Live
+
+from seqbox.errors import SeqboxError
+from seqbox.history import load
 from seqbox.project import project_key
+from seqbox.render import monitor_screen
+from seqbox.runlog import SUFFIX
+from seqbox.status import collect
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -48,9 +58,6 @@ class History:
     def _from_log(self, run_id: str) -> list[int]:
         if self.log_dir is None:
             return []
-        from seqbox.errors import SeqboxError
-        from seqbox.history import load
-        from seqbox.runlog import SUFFIX
 
         try:
             record = load(os.path.join(self.log_dir, run_id + SUFFIX))
@@ -60,9 +67,6 @@ class History:
 
 
 def screen(root: str, history: History, environ: Mapping[str, str] | None = None) -> RenderableType:
-    from seqbox.render import monitor_screen
-    from seqbox.status import collect
-
     data = collect(project_key(root), root, environ)
     history.add(data)
     return monitor_screen(data, history.values)
@@ -70,9 +74,6 @@ def screen(root: str, history: History, environ: Mapping[str, str] | None = None
 
 def run(root: str, log_dir: str | None, *, once: bool = False) -> int:
     """Show the live view until ``q``; with ``once``, print one frame."""
-    from rich.console import Console
-    from rich.live import Live
-
     console = Console()
     history = History(log_dir)
     if once:
@@ -95,9 +96,6 @@ class _keys:
         self.saved = None
         self.fd = sys.stdin.fileno() if sys.stdin is not None else -1
         if self.fd >= 0 and os.isatty(self.fd):
-            import termios
-            import tty
-
             self.saved = termios.tcgetattr(self.fd)
             tty.setcbreak(self.fd)
         return self.read
@@ -114,6 +112,4 @@ class _keys:
 
     def __exit__(self, *exc: object) -> None:
         if self.saved is not None:
-            import termios
-
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)

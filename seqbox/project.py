@@ -61,7 +61,11 @@ def _main_worktree(dotgit: str, worktree: str) -> str:
 
 
 def fnv1a64(data: bytes) -> int:
-    """The 64-bit FNV-1a hash (hashlib and zlib cost milliseconds to import)."""
+    """The 64-bit FNV-1a hash (a published standard: tests/test_project.py
+    checks its test vectors). It names every project's state on disk, so it
+    stays: hashlib would cost each run ~4 ms of imports, and zlib's crc32 is
+    cheap but 32 bits and a different value (the queue of a project would
+    split between seqbox versions)."""
     value = 0xCBF29CE484222325
     for byte in data:
         value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF

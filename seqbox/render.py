@@ -4,15 +4,15 @@ renderables (pure: data in, renderable out; the commands print them)."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from seqbox.describe import command_line, describe_command
+from seqbox.describe import command_line, describe_command, plural
 from seqbox.units import format_duration, format_size
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -35,13 +35,6 @@ STATUS_STYLE = {
     "crashed": "bold red",
     "cancelled": "yellow",
 }
-
-
-def plural(count: int, word: str) -> str:
-    """``1 process``, ``2 processes``."""
-    if count == 1:
-        return f"{count} {word}"
-    return f"{count} {word}es" if word.endswith("s") else f"{count} {word}s"
 
 
 def size(value: int | None) -> str:

@@ -252,6 +252,7 @@ def for_run(
 
 def closing_line(summary: Mapping[str, object]) -> str:
     """The one line ``-v`` ends a run with."""
+    from seqbox.describe import plural
     from seqbox.units import format_duration, format_size
 
     peak, limit, wall = summary.get("peak_mem_bytes"), summary.get("mem_limit_bytes"), summary.get("wall_s")
@@ -262,7 +263,7 @@ def closing_line(summary: Mapping[str, object]) -> str:
     text += f", peak {format_size(peak) if isinstance(peak, int) else '?'}"
     text += f" of {format_size(limit)}" if isinstance(limit, int) else " (no limit)"
     if isinstance(procs, int):
-        text += ", 1 process" if procs == 1 else f", {procs} processes"
+        text += f", {plural(procs, 'process')}"
     text += f", {summary.get('backend')}"
     if summary.get("log"):
         text += f"; details: seqbox report {summary.get('run_id')}"

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
+from seqbox.backends import leftovers, usage_of
 from seqbox.housekeeping import project_locks
 from seqbox.queue import view
+from seqbox.state import trees_dir
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -47,9 +49,6 @@ def collect(project_key: str, project_root: str, environ: Mapping[str, str] | No
 
 def orphaned(project_key: str, environ: Mapping[str, str] | None = None) -> list[OrphanStatus]:
     """Trees of crashed runs of the project that still run (``seqbox clean`` ends them)."""
-    from seqbox.backends import leftovers
-    from seqbox.state import trees_dir
-
     found: list[OrphanStatus] = []
     groups = [(leftover.name, leftover.pids()) for leftover in leftovers.find_whole(project_key)]
     groups += leftovers.orphaned_trees(project_key, trees_dir(environ))
@@ -70,8 +69,6 @@ def _budget(holders: list[Entry], waiters: list[Entry]) -> BudgetStatus:
 
 
 def _holder(entry: Entry, now: float) -> RunningStatus:
-    from seqbox.backends import usage_of
-
     mem, procs = usage_of(entry)
     since = entry.get("since")
     return {

@@ -266,7 +266,9 @@ class Supervisor:
     def _outcome(self, status: int, wall: float, cpu: float) -> Outcome:
         refused = self.sandbox.forks_refused() if self.limits.pids else None
         if refused:
-            forks = "1 fork" if refused == 1 else f"{refused} forks"
+            from seqbox.describe import plural
+
+            forks = plural(refused, "fork")
             self._warn(
                 f"--pids {self.limits.pids} refused {forks} of the command "
                 "(its 'cannot fork' errors); raise --pids if it needs more processes"

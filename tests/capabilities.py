@@ -30,8 +30,15 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import subprocess
+from dataclasses import dataclass
 
 import pytest
+
+from seqbox.backends import candidates, delegation_plan
+from seqbox.backends.poll import PollBackend
+from tests.nobody import NOBODY, nobody_python
 
 #: the session's real XDG_RUNTIME_DIR (the user manager's sockets), before any test isolates it
 REAL_RUNTIME_DIR = os.environ.get("XDG_RUNTIME_DIR")
@@ -41,22 +48,15 @@ CGROUP_BACKENDS = ("cgroup2", "cgroup1")
 #: a backend run another way: name -> (the backend, the environment that selects the way)
 VARIANTS = {"poll-psutil": ("poll", {"SEQBOX_POLL_READER": "psutil"})}
 CAPABILITIES = (*BACKENDS, *VARIANTS, "root", "unprivileged", "strace", "user_manager")
-#: the user the "unprivileged" capability runs seqbox as
-NOBODY = 65534
 
 
+@dataclass(frozen=True)
 class Capability:
     """Whether this machine has one capability, and why (not)."""
 
-    __slots__ = ("name", "reason", "usable")
-
-    def __init__(self, name: str, usable: bool, reason: str) -> None:
-        self.name = name
-        self.usable = usable
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"Capability({self.name!r}, usable={self.usable}, {self.reason!r})"
+    name: str
+    usable: bool
+    reason: str
 
 
 def env_list(name: str) -> list[str] | None:
@@ -81,8 +81,6 @@ def disabled() -> frozenset[str]:
 
 @functools.cache
 def _probes() -> dict[str, Capability]:
-    from seqbox.backends import candidates
-
     found: dict[str, Capability] = {}
     for backend in candidates():
         probe = backend.probe()
@@ -99,8 +97,6 @@ def _probes() -> dict[str, Capability]:
 def _user_manager() -> Capability:
     """Would ``seqbox run`` here take a delegated systemd scope? seqbox's own
     decision, which connects to the user manager."""
-    from seqbox.backends import delegation_plan
-
     name = "user_manager"
     saved = os.environ.get("XDG_RUNTIME_DIR")
     try:  # probed with the session's real runtime dir, even if asked from inside a test
@@ -150,7 +146,6 @@ def _variant(name: str) -> Capability:
     base = capability(backend)
     if not base.usable:
         return Capability(name, False, base.reason)
-    from seqbox.backends.poll import PollBackend
 
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
@@ -190,7 +185,6 @@ def _unprivileged() -> Capability:
     name = "unprivileged"
     if os.geteuid() != 0:
         return Capability(name, False, "switching to uid 65534 needs root")
-    from tests.nobody import nobody_python
 
     python = nobody_python()
     if isinstance(python, str):
@@ -201,9 +195,6 @@ def _unprivileged() -> Capability:
 def _strace() -> Capability:
     """Can strace trace our children and inject syscall delays (to hold a process
     at a chosen point, deterministically)?"""
-    import shutil
-    import subprocess
-
     path = shutil.which("strace")
     if path is None:
         return Capability("strace", False, "strace is not installed")

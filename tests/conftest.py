@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -24,9 +25,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from seqbox.project import project_key
 from tests import capabilities as caps
 from tests import helpers
-from tests.capabilities import NOBODY
 from tests.helpers import (
     SEQBOX_PIDS,
     TOKEN_ENV,
@@ -37,6 +38,7 @@ from tests.helpers import (
     seqbox_cgroups,
     token_pids,
 )
+from tests.nobody import NOBODY
 
 NEEDED = pytest.StashKey[frozenset[str]]()
 BACKEND_FIXTURES = ("backend", "cgroup_backend")
@@ -232,8 +234,6 @@ def isolated(
 
 
 def _project_key(project: Path) -> str:
-    from seqbox.project import project_key
-
     return project_key(os.path.realpath(project))
 
 
@@ -249,7 +249,6 @@ def leak_guard(request: pytest.FixtureRequest, token: str, project: Path) -> Ite
         survivors = token_pids(token)
         if not survivors:
             break
-        import time
 
         time.sleep(0.01)
     if survivors:

@@ -325,6 +325,18 @@ class SeqboxRunner:
         SEQBOX_PIDS.setdefault(self.token, set()).add(proc.pid)
         return proc
 
+    def python(self, code: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run ``python -c CODE`` in the project, in the isolated environment."""
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=self.project,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=slack(timeout),
+            check=False,
+        )
+
     def run(
         self,
         *args: str,

@@ -18,24 +18,28 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from importlib.metadata import Distribution
+from dataclasses import dataclass
+from importlib.metadata import Distribution, PackageNotFoundError, distribution
 from pathlib import Path
 
-from tests.capabilities import NOBODY
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
+import seqbox
+
+#: the user the "unprivileged" capability runs seqbox as
+NOBODY = 65534
 #: system interpreters tried when the tests' own cannot be run by NOBODY
 SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
 PROG = Path(__file__).with_name("prog.py")
 
 
+@dataclass(frozen=True)
 class NobodyPython:
     """An interpreter and a copy of tests/prog.py that NOBODY can run."""
 
-    __slots__ = ("executable", "prog_path")
-
-    def __init__(self, executable: str, prog_path: str) -> None:
-        self.executable = executable
-        self.prog_path = prog_path
+    executable: str
+    prog_path: str
 
     def seqbox(self, *args: str) -> list[str]:
         """The argv of ``seqbox ARGS`` run by this interpreter."""
@@ -124,7 +128,6 @@ def _make_venv(base: str, version: str) -> NobodyPython:
         [base, "-m", "venv", "--without-pip", env_dir], check=True, capture_output=True, timeout=60
     )
     site = Path(env_dir, "lib", f"python{version}", "site-packages")
-    import seqbox
 
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(Path(seqbox.__file__).parent, site / "seqbox", ignore=skip)
@@ -150,11 +153,6 @@ def _make_venv(base: str, version: str) -> NobodyPython:
 def _dependencies(name: str) -> list[Distribution]:
     """The installed distributions ``name`` needs at run time, transitively
     (not itself, no extras)."""
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
     found: dict[str, Distribution] = {}
     todo = list(distribution(name).requires or ())
     while todo:

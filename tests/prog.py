@@ -307,7 +307,7 @@ V2_FILES = (
 def cgroupinfo(o: dict[str, str]) -> int:
     """Print (as JSON) the cgroups this process is in, and for each limit file the
     nearest cgroup, from ours up, that sets it: {file: [dir, value]}."""
-    import json
+    import json  # noqa: PLC0415 - this program starts many times per test run; only here is json needed
 
     mounts: dict[str, str] = {}  # controller ("" for v2) -> mount point
     with open("/proc/self/mountinfo") as f:

@@ -5,14 +5,15 @@ pressure) from canned kernel files of cgroup v1 and v2 machines."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from seqbox import admission
 from seqbox.admission import Holder, decide
-from seqbox.backends import memory
+from seqbox.backends import cgroupfs, memory
 from seqbox.errors import UsageError
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from seqbox.records import Entry
 
@@ -117,8 +118,6 @@ def test_pressure_is_some_avg10() -> None:
 
 
 def test_enclosing_dirs_walk_up_to_the_mount_root() -> None:
-    from seqbox.backends import cgroupfs
-
     dirs = memory.enclosing_dirs(V2_SELF, cgroupfs.parse_mountinfo(V2_MOUNTINFO))
     assert [path for path, _ in dirs] == [
         "/sys/fs/cgroup/system.slice/ci.slice/job-7.scope",

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import seqbox
 from seqbox.errors import StateError
@@ -25,7 +26,6 @@ from seqbox.project import project_key
 from seqbox.queue import LockDir, view
 from tests.helpers import PROG, SeqboxRunner, slack
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from seqbox.records import Entry
 

@@ -15,16 +15,18 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.capabilities import NOBODY, needs
+from tests.capabilities import needs
 from tests.conftest import Tracker
 from tests.helpers import FORCED_CHARGES, TOKEN_ENV, Completed, SeqboxRunner, prog, slack
 from tests.helpers import own_v2_cgroup as _own_cgroup
 from tests.helpers import write_file as _write
+from tests.nobody import NOBODY
 from tests.test_fallback import nobody
 
 pytestmark = [needs("cgroup2", "root"), pytest.mark.vm_top]
@@ -50,8 +52,6 @@ def cgroup(token: str) -> Iterator[str]:
                 os.rmdir(dirpath)
                 break
             except OSError:
-                import time
-
                 time.sleep(0.01)
 
 

@@ -5,8 +5,6 @@ cache entry only means parsing again."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.helpers import MIB, SeqboxRunner
@@ -21,8 +19,7 @@ CODE = (
 
 
 def _run(sbx: SeqboxRunner) -> tuple[int, bool]:
-    command = [sys.executable, "-c", CODE]
-    res = subprocess.run(command, cwd=sbx.project, env=sbx.env(), capture_output=True, text=True, check=False)
+    res = sbx.python(CODE)
     assert res.returncode == 0, res
     return json.loads(res.stdout)["mem_limit_bytes"], res.stderr.strip().endswith("True")
 

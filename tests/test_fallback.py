@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests import capabilities as caps
-from tests.capabilities import NOBODY, needs
+from tests.capabilities import needs
 from tests.helpers import FALLBACK_NOTES, TOKEN_ENV, Completed
-from tests.nobody import NobodyPython, nobody_python
+from tests.nobody import NOBODY, NobodyPython, nobody_python
 
 pytestmark = needs("root", "unprivileged")
 

@@ -12,6 +12,9 @@ from xml.etree import ElementTree
 
 import psutil
 
+from seqbox.backends import delegation_plan
+from seqbox.backends.cgroup1 import Cgroup1Layout
+from seqbox.backends.cgroup2 import Cgroup2Layout
 from tests import capabilities as caps
 from tests.capabilities import needs
 from tests.helpers import slack
@@ -21,8 +24,6 @@ HERE = Path(__file__).parent
 
 @needs("cgroup1")
 def test_cgroup1_capability_is_real() -> None:
-    from seqbox.backends.cgroup1 import Cgroup1Layout
-
     memory = Cgroup1Layout.current().dirs["memory"]
     assert os.access(memory, os.W_OK)
     assert os.path.exists(os.path.join(memory, "memory.limit_in_bytes"))
@@ -30,14 +31,10 @@ def test_cgroup1_capability_is_real() -> None:
 
 @needs("cgroup2")
 def test_cgroup2_capability_is_real() -> None:
-    from seqbox.backends.cgroup2 import Cgroup2Layout
-
     layout = Cgroup2Layout.current()
     assert layout.self_dir is not None
     assert "memory" in layout.controllers(layout.self_dir)
     if caps.usable("user_manager"):  # the laptop lane: each run gets cgroup2 in a delegated scope
-        from seqbox.backends import delegation_plan
-
         assert delegation_plan(["--", "true"], "auto").command is not None
         return
     assert layout.placement().base is not None
@@ -128,7 +125,7 @@ def _inner_run(tmp_path: Path, env: dict[str, str], tests: str = INNER_TESTS) ->
     pkg = inner / "tests"
     if not pkg.exists():
         pkg.mkdir(parents=True)
-        for name in ("__init__.py", "conftest.py", "capabilities.py", "helpers.py", "prog.py"):
+        for name in ("__init__.py", "conftest.py", "capabilities.py", "helpers.py", "nobody.py", "prog.py"):
             shutil.copy(HERE / name, pkg / name)
         (pkg / "test_inner.py").write_text(tests)
         (inner / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")

@@ -13,6 +13,7 @@ import pytest
 
 from seqbox.config import load_file_config, resolve
 from seqbox.init import GITHUB_ACTIONS, GITLAB_CI, PRE_COMMIT, RECIPE_SCRIPTS, recipe_sources
+from seqbox.options import CONFIG_KEYS
 from tests.helpers import SeqboxRunner
 
 PYPROJECT = '[project]\nname = "demo"\nversion = "1"\n'
@@ -63,7 +64,6 @@ def test_every_commented_key_is_valid_when_uncommented(sbx: SeqboxRunner) -> Non
     path = sbx.project / "seqbox.toml"
     path.write_text(_uncomment_every_key(path.read_text()))
     config = load_file_config(str(sbx.project))
-    from seqbox.options import CONFIG_KEYS
 
     assert set(config.top) == set(CONFIG_KEYS)  # every key is shown
     assert config.profiles["ci"] == {"mem": "4G", "timeout": "1h"}

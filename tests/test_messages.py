@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from seqbox.describe import command_line, describe_command
 from tests.capabilities import needs
 from tests.helpers import SeqboxRunner, prog, slack, wait_for_file
 from tests.test_fallback import _run_as_nobody
@@ -223,8 +226,6 @@ def test_nested_runs_warn_once(sbx: SeqboxRunner) -> None:
 
 
 def _tmux(socket: str, *args: str) -> str:
-    import subprocess
-
     return subprocess.run(["tmux", "-S", socket, *args], check=False, capture_output=True, text=True).stdout
 
 
@@ -233,11 +234,6 @@ def test_messages_start_on_a_fresh_line_on_a_terminal(
 ) -> None:
     """Issue 9 item 10: the command left the cursor mid-line; seqbox's warning
     still starts at the beginning of a line (and the dots stay)."""
-    import shlex
-    import shutil
-    import subprocess
-    import time
-
     if shutil.which("tmux") is None:
         pytest.skip("needs tmux")
     done = tmp_path / "done"
@@ -267,10 +263,6 @@ def test_messages_start_on_a_fresh_line_on_a_terminal(
 def test_commands_are_quoted_as_a_person_writes_them() -> None:
     """Double quotes where a word holds single quotes and nothing a shell
     expands inside double quotes; every form still reads back as the argv."""
-    import shlex
-
-    from seqbox.describe import command_line, describe_command
-
     assert describe_command(["/usr/bin/python3", "-c", "print('ok')"]) == "python3 -c \"print('ok')\""
     for argv in (["echo", "it's"], ["echo", "a'$b"], ["echo", "a\"b'c"], ["echo", "a'`b`"], ["x", "", "a b"]):
         assert shlex.split(command_line(argv)) == argv, command_line(argv)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import capabilities as caps
-from tests.helpers import SeqboxRunner
+from tests.helpers import Completed, SeqboxRunner
 
 BAD_OPTIONS = {
     "mem": (["--mem", "lots"], "--mem"),
@@ -31,8 +31,6 @@ BAD_OPTIONS = {
 
 
 def _assert_one_error_line(res: object, marker: Path, *needles: str) -> None:
-    from tests.helpers import Completed
-
     assert isinstance(res, Completed)
     assert res.returncode == 125, res
     lines = res.stderr.splitlines()

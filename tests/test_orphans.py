@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from seqbox.project import project_key
 from tests.capabilities import needs
 from tests.helpers import TOKEN_ENV, SeqboxRunner, wait_dead
 from tests.helpers import crash_a_holder as _crash_a_holder
@@ -52,8 +53,6 @@ def test_clean_removes_every_hierarchys_cgroup_of_a_leftover(
 ) -> None:
     """A crashed run's memory cgroup may sit under another login session's path
     than its pids cgroup: clean removes both, not one and then "nothing to clean"."""
-    from seqbox.project import project_key
-
     name = f"seqbox-{project_key(os.path.realpath(project))}-20200101T000000-{_dead_pid()}"
     other_session = Path(V1, "memory", f"h4-other-session-{token[:8]}")
     memory_dir = other_session / name

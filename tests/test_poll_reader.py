@@ -10,12 +10,12 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from seqbox.backends.base import Limits
 from seqbox.backends.poll import MIN_INTERVAL_S, RUN_ID_ENV, PollSandbox
 from seqbox.backends.proctree import ProcTree, PsutilProcTree, Reading
-from seqbox.runner import RUN_ID_ENV as RUNNER_RUN_ID_ENV
 from tests.capabilities import needs
 from tests.conftest import Tracker
 from tests.helpers import MIB, SeqboxRunner, is_alive, prog, slack, wait_dead
@@ -84,7 +84,6 @@ def test_an_orphan_seen_once_stays_a_member(procs: Tracker) -> None:
         assert grandchild in tree.members()  # seen while its parent lives
         _say(root, "exit")
         assert _hear(root) == "intermediate gone"
-        import psutil
 
         assert psutil.Process(grandchild).ppid() != root.pid  # re-parented
         assert tree.members() == [grandchild]
@@ -131,8 +130,16 @@ def test_another_runs_marker_is_not_ours(procs: Tracker) -> None:
         _finish(root, procs, grandchild)
 
 
-def test_the_marker_is_the_runners_run_id() -> None:
-    assert RUN_ID_ENV == RUNNER_RUN_ID_ENV
+@needs("poll")
+def test_the_marker_is_in_the_commands_environment(sbx: SeqboxRunner) -> None:
+    """What the reader looks for after a crash is what the run put in its
+    command's environment: the run id of the summary."""
+    show = f"import os; print(os.environ.get({RUN_ID_ENV!r}))"
+    res = sbx.run("--json", "--", sys.executable, "-c", show, backend="poll")
+    assert res.returncode == 0, res
+    doc = res.json()
+    assert doc["run_id"]
+    assert str(doc["stdout"]).strip() == doc["run_id"]
 
 
 # -- how soon the next sample comes ---------------------------------------------------

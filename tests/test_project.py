@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seqbox.project import project_root
+from seqbox.project import fnv1a64, project_key, project_root
 from tests.helpers import SeqboxRunner, slack, wait_for_file
 
 
@@ -54,3 +54,19 @@ def test_a_run_in_a_subfolder_queues_behind_the_root(
     assert first.wait(timeout=slack(20)) == 0
     assert second.wait(timeout=slack(20)) == 0
     assert marks.read_text().split() == ["first-start", "first-end", "second"]
+
+
+@pytest.mark.parametrize(
+    ("data", "value"),
+    [(b"", 0xCBF29CE484222325), (b"a", 0xAF63DC4C8601EC8C), (b"foobar", 0x85944171F73967E8)],
+)
+def test_the_hash_is_fnv1a_64(data: bytes, value: int) -> None:
+    """The published FNV-1a test vectors."""
+    assert fnv1a64(data) == value
+
+
+def test_a_projects_key_does_not_change() -> None:
+    """It names the project's queue, logs and cgroups on disk: runs of two
+    seqbox versions must meet in the same queue, and a new version must find
+    what an old one's crash left."""
+    assert project_key("/home/me/src/my project") == "my_project-ade96568425fc111"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import time
@@ -144,8 +145,6 @@ def test_wait_timeout_gives_up_with_75(sbx: SeqboxRunner, tmp_path: Path) -> Non
 
 def _read_until(proc: subprocess.Popen[bytes], text: str, timeout: float = 20) -> str:
     """Read the process's stderr until ``text`` shows up; return what was read."""
-    import select
-
     assert proc.stderr is not None
     seen = b""
     deadline = time.monotonic() + slack(timeout)

@@ -134,15 +134,7 @@ def test_python_blocks_run(sbx: SeqboxRunner) -> None:
     found = blocks("python")
     assert found
     for code in found:
-        res = subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=sbx.project,
-            env=sbx.env(),
-            capture_output=True,
-            text=True,
-            timeout=slack(60),
-            check=False,
-        )
+        res = sbx.python(code)
         assert res.returncode == 0, f"{code}\n{res.stdout}\n{res.stderr}"
 
 

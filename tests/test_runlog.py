@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -286,8 +287,6 @@ def _wait_for(predicate: object, timeout: float) -> None:
 def test_monitor_under_tmux(sbx: SeqboxRunner, project: Path, tmp_path: Path) -> None:
     """What a person sees: one run holds the lock, another waits; the screen
     shows the command, its memory bar against the limit and the waiter; q quits."""
-    import sys
-
     holder = sbx.start("--mem", "256M", "--", *prog("hog", "--total", "40", "--chunk", "40", "--hold", "30"))
     _wait_for(lambda: "running" in sbx.cli("status").stdout, 10)
     waiter = sbx.start("--mem", "128M", "--", "sh", "-c", "echo waiter-ran")

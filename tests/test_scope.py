@@ -6,7 +6,9 @@ sockets; the re-run itself (and its fallback) on a stand-in for systemd-run."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 
 from seqbox.backends import scope
 from seqbox.backends.scope import SCOPE_ENV, DelegationPlan, delegation_plan, user_manager
+from tests.helpers import read_pids, wait_dead
 
 DELEGABLE = {"delegation": True, "user_manager": True, "user_manager_reason": "it answers"}
 
@@ -142,11 +145,6 @@ def test_a_signal_death_is_128_plus_n(tmp_path: Path) -> None:
 def test_the_inner_run_dies_with_the_waiting_seqbox(tmp_path: Path) -> None:
     """SIGKILL to the seqbox the caller started ends the re-run too, as it would
     an exec'd seqbox (PR_SET_PDEATHSIG)."""
-    import signal
-    import subprocess
-
-    from tests.helpers import read_pids, wait_dead
-
     pids = tmp_path / "pids"
     command = _stand_in(
         tmp_path,

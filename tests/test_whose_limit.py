@@ -19,7 +19,11 @@ from pathlib import Path
 import pytest
 
 from seqbox.backends import cgroupfs
-from seqbox.backends.base import Limits
+from seqbox.backends.base import (
+    Limits,
+    Usage,
+)
+from seqbox.backends.cgroup1 import Cgroup1Backend, Cgroup1Sandbox
 from seqbox.backends.enclosing import (
     CGROUP,
     CONTAINER,
@@ -30,6 +34,8 @@ from seqbox.backends.enclosing import (
     V1TreeOoms,
     V2TreeOoms,
 )
+from seqbox.backends.poll import PollSandbox
+from seqbox.backends.proctree import LinuxProcTree
 from tests.capabilities import needs
 from tests.conftest import Tracker
 from tests.helpers import MIB, PROG, Completed, SeqboxRunner, prog, slack
@@ -145,8 +151,6 @@ def test_a_polled_run_inside_an_enclosing_runs_cgroup_names_that_run(
     """A polled run inside a cgroup1 run's cgroup (the enclosing run's
     supervisor is left out here: it would end the whole tree, this run's
     supervisor with it, before it could say anything)."""
-    from seqbox.backends.cgroup1 import Cgroup1Backend, Cgroup1Sandbox
-
     outer = Cgroup1Backend().create(Limits(mem=LIMIT), f"t{token[:10]}")
     try:
         assert isinstance(outer, Cgroup1Sandbox)
@@ -184,9 +188,6 @@ def test_poll_a_kill_at_the_enclosing_runs_limit_names_that_run(procs: Tracker) 
     """A nested run asked for 1 GiB and is held to its enclosing run's 64 MiB:
     a kill there is the enclosing run's limit, not "memory limit 64 MiB" of a
     run that asked for 1 GiB (before: no word of whose)."""
-    from seqbox.backends.poll import PollSandbox
-    from seqbox.backends.proctree import LinuxProcTree
-
     limits = Limits(mem=1 << 30).nested_in(64 * MIB, None)
     sandbox = PollSandbox(limits, LinuxProcTree())
     hog = _hog(200, procs)
@@ -210,13 +211,9 @@ def test_poll_a_kill_at_the_enclosing_runs_limit_names_that_run(procs: Tracker) 
 
 @needs("poll")
 def test_poll_a_kill_at_its_own_limit_is_its_own() -> None:
-    from seqbox.backends.poll import PollSandbox
-    from seqbox.backends.proctree import LinuxProcTree
-
     sandbox = PollSandbox(Limits(mem=64 * MIB), LinuxProcTree())
     try:
         assert sandbox.which_limit() is None  # nothing was killed
-        from seqbox.backends.base import Usage
 
         assert sandbox.memory_exceeded(Usage(65 * MIB, 1))
         hit = sandbox.which_limit()
@@ -228,8 +225,6 @@ def test_poll_a_kill_at_its_own_limit_is_its_own() -> None:
 
 @needs("cgroup1", "root")
 def test_cgroup1_a_kill_at_the_enclosing_runs_limit_names_that_run(procs: Tracker, token: str) -> None:
-    from seqbox.backends.cgroup1 import Cgroup1Backend, Cgroup1Sandbox
-
     sandbox = Cgroup1Backend().create(Limits(mem=1 << 30).nested_in(64 * MIB, None), f"t{token[:10]}")
     try:
         assert isinstance(sandbox, Cgroup1Sandbox)

@@ -6,8 +6,11 @@ import json
 import os
 import sys
 
-from seqbox.describe import describe_command
+from seqbox.control import clean, kill
+from seqbox.describe import describe_command, plural
+from seqbox.output import Output
 from seqbox.project import project_key, project_root
+from seqbox.status import collect
 from seqbox.units import format_duration, format_size
 
 
@@ -17,8 +20,6 @@ def _project() -> tuple[str, str]:
 
 
 def status_main(as_json: bool) -> int:
-    from seqbox.status import collect
-
     key, root = _project()
     data = collect(key, root)
     if as_json:
@@ -62,8 +63,6 @@ def status_main(as_json: bool) -> int:
 
 
 def kill_main(lock: str | None, cancel_all: bool) -> int:
-    from seqbox.control import kill
-
     key, root = _project()
     killed, cancelled = kill(key, lock, cancel_all)
     for waiter in cancelled:
@@ -83,9 +82,6 @@ def kill_main(lock: str | None, cancel_all: bool) -> int:
 
 
 def clean_main() -> int:
-    from seqbox.control import clean
-    from seqbox.output import Output
-
     done, failed = clean()
     for item in done:
         sys.stdout.write(item + "\n")
@@ -98,4 +94,4 @@ def clean_main() -> int:
 
 
 def _processes(count: object) -> str:
-    return "1 process" if count == 1 else f"{count if count is not None else '?'} processes"
+    return plural(count, "process") if isinstance(count, int) else "? processes"

@@ -6,6 +6,15 @@ import typer
 
 from seqbox._version import __version__
 from seqbox.cli import handle_errors
+from seqbox.cli.admin import clean_main, kill_main, status_main
+from seqbox.cli.doctor import doctor_main
+from seqbox.cli.init import init_main
+from seqbox.cli.logs import logs_main
+from seqbox.cli.monitor import monitor_main
+from seqbox.cli.report import report_main
+from seqbox.cli.run import run_main
+from seqbox.errors import EXIT_SEQBOX_FAILED
+from seqbox.output import Output
 
 app = typer.Typer(
     name="seqbox",
@@ -45,8 +54,6 @@ def run(ctx: typer.Context) -> None:
       seqbox run --mem 2G -- pytest -x
       seqbox run --mem 512M --timeout 5m --pids 256 -- make -j8
     """
-    from seqbox.cli.run import run_main
-
     raise typer.Exit(run_main(list(ctx.args)))
 
 
@@ -64,8 +71,6 @@ def doctor(
       seqbox doctor
       seqbox doctor --json | jq .backend
     """
-    from seqbox.cli.doctor import doctor_main
-
     raise typer.Exit(handle_errors(lambda: doctor_main(json), debug=False))
 
 
@@ -80,8 +85,6 @@ def status(
       seqbox status
       seqbox status --json
     """
-    from seqbox.cli.admin import status_main
-
     raise typer.Exit(handle_errors(lambda: status_main(json), debug=False))
 
 
@@ -102,8 +105,6 @@ def kill(
       seqbox kill --lock gpu
       seqbox kill --all
     """
-    from seqbox.cli.admin import kill_main
-
     raise typer.Exit(handle_errors(lambda: kill_main(lock, all_), debug=False))
 
 
@@ -115,8 +116,6 @@ def clean() -> None:
     examples:
       seqbox clean
     """
-    from seqbox.cli.admin import clean_main
-
     raise typer.Exit(handle_errors(clean_main, debug=False))
 
 
@@ -141,8 +140,6 @@ def init(
       seqbox init --recipe            # scripts/seq, scripts/wait_all.sh, ...
       seqbox init --recipe tools/
     """
-    from seqbox.cli.init import init_main
-
     raise typer.Exit(handle_errors(lambda: init_main(toml, recipe, folder, force), debug=False))
 
 
@@ -167,8 +164,6 @@ def logs(
       seqbox logs --follow        # the running command's events, live
       seqbox logs -n 5 --json     # machine-readable
     """
-    from seqbox.cli.logs import logs_main
-
     raise typer.Exit(handle_errors(lambda: logs_main(run, follow, limit, json), debug=False))
 
 
@@ -187,8 +182,6 @@ def report(
       seqbox report 3             # the third newest
       seqbox report --svg mem.svg # also as an SVG picture, e.g. a CI artifact
     """
-    from seqbox.cli.report import report_main
-
     raise typer.Exit(handle_errors(lambda: report_main(run, svg), debug=False))
 
 
@@ -204,16 +197,11 @@ def monitor(
       seqbox monitor
       seqbox monitor --once
     """
-    from seqbox.cli.monitor import monitor_main
-
     raise typer.Exit(handle_errors(lambda: monitor_main(once), debug=False))
 
 
 def app_main(args: list[str]) -> int:
     """Run the typer app; a usage error is one line and exit 125, like ``run``'s."""
-    from seqbox.errors import EXIT_SEQBOX_FAILED
-    from seqbox.output import Output
-
     try:
         result = app(args=args, prog_name="seqbox", standalone_mode=False)
     except typer.Exit as exit_:

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False
+from seqbox.admission import auto_budget
+from seqbox.backends.facts import diagnose, memory_facts
+from seqbox.state import log_dir_default, state_dir_path
+from seqbox.units import format_size
+
 if TYPE_CHECKING:
     from seqbox.records import DoctorFacts, MemoryFacts
 
 
 def doctor_main(as_json: bool) -> int:
-    from seqbox.admission import auto_budget
-    from seqbox.backends.facts import diagnose, memory_facts
-    from seqbox.state import log_dir_default, state_dir_path
-
     facts = diagnose()
     facts["memory"] = memory_facts(auto_budget)
     facts["state_dir"] = state_dir_path()
     facts["log_dir"] = log_dir_default()
     if as_json:
-        import json
-
         sys.stdout.write(json.dumps(facts, indent=2, default=str) + "\n")
     else:
         sys.stdout.write(render(facts))
@@ -28,8 +28,6 @@ def doctor_main(as_json: bool) -> int:
 
 
 def memory_lines(memory: MemoryFacts) -> list[str]:
-    from seqbox.units import format_size
-
     pressure = memory["pressure"]
     total, available = format_size(memory["total_bytes"]), format_size(memory["available_bytes"])
     lines = [

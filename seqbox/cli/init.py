@@ -6,6 +6,8 @@ import os
 import sys
 
 from seqbox.errors import UsageError
+from seqbox.init import ACTIVE, GITHUB_ACTIONS, GITLAB_CI, PRE_COMMIT, write_config, write_recipe
+from seqbox.project import project_root
 
 
 def _indent(text: str) -> str:
@@ -14,8 +16,6 @@ def _indent(text: str) -> str:
 
 def wiring() -> str:
     """How to use seqbox from pre-commit and CI (the README shows the same)."""
-    from seqbox.init import GITHUB_ACTIONS, GITLAB_CI, PRE_COMMIT
-
     return (
         "\npre-commit: in .pre-commit-config.yaml (the first hook runs mypy under seqbox on the\n"
         "staged files; the second runs your tests, with seqbox installed in your environment):\n\n"
@@ -29,9 +29,6 @@ def wiring() -> str:
 
 
 def init_main(toml: bool, recipe: bool, folder: str | None, force: bool) -> int:
-    from seqbox.init import ACTIVE, write_config, write_recipe
-    from seqbox.project import project_root
-
     root = project_root(os.getcwd())
     if folder is not None and not recipe:
         raise UsageError(f"a folder ({folder}) is only for --recipe (seqbox init --recipe [DIR])")

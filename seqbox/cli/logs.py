@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 
+from rich.console import Console
+
 from seqbox import history
 from seqbox.backends import procinfo
+from seqbox.render import event_line, runs_table
 
 FOLLOW_POLL_S = 0.25
 
@@ -20,17 +24,12 @@ def logs_main(ref: str | None, follow: bool, limit: int, as_json: bool) -> int:
         return _show(history.load(history.find(log_dir, ref)), as_json)
     records = list(history.recent(log_dir, limit))
     if as_json:
-        import json
-
         for record in records:
             sys.stdout.write(json.dumps(_row(record)) + "\n")
         return 0
     if not records:
         sys.stdout.write(f"no runs logged in {log_dir} yet (each 'seqbox run' adds one)\n")
         return 0
-    from rich.console import Console
-
-    from seqbox.render import runs_table
 
     console = Console(highlight=False)
     console.print(runs_table(records))
@@ -53,12 +52,9 @@ def _row(record: history.RunRecord) -> dict[str, object]:
 
 def _show(record: history.RunRecord, as_json: bool) -> int:
     if as_json:
-        import json
-
         for event in record.events:
             sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
         return 0
-    from seqbox.render import event_line
 
     sys.stdout.write(f"{record.path}\n")
     for event in record.events:
@@ -70,8 +66,6 @@ def _show(record: history.RunRecord, as_json: bool) -> int:
 
 def _follow(log_dir: str, ref: str | None) -> int:
     """Print the run's events as they are written, until it ends."""
-    from seqbox.render import event_line
-
     path = history.find(log_dir, ref) if ref is not None else history.current(log_dir)
     if path is None:
         newest = history.log_paths(log_dir)[:1]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
+from seqbox import history, monitor
+from seqbox.project import project_root
+
 
 def monitor_main(once: bool) -> int:
-    from seqbox import history, monitor
-    from seqbox.project import project_root
-
     root = project_root(os.getcwd())
     return monitor.run(root, history.log_directory(os.getcwd(), os.environ), once=once)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 
+from rich.console import Console
+
 from seqbox import history
 from seqbox.errors import SeqboxError
+from seqbox.render import report
 
 WIDTH = 100
 
 
 def report_main(ref: str | None, svg: str | None) -> int:
-    from rich.console import Console
-
-    from seqbox.render import report
-
     record = history.load(history.find(history.log_directory(os.getcwd(), os.environ), ref))
     picture = report(record, width=50)
     Console(highlight=False).print(picture)
