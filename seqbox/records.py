@@ -177,6 +177,15 @@ class LimitsRecord(TypedDict, total=False):
     retry: int | None
 
 
+class CulpritEntry(TypedDict):
+    """One of the biggest processes of a tree near its memory limit (the summary's ``culprit``)."""
+
+    pid: int
+    #: as a person writes it (seqbox/describe.py)
+    command: str
+    rss_bytes: int
+
+
 class SummaryRecord(TypedDict, total=False):
     """The summary fields a run log's ``exit`` event is read back for
     (``seqbox logs``, ``report``); the log keeps them all."""
@@ -191,6 +200,7 @@ class SummaryRecord(TypedDict, total=False):
     cpu_s: float | None
     lock: str | None
     lock_wait_s: float | None
+    culprit: list[CulpritEntry] | None
 
 
 class RunEvent(TypedDict, total=False):

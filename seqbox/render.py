@@ -165,6 +165,11 @@ def event_line(event: RunEvent) -> str:
             f"{summary.get('status')}, exit {summary.get('exit_code')}, "
             f"peak {size(summary.get('peak_mem_bytes'))}, {duration(summary.get('wall_s'))}"
         )
+        from seqbox.culprit import from_json, phrase
+
+        biggest = from_json(summary.get("culprit"))
+        if biggest:
+            detail += "; biggest: " + ", ".join(phrase(entry) for entry in biggest)
     else:
         detail = ""
     return f"{when}  {kind:<6}  {detail}".rstrip()
@@ -209,6 +214,10 @@ def report(record: RunRecord, width: int = 60) -> RenderableType:
         )
     for warning in record.warnings:
         grid.add_row(Text("warned", style="yellow"), warning)
+    from seqbox.culprit import from_json, phrase
+
+    for n, entry in enumerate(from_json(summary.get("culprit"))):
+        grid.add_row("biggest" if n == 0 else "", phrase(entry))
     if record.error:
         grid.add_row(Text("error", style="red"), record.error)
     grid.add_row("log", record.path)

@@ -282,8 +282,14 @@ class Run:
         summary.attempts = attempts
         summary.run_id = self.run_id
         summary.log = self.log_path()
+        summary.culprit = outcome.culprit
         document = summary.as_json()
         self.close_log(summary=document)
+        step_summary = self.environ.get("GITHUB_STEP_SUMMARY")
+        if step_summary and options.summary and not self.nested:  # the CI job summary
+            from seqbox.stepsummary import append
+
+            append(step_summary, document, self.out)
         if self.out.level >= VERBOSE:
             from seqbox.runlog import closing_line
 

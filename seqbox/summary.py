@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seqbox.records import CulpritEntry
+
 
 class Summary:
     """How a run ended."""
@@ -31,6 +35,8 @@ class Summary:
     attempts: int
     run_id: str
     log: str | None
+    #: near or over the memory limit: the tree's biggest processes (seqbox/culprit.py), else None
+    culprit: list[CulpritEntry] | None
 
     __slots__ = tuple(__annotations__)
 

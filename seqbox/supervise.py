@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from seqbox.output import Output
+    from seqbox.records import CulpritEntry
     from seqbox.runlog import RunLog
 
 
@@ -38,6 +39,7 @@ class Outcome:
 
     __slots__ = (
         "cpu_s",
+        "culprit",
         "exit_code",
         "interrupted",
         "peak_mem_bytes",
@@ -57,6 +59,7 @@ class Outcome:
         peak_mem_bytes: int | None = None,
         procs_peak: int = 0,
         interrupted: bool = False,
+        culprit: list[CulpritEntry] | None = None,
     ) -> None:
         self.status = status
         self.exit_code = exit_code
@@ -66,6 +69,7 @@ class Outcome:
         self.peak_mem_bytes = peak_mem_bytes
         self.procs_peak = procs_peak
         self.interrupted = interrupted
+        self.culprit = culprit
 
     def __repr__(self) -> str:
         return f"Outcome({self.status!r}, exit_code={self.exit_code}, signal={self.signal})"
@@ -96,6 +100,13 @@ class Supervisor:
         self.warned_at = False
         self.warned_high = False
         self.events: RunLog | None = None  # the run log, if any
+        # Near the limit, the biggest processes at the fullest sample (the culprit):
+        # read per process only above this usage, so a healthy run costs nothing more.
+        from seqbox.culprit import threshold
+
+        self.top_at = threshold(self.limits.mem, self.limits.warn_at)
+        self.top: list[tuple[int, str, int]] = []
+        self.top_total = -1
 
     def run(
         self,
@@ -207,6 +218,8 @@ class Supervisor:
         sandbox, limits = self.sandbox, self.limits
         usage = sandbox.sample()
         self.procs_peak = max(self.procs_peak, usage.procs)  # the kernel's pids.peak is read once, at the end
+        if self.top_at is not None and usage.mem >= self.top_at:
+            self._read_top()
         if self.events is not None:
             self.events.sample(usage.mem, usage.procs, sandbox.cpu_seconds)
         if self.reason not in ("memory", "interrupt") and sandbox.memory_exceeded(usage):
@@ -240,6 +253,24 @@ class Supervisor:
                 f"warning: memory above --mem-high {format_size(limits.mem_high)} ({format_size(usage.mem)})"
             )
 
+    def _read_top(self) -> None:
+        """Remember the tree's biggest processes at its fullest sample, by the
+        sum of what each process holds (after the kernel's OOM killer acted, the
+        usage can still be high while the victim holds nothing: the survivors
+        are no culprit)."""
+        from seqbox.topprocs import biggest
+
+        top, total = biggest(self.sandbox.pids())
+        if top and total >= self.top_total:
+            self.top, self.top_total = top, total
+
+    def _culprit(self, kind: str, peak: int | None) -> list[CulpritEntry] | None:
+        from seqbox.culprit import entries, wanted
+
+        if not self.top or not wanted(kind, peak, self.limits.mem):
+            return None
+        return entries(self.top)
+
     def _warn(self, message: str) -> None:
         self.out.note(message)
         if self.events is not None:
@@ -267,7 +298,8 @@ class Supervisor:
             )
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         peak = self.sandbox.peak_mem()
-        kind, code = self._verdict(status, sig, peak)
+        culprit = self._culprit("memory" if self.reason == "memory" else "", peak)
+        kind, code = self._verdict(status, sig, peak, culprit)
         return Outcome(
             kind,
             code,
@@ -277,18 +309,24 @@ class Supervisor:
             peak_mem_bytes=peak,
             procs_peak=max(self.procs_peak, self.sandbox.tasks_peak() or 0, 1),
             interrupted=self.reason == "interrupt",
+            culprit=culprit,
         )
 
-    def _verdict(self, status: int, sig: int | None, peak: int | None) -> tuple[str, int]:
+    def _verdict(
+        self, status: int, sig: int | None, peak: int | None, culprit: list[CulpritEntry] | None = None
+    ) -> tuple[str, int]:
         """(status, exit code) by the first reason the tree was stopped for."""
         limits, reason = self.limits, self.reason
         if reason == "memory":
+            from seqbox.culprit import kill_hint
+
             hit = self.sandbox.which_limit()
             if hit is not None and hit.kind != "run":  # a limit above this run's (a container's...)
                 self.out.note(hit.message(peak))
                 return "memory", 137
             limit = format_size(limits.mem) if limits.mem else "of the enclosing sandbox"
-            self.out.note(f"killed: memory limit {limit} exceeded (peak {format_size(peak)})")
+            hint = kill_hint(culprit)
+            self.out.note(f"killed: memory limit {limit} exceeded (peak {format_size(peak)}){hint}")
             return "memory", 137
         if reason == "interrupt" and self.stop_signal is not None:
             return "signal", 128 + self.stop_signal

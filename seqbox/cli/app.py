@@ -178,6 +178,9 @@ def report(
         None, metavar="RUN", help="A run: its number in 'seqbox logs' (1 = newest), or its run id."
     ),
     svg: str = typer.Option(None, "--svg", metavar="FILE", help="Also write the picture to FILE as SVG."),
+    markdown: bool = typer.Option(
+        False, "--markdown", help="Print the run's CI job summary block (Markdown) instead."
+    ),
 ) -> None:
     """Show one run's summary with its memory over time, the limit and any kill marked.
 
@@ -186,10 +189,11 @@ def report(
       seqbox report               # the newest run
       seqbox report 3             # the third newest
       seqbox report --svg mem.svg # also as an SVG picture, e.g. a CI artifact
+      seqbox report --markdown 1 >> "$CI_SUMMARY"  # the CI job summary block
     """
     from seqbox.cli.report import report_main
 
-    raise typer.Exit(handle_errors(lambda: report_main(run, svg), debug=False))
+    raise typer.Exit(handle_errors(lambda: report_main(run, svg, markdown), debug=False))
 
 
 @app.command()

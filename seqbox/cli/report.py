@@ -10,12 +10,19 @@ from seqbox.errors import SeqboxError
 WIDTH = 100
 
 
-def report_main(ref: str | None, svg: str | None) -> int:
+def report_main(ref: str | None, svg: str | None, markdown: bool = False) -> int:
+    record = history.load(history.find(history.log_directory(os.getcwd(), os.environ), ref))
+    if markdown:
+        import sys
+
+        from seqbox.stepsummary import of_record
+
+        sys.stdout.write(of_record(record))
+        return 0
     from rich.console import Console
 
     from seqbox.render import report
 
-    record = history.load(history.find(history.log_directory(os.getcwd(), os.environ), ref))
     picture = report(record, width=50)
     Console(highlight=False).print(picture)
     if svg is not None:
