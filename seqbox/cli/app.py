@@ -213,6 +213,39 @@ def monitor(
     raise typer.Exit(handle_errors(lambda: monitor_main(once), debug=False))
 
 
+@app.command()
+def mcp(
+    mem: str = typer.Option("2G", "--mem", metavar="SIZE", help="Default and most memory of a call."),
+    timeout: str = typer.Option("10m", "--timeout", metavar="DURATION", help="Default and longest timeout."),
+    pids: str = typer.Option("1024", "--pids", metavar="N", help="Process limit of every call's tree."),
+    budget: str = typer.Option(
+        None, "--budget", metavar="SIZE", help="Memory budget of their lock (or auto)."
+    ),
+    root: str = typer.Option(None, "--root", metavar="DIR", help="Calls run in DIR or below [default: .]."),
+    lock: str = typer.Option(
+        None, "--lock", metavar="NAME", help="The lock calls queue in [default: default]."
+    ),
+) -> None:
+    """Serve seqbox to an agent host as an MCP server over stdio (needs 'seqbox-cli[mcp]').
+
+    Tools: run, status, kill, report. A call may lower the limits given here,
+    never raise them. seqbox isolates no files and no network (see docs/mcp.md).
+
+    \b
+    examples:
+      seqbox mcp --mem 2G --timeout 10m --root ~/src/project
+      seqbox mcp --budget auto --pids 512
+    """
+    from seqbox.mcp_server import Ceilings, serve
+
+    raise typer.Exit(
+        handle_errors(
+            lambda: serve(Ceilings(mem=mem, timeout=timeout, pids=pids, budget=budget, root=root, lock=lock)),
+            debug=False,
+        )
+    )
+
+
 def app_main(args: list[str]) -> int:
     """Run the typer app; a usage error is one line and exit 125, like ``run``'s."""
     from seqbox.errors import EXIT_SEQBOX_FAILED
