@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 #: a command still running after this gets the notifications that are costly to set up
 ARM_LATER_AFTER_S = 0.05
+#: above the warning threshold, how often the tree is read per process (for the
+#: culprit) when its usage is not the highest yet
+TOP_EVERY_S = 1.0
 
 
 class Outcome:
@@ -107,6 +110,9 @@ class Supervisor:
         self.top_at = threshold(self.limits.mem, self.limits.warn_at)
         self.top: list[tuple[int, str, int]] = []
         self.top_total = -1
+        self.top_mem = -1
+        self.top_step = (self.limits.mem or 0) // 100  # "higher" is by 1 % of the limit
+        self.top_read_at = -math.inf
 
     def run(
         self,
@@ -219,7 +225,7 @@ class Supervisor:
         usage = sandbox.sample()
         self.procs_peak = max(self.procs_peak, usage.procs)  # the kernel's pids.peak is read once, at the end
         if self.top_at is not None and usage.mem >= self.top_at:
-            self._read_top()
+            self._read_top(usage.mem)
         if self.events is not None:
             self.events.sample(usage.mem, usage.procs, sandbox.cpu_seconds)
         if self.reason not in ("memory", "interrupt") and sandbox.memory_exceeded(usage):
@@ -253,13 +259,19 @@ class Supervisor:
                 f"warning: memory above --mem-high {format_size(limits.mem_high)} ({format_size(usage.mem)})"
             )
 
-    def _read_top(self) -> None:
+    def _read_top(self, mem: int) -> None:
         """Remember the tree's biggest processes at its fullest sample, by the
         sum of what each process holds (after the kernel's OOM killer acted, the
         usage can still be high while the victim holds nothing: the survivors
-        are no culprit)."""
+        are no culprit). Read when the usage is the highest yet (by 1 % of the
+        limit), else at most every :data:`TOP_EVERY_S` (a polled tree is sampled
+        10 times a second)."""
+        now = time.monotonic()
+        if mem < self.top_mem + self.top_step and now - self.top_read_at < TOP_EVERY_S:
+            return
         from seqbox.topprocs import biggest
 
+        self.top_mem, self.top_read_at = max(mem, self.top_mem), now
         top, total = biggest(self.sandbox.pids())
         if top and total >= self.top_total:
             self.top, self.top_total = top, total
