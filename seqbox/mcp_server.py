@@ -155,6 +155,7 @@ def build(ceilings: Ceilings) -> Any:
             "queued per project. It does not isolate files or network."
         ),
         version=seqbox.__version__,
+        log_level="WARNING",  # a refused call is the caller's answer, not a line in the host's log
     )
     root = project_root(ceilings.root, os.environ)
 
