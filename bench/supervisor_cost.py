@@ -109,7 +109,9 @@ def system_processes() -> int:
     return sum(1 for name in os.listdir("/proc") if name.isdigit())
 
 
-def measure(report: Report, name: str, kind: str, duration: float, cwd: str) -> dict[str, Any]:
+def measure(
+    report: Report, name: str, kind: str, duration: float, cwd: str, mem_limit: str = "2G"
+) -> dict[str, Any]:
     """One run with backend ``name`` (or a variant of one, see benchlib.VARIANTS)."""
     backend = VARIANTS[name][0] if name in VARIANTS else name
     argv = [
@@ -118,7 +120,7 @@ def measure(report: Report, name: str, kind: str, duration: float, cwd: str) -> 
         "--backend",
         backend,
         "--mem",
-        "2G",
+        mem_limit,
         "--timeout",
         "none",
         "--json",
@@ -268,6 +270,12 @@ def main() -> int:
         default="sleep",
         help=f"what the {PROCS} processes are (default sleep)",
     )
+    p.add_argument(
+        "--mem",
+        default="2G",
+        help="the run's --mem (default 2G); one the tree fills past --warn-at (e.g. 350M with "
+        "--tree python) measures the per-process reading of the culprit too",
+    )
     args = p.parse_args()
     report = Report("supervisor_cost")
     doctor = Doctor()
@@ -284,7 +292,9 @@ def main() -> int:
     )
     try:
         for backend in backends:
-            runs = [measure(report, backend, args.tree, args.duration, cwd) for _ in range(args.repeat)]
+            runs = [
+                measure(report, backend, args.tree, args.duration, cwd, args.mem) for _ in range(args.repeat)
+            ]
             report.results["runs"].extend(runs)
             judge(report, backend, runs)
     finally:

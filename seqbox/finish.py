@@ -1,6 +1,6 @@
 """The end of a run: its summary, made from the tries' outcomes in one call,
 then handed to each writer in turn (the run log's ``exit`` event, ``-v``'s
-closing line, the ``--log`` transcript, ``--report``).
+closing line, the ``--log`` transcript, ``--report``, the CI job summary).
 
 A writer is a callable taking the summary's JSON object; one that fails warns
 and leaves the rest (and the exit code) alone. To write the summary somewhere
@@ -49,18 +49,18 @@ def summarize(run: Run, admission: Admission, backend: str, outcomes: Sequence[O
         log=None if log is None else log.written_path,
         reserved_bytes=None if admission.reserved is None else admission.reserved[0],
         frozen_s=round(sum(o.frozen_s for o in outcomes), 3),
-        culprit=None,
+        culprit=last.culprit,
     )
 
 
-def finish(summary: Summary, run: Run, transcript: Transcript | None) -> None:
+def finish(summary: Summary, run: Run, admission: Admission, transcript: Transcript | None) -> None:
     """Hand the summary to every writer, in order."""
     document = summary.as_json()
-    for write in writers(run, transcript):
+    for write in writers(run, admission, transcript):
         write(document)
 
 
-def writers(run: Run, transcript: Transcript | None) -> list[Writer]:
+def writers(run: Run, admission: Admission, transcript: Transcript | None) -> list[Writer]:
     """Where a finished run's summary goes, in this order."""
     found: list[Writer] = [run.end_log]
     if run.out.level >= VERBOSE:
@@ -69,6 +69,9 @@ def writers(run: Run, transcript: Transcript | None) -> list[Writer]:
         found.append(lambda document: end_transcript(transcript, document))
     if run.options.report:
         found.append(lambda document: report(run, document))
+    step_summary = run.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary and run.options.summary and not admission.nested:
+        found.append(lambda document: job_summary(run, step_summary, document))
     return found
 
 
@@ -94,3 +97,10 @@ def report(run: Run, document: dict[str, object]) -> None:
         write_report(run.options.report, document)
     except SeqboxError as err:  # the command ran: its exit code stands
         run.out.note(f"warning: {err}")
+
+
+def job_summary(run: Run, path: str, document: dict[str, object]) -> None:
+    """A top-level run in a GitHub Actions job: its Markdown block in the job summary."""
+    from seqbox.stepsummary import append
+
+    append(path, document, run.out)

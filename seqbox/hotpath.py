@@ -32,6 +32,7 @@ MODULES = frozenset(
         "seqbox.cli",
         "seqbox.cli.run",
         "seqbox.config",
+        "seqbox.culprit",
         "seqbox.deadline",
         "seqbox.describe",
         "seqbox.errors",

@@ -275,6 +275,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("log_dir", (), "DIR", _text, None, "where run logs go"),
     Option("keep_logs", (), "N", _count, 200, "how many run logs to keep"),
+    Option("summary", (), "", _bool, True, "append a Markdown block per run to $GITHUB_STEP_SUMMARY"),
 )
 
 BY_KEY = {opt.key: opt for opt in OPTIONS}

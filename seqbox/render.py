@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from seqbox.culprit import from_json, phrase
 from seqbox.describe import command_line, describe_command, plural
 from seqbox.units import format_duration, format_size
 
@@ -158,6 +159,10 @@ def event_line(event: RunEvent) -> str:
             f"{summary.get('status')}, exit {summary.get('exit_code')}, "
             f"peak {size(summary.get('peak_mem_bytes'))}, {duration(summary.get('wall_s'))}"
         )
+
+        biggest = from_json(summary.get("culprit"))
+        if biggest:
+            detail += "; biggest: " + ", ".join(phrase(entry) for entry in biggest)
     else:
         detail = ""
     return f"{when}  {kind:<6}  {detail}".rstrip()
@@ -202,6 +207,9 @@ def report(record: RunRecord, width: int = 60) -> RenderableType:
         )
     for warning in record.warnings:
         grid.add_row(Text("warned", style="yellow"), warning)
+
+    for n, entry in enumerate(from_json(summary.get("culprit"))):
+        grid.add_row("biggest" if n == 0 else "", phrase(entry))
     if record.error:
         grid.add_row(Text("error", style="red"), record.error)
     grid.add_row("log", record.path)

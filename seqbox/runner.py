@@ -110,7 +110,7 @@ def execute(
                 run.log_start(admission, selection.backend.name)
                 outcomes, captured = run_attempts(run, admission, selection, interrupts, transcript)
                 summary = summarize(run, admission, selection.backend.name, outcomes)
-                finish(summary, run, transcript)
+                finish(summary, run, admission, transcript)
                 run.remove_leftovers()  # what crashed while we ran (our turn is handed on: off the path)
                 return summary, captured
         except BaseException as err:

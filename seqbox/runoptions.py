@@ -50,6 +50,7 @@ class RunOptions:
     poll_interval: float
     log_dir: str | None
     keep_logs: int
+    summary: bool
 
     def __init__(self, cli: Mapping[str, object], root: str, environ: Mapping[str, str]) -> None:
         """The options of a run in the project at ``root``: the command line's

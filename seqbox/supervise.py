@@ -27,11 +27,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from seqbox.output import Output
+    from seqbox.records import Culprit
     from seqbox.runlog import RunLog
 
 
 #: a command still running after this gets the notifications that are costly to set up
 ARM_LATER_AFTER_S = 0.05
+#: above the warning threshold, how often the tree is read per process (for the
+#: culprit) when its usage is not the highest yet
+TOP_EVERY_S = 1.0
 
 
 class Outcome:
@@ -39,6 +43,7 @@ class Outcome:
 
     __slots__ = (
         "cpu_s",
+        "culprit",
         "exit_code",
         "frozen_s",
         "interrupted",
@@ -60,6 +65,7 @@ class Outcome:
         procs_peak: int = 0,
         interrupted: bool = False,
         frozen_s: float = 0.0,
+        culprit: list[Culprit] | None = None,
     ) -> None:
         self.status = status
         self.exit_code = exit_code
@@ -71,6 +77,7 @@ class Outcome:
         self.interrupted = interrupted
         #: time the tree spent frozen, not counted against --timeout
         self.frozen_s = frozen_s
+        self.culprit = culprit
 
     def __repr__(self) -> str:
         return f"Outcome({self.status!r}, exit_code={self.exit_code}, signal={self.signal})"
@@ -103,6 +110,16 @@ class Supervisor:
         self.warned_at = False
         self.warned_high = False
         self.events: RunLog | None = None  # the run log, if any
+        # Near the limit, the biggest processes at the fullest sample (the culprit):
+        # read per process only above this usage, so a healthy run costs nothing more.
+        from seqbox.culprit import threshold
+
+        self.top_at = threshold(self.limits.mem, self.limits.warn_at)
+        self.top: list[tuple[int, str, int]] = []
+        self.top_total = -1
+        self.top_mem = -1
+        self.top_step = (self.limits.mem or 0) // 100  # "higher" is by 1 % of the limit
+        self.top_read_at = -math.inf
 
     def run(
         self,
@@ -213,6 +230,8 @@ class Supervisor:
         sandbox, limits = self.sandbox, self.limits
         usage = sandbox.sample()
         self.procs_peak = max(self.procs_peak, usage.procs)  # the kernel's pids.peak is read once, at the end
+        if self.top_at is not None and usage.mem >= self.top_at:
+            self._read_top(usage.mem)
         if self.events is not None:
             self.events.sample(usage.mem, usage.procs, sandbox.cpu_seconds)
         if self.reason not in ("memory", "interrupt") and sandbox.memory_exceeded(usage):
@@ -246,6 +265,30 @@ class Supervisor:
                 f"warning: memory above --mem-high {format_size(limits.mem_high)} ({format_size(usage.mem)})"
             )
 
+    def _read_top(self, mem: int) -> None:
+        """Remember the tree's biggest processes at its fullest sample, by the
+        sum of what each process holds (after the kernel's OOM killer acted, the
+        usage can still be high while the victim holds nothing: the survivors
+        are no culprit). Read when the usage is the highest yet (by 1 % of the
+        limit), else at most every :data:`TOP_EVERY_S` (a polled tree is sampled
+        10 times a second)."""
+        now = time.monotonic()
+        if mem < self.top_mem + self.top_step and now - self.top_read_at < TOP_EVERY_S:
+            return
+        from seqbox.topprocs import biggest
+
+        self.top_mem, self.top_read_at = max(mem, self.top_mem), now
+        top, total = biggest(self.sandbox.pids())
+        if top and total >= self.top_total:
+            self.top, self.top_total = top, total
+
+    def _culprit(self, kind: str, peak: int | None) -> list[Culprit] | None:
+        from seqbox.culprit import entries, wanted
+
+        if not self.top or not wanted(kind, peak, self.limits.mem):
+            return None
+        return entries(self.top)
+
     def _warn(self, message: str) -> None:
         self.out.note(message)
         if self.events is not None:
@@ -275,7 +318,8 @@ class Supervisor:
             )
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         peak = self.sandbox.peak_mem()
-        kind, code = self._verdict(status, sig, peak)
+        culprit = self._culprit("memory" if self.reason == "memory" else "", peak)
+        kind, code = self._verdict(status, sig, peak, culprit)
         return Outcome(
             kind,
             code,
@@ -286,18 +330,24 @@ class Supervisor:
             procs_peak=max(self.procs_peak, self.sandbox.tasks_peak() or 0, 1),
             interrupted=self.reason == "interrupt",
             frozen_s=self.deadline.frozen_s,
+            culprit=culprit,
         )
 
-    def _verdict(self, status: int, sig: int | None, peak: int | None) -> tuple[str, int]:
+    def _verdict(
+        self, status: int, sig: int | None, peak: int | None, culprit: list[Culprit] | None = None
+    ) -> tuple[str, int]:
         """(status, exit code) by the first reason the tree was stopped for."""
         limits, reason = self.limits, self.reason
         if reason == "memory":
+            from seqbox.culprit import kill_hint
+
             hit = self.sandbox.which_limit()
             if hit is not None and hit.kind != "run":  # a limit above this run's (a container's...)
                 self.out.note(hit.message(peak))
                 return "memory", 137
             limit = format_size(limits.mem) if limits.mem else "of the enclosing sandbox"
-            self.out.note(f"killed: memory limit {limit} exceeded (peak {format_size(peak)})")
+            hint = kill_hint(culprit)
+            self.out.note(f"killed: memory limit {limit} exceeded (peak {format_size(peak)}){hint}")
             return "memory", 137
         if reason == "interrupt" and self.stop_signal is not None:
             return "signal", 128 + self.stop_signal

@@ -54,6 +54,7 @@ LEAKY_VARIABLES = (
     "XDG_CONFIG_HOME",
     "XDG_CACHE_HOME",
     "XDG_STATE_HOME",
+    "GITHUB_STEP_SUMMARY",  # each run would append to a real CI job's summary
 )
 
 

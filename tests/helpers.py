@@ -87,7 +87,11 @@ SUMMARY_FIELDS = (
 STATUSES = ("ok", "failed", "timeout", "memory", "signal", "error")
 
 #: ``seqbox: killed: memory limit 256.0 MiB exceeded (peak 256.0 MiB)``
-MEMORY_KILL_RE = r"seqbox: killed: memory limit {limit} exceeded \(peak \d+(\.\d)? (B|KiB|MiB|GiB)\)"
+#: then the biggest process (when one was read) and the next step
+MEMORY_KILL_RE = (
+    r"seqbox: killed: memory limit {limit} exceeded \(peak \d+(\.\d)? (B|KiB|MiB|GiB)\)"
+    r"(; biggest: pid \d+ \(.+, \d+(\.\d)? (B|KiB|MiB|GiB)\))?; raise --mem if it needs more, .*"
+)
 
 
 def prog(name: str, *args: object) -> list[str]:

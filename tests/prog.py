@@ -403,8 +403,48 @@ def marked(o: dict[str, str]) -> int:
     return 0
 
 
+def _lines(path: str) -> int:
+    try:
+        with open(path) as f:
+            return len(f.read().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def trio(o: dict[str, str]) -> int:
+    """Three children: two hold ``--each`` MiB and sleep, the third (its pid the
+    last line of ``--pids``) grows by ``--chunk`` MiB every ``--pause`` seconds
+    up to ``--total`` MiB (default: until killed, capped), holds ``--hold``
+    seconds and exits; the parent waits for all three."""
+    pidfile = o["pids"]
+    children = []
+    for role in ("small", "small", "grows"):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _append(pidfile, f"{os.getpid()} {role}")
+                if role == "small":
+                    block = _touch(int(o.get("each", "8")) * MIB)
+                    time.sleep(float(o.get("hold", "30")) + 30)
+                    del block
+                else:
+                    hog({"chunk": o.get("chunk", "8"), "pause": o.get("pause", "0.05"),
+                         "total": o.get("total", str(HOG_CAP_MIB)), "hold": o.get("hold", "0")})  # fmt: skip
+            finally:
+                os._exit(0)
+        children.append(pid)
+        while _lines(pidfile) < len(children):  # one at a time: "grows" last
+            time.sleep(0.01)
+    os.waitpid(children[-1], 0)
+    for pid in children[:-1]:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+    return 0
+
+
 PROGRAMS = {
     "marked": marked,
+    "trio": trio,
     "hog": hog,
     "tree": tree,
     "family": family,

@@ -102,6 +102,7 @@ def test_every_console_command_is_run_here_or_elsewhere() -> None:
 
 
 def _shape(line: str) -> str:
+    line = re.sub(r"; biggest: pid \d+ \((.*), [\d.]+ MiB\)", r"; biggest: pid N (\1, N MiB)", line)
     return re.sub(r"peak \d+ MiB", "peak N MiB", re.sub(r"\(peak [\d.]+ MiB\)", "(peak N MiB)", line))
 
 

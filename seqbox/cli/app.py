@@ -14,6 +14,7 @@ from seqbox.cli.monitor import monitor_main
 from seqbox.cli.report import report_main
 from seqbox.cli.run import run_main
 from seqbox.errors import EXIT_SEQBOX_FAILED
+from seqbox.mcp_server import Ceilings, serve
 from seqbox.output import Output
 
 app = typer.Typer(
@@ -173,6 +174,9 @@ def report(
         None, metavar="RUN", help="A run: its number in 'seqbox logs' (1 = newest), or its run id."
     ),
     svg: str = typer.Option(None, "--svg", metavar="FILE", help="Also write the picture to FILE as SVG."),
+    markdown: bool = typer.Option(
+        False, "--markdown", help="Print the run's CI job summary block (Markdown) instead."
+    ),
 ) -> None:
     """Show one run's summary with its memory over time, the limit and any kill marked.
 
@@ -181,8 +185,9 @@ def report(
       seqbox report               # the newest run
       seqbox report 3             # the third newest
       seqbox report --svg mem.svg # also as an SVG picture, e.g. a CI artifact
+      seqbox report --markdown 1 >> "$CI_SUMMARY"  # the CI job summary block
     """
-    raise typer.Exit(handle_errors(lambda: report_main(run, svg), debug=False))
+    raise typer.Exit(handle_errors(lambda: report_main(run, svg, markdown), debug=False))
 
 
 @app.command()
@@ -198,6 +203,37 @@ def monitor(
       seqbox monitor --once
     """
     raise typer.Exit(handle_errors(lambda: monitor_main(once), debug=False))
+
+
+@app.command()
+def mcp(
+    mem: str = typer.Option("2G", "--mem", metavar="SIZE", help="Default and most memory of a call."),
+    timeout: str = typer.Option("10m", "--timeout", metavar="DURATION", help="Default and longest timeout."),
+    pids: str = typer.Option("1024", "--pids", metavar="N", help="Process limit of every call's tree."),
+    budget: str = typer.Option(
+        None, "--budget", metavar="SIZE", help="Memory budget of their lock (or auto)."
+    ),
+    root: str = typer.Option(None, "--root", metavar="DIR", help="Calls run in DIR or below [default: .]."),
+    lock: str = typer.Option(
+        None, "--lock", metavar="NAME", help="The lock calls queue in [default: default]."
+    ),
+) -> None:
+    """Serve seqbox to an agent host as an MCP server over stdio (needs 'seqbox-cli[mcp]').
+
+    Tools: run, status, kill, report. A call may lower the limits given here,
+    never raise them. seqbox isolates no files and no network (see docs/mcp.md).
+
+    \b
+    examples:
+      seqbox mcp --mem 2G --timeout 10m --root ~/src/project
+      seqbox mcp --budget auto --pids 512
+    """
+    raise typer.Exit(
+        handle_errors(
+            lambda: serve(Ceilings(mem=mem, timeout=timeout, pids=pids, budget=budget, root=root, lock=lock)),
+            debug=False,
+        )
+    )
 
 
 def app_main(args: list[str]) -> int:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from rich.console import Console
 
 from seqbox import history
 from seqbox.errors import SeqboxError
 from seqbox.render import report
+from seqbox.stepsummary import of_record
 
 WIDTH = 100
 
 
-def report_main(ref: str | None, svg: str | None) -> int:
+def report_main(ref: str | None, svg: str | None, markdown: bool = False) -> int:
     record = history.load(history.find(history.log_directory(os.getcwd(), os.environ), ref))
+    if markdown:
+        sys.stdout.write(of_record(record))
+        return 0
     picture = report(record, width=50)
     Console(highlight=False).print(picture)
     if svg is not None:

@@ -1,0 +1,125 @@
+"""The culprit: the biggest processes of a tree near or over its memory limit
+(summary ``culprit``, the kill line, ``report``, ``logs``), on every backend;
+the choice itself on canned input."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seqbox import culprit
+from tests.helpers import MIB, SeqboxRunner, prog
+
+pytestmark = pytest.mark.poll_reader  # which processes are measured: both ways of reading the tree
+
+
+# -- the choice, on canned input ---------------------------------------------------------
+
+
+def test_top_three_biggest_first() -> None:
+    procs = [(10, 5 * MIB), (11, 300 * MIB), (12, 0), (13, 7 * MIB), (14, 7 * MIB), (15, 1)]
+    assert culprit.top(procs) == [(11, 300 * MIB), (13, 7 * MIB), (14, 7 * MIB)]
+
+
+def test_top_of_fewer_and_of_none() -> None:
+    assert culprit.top([(1, 10)]) == [(1, 10)]
+    assert culprit.top([]) == []
+    assert culprit.top([(1, 0), (2, 0)]) == []  # nothing resident: zombies, kernel threads
+
+
+def test_threshold_is_the_warning_share_at_most_ninety_percent() -> None:
+    assert culprit.threshold(1000, 0.8) == 800
+    assert culprit.threshold(1000, 0.95) == 900
+    assert culprit.threshold(1000, None) == 900
+    assert culprit.threshold(None, 0.8) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "peak", "limit", "named"),
+    [
+        ("memory", 10, 100, True),
+        ("memory", None, None, True),
+        ("ok", 90, 100, True),
+        ("failed", 89, 100, False),
+        ("ok", 90, None, False),
+        ("ok", None, 100, False),
+    ],
+)
+def test_wanted(status: str, peak: int | None, limit: int | None, named: bool) -> None:
+    assert culprit.wanted(status, peak, limit) is named
+
+
+def test_kill_hint_names_the_top_one_and_a_next_step() -> None:
+    entries = culprit.entries([(42, "python3 grow.py", 900 * MIB), (43, "sleep 9", MIB)])
+    hint = culprit.kill_hint(entries)
+    assert hint.startswith("; biggest: pid 42 (python3 grow.py, 900.0 MiB); raise --mem if it needs more")
+    assert culprit.kill_hint(None).startswith("; raise --mem")
+
+
+def test_from_json_keeps_well_formed_entries() -> None:
+    good = {"pid": 1, "command": "x", "rss_bytes": 2}
+    assert culprit.from_json([good, {"pid": "1"}, 3, None]) == [good]
+    assert culprit.from_json(None) == []
+
+
+# -- on every backend ------------------------------------------------------------------------
+
+
+def _roles(path: Path) -> dict[str, list[int]]:
+    roles: dict[str, list[int]] = {}
+    for line in path.read_text().splitlines():
+        pid, role = line.split()
+        roles.setdefault(role, []).append(int(pid))
+    return roles
+
+
+def test_the_one_that_grows_is_named(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    res = sbx.run(
+        "--json", "--mem", "160M", "--", *prog("trio", "--pids", pids, "--chunk", "8", "--pause", "0.05"),
+        backend=backend, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 137, res
+    grower = _roles(pids)["grows"][0]
+    doc: dict[str, Any] = res.json()
+    assert doc["status"] == "memory"
+    named = doc["culprit"]
+    assert isinstance(named, list), doc
+    assert 1 <= len(named) <= 3, doc
+    assert named[0]["pid"] == grower, named
+    assert "prog.py trio" in named[0]["command"], named
+    assert named[0]["rss_bytes"] >= 100 * MIB, named
+    assert [entry["rss_bytes"] for entry in named] == sorted((e["rss_bytes"] for e in named), reverse=True)
+    kill = [line for line in res.seqbox_lines() if line.startswith("seqbox: killed")]
+    assert re.search(rf"; biggest: pid {grower} \(python\S* \S*prog.py trio", kill[0]), kill
+    assert kill[0].endswith("('seqbox report' lists the biggest processes)"), kill
+    # the run log's exit event carries it; report and logs show it
+    events = [json.loads(line) for line in Path(doc["log"]).read_text().splitlines()]
+    assert events[-1]["summary"]["culprit"] == named
+    report = sbx.run("report", doc["run_id"], cli=True)
+    assert re.search(rf"biggest\s+pid {grower} \(", report.stdout), report
+    logs = sbx.run("logs", doc["run_id"], cli=True)
+    assert f"biggest: pid {grower} (" in logs.stdout, logs
+
+
+def test_near_the_limit_names_them_too(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    res = sbx.run(
+        "--json", "--mem", "256M", "--",
+        *prog("trio", "--pids", pids, "--each", "1", "--chunk", "8", "--pause", "0.02", "--total", "236",
+              "--hold", "1.5"),
+        backend=backend, timeout=60,
+    )  # fmt: skip
+    doc: dict[str, Any] = res.json()
+    assert doc["status"] == "ok", res
+    assert doc["peak_mem_bytes"] >= 0.9 * 256 * MIB, doc
+    assert doc["culprit"][0]["pid"] == _roles(pids)["grows"][0], doc
+
+
+def test_a_healthy_run_names_none(sbx: SeqboxRunner, backend: str) -> None:
+    res = sbx.run("--json", "--mem", "256M", "--", *prog("hog", "--total", "16"), backend=backend)
+    assert res.json()["culprit"] is None, res
