@@ -6,11 +6,20 @@
 * ``--log FILE``: through pipes, copied live to seqbox's own stdout/stderr and
   appended to FILE. The command then sees pipes, not a TTY: that is the price
   of a copy.
+
+The copy is the cost of ``--log`` on a command that writes a lot, so it is
+made cheap: where seqbox's own stdout (stderr) is a pipe and the kernel has
+``tee(2)`` (Linux), the pipe's pages are handed on to it without passing
+through seqbox and only the log's copy is read; otherwise one reused buffer
+takes each chunk to both. The log is appended to through its own descriptor
+(``O_APPEND``: another writer of the same file is not overwritten).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 import time
 
@@ -18,7 +27,15 @@ from seqbox.spawn import Stdio
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import BinaryIO
+
+#: the most taken from a pipe at once; the pipes are grown to it where the
+#: kernel allows, so a command writing fast wakes seqbox up less often
+CHUNK = 1 << 20
+#: the buffer of the plain copy: small enough that a chunk read is still in the
+#: CPU's cache when it is written twice
+PLAIN_CHUNK = 1 << 16
 
 
 class Capture:
@@ -48,6 +65,7 @@ class Capture:
             fds = []
             for target in (1, 2):
                 r, w = os.pipe()
+                _grow(w)
                 self._pipes.append((r, target))
                 self._child_fds.append(w)
                 fds.append(w)
@@ -59,32 +77,73 @@ class Capture:
         for fd in self._child_fds:
             os.close(fd)
         self._child_fds = []
+        if self._pipes and self.log is not None:
+            self._flush_log()  # what was written through the file object goes first
         for r, target in self._pipes:
             thread = threading.Thread(target=self._copy, args=(r, target), daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._pipes = []
 
     def _copy(self, r: int, target: int) -> None:
         try:
-            while True:
-                chunk = os.read(r, 65536)
-                if not chunk:
-                    break
+            if _is_pipe(target) and (tee := _tee()) is not None:
                 try:
-                    _write_all(target, chunk)
-                except OSError:
-                    pass
-                self._to_log(chunk)
+                    self._copy_by_tee(tee, r, target, memoryview(bytearray(CHUNK)))
+                    return
+                except OSError as err:  # the plain copy goes on from the chunk tee failed on
+                    if err.errno == errno.EPIPE:  # our stdout is gone: the log still gets it all
+                        target = -1
+            self._copy_by_buffer(r, target, memoryview(bytearray(PLAIN_CHUNK)))
         finally:
             os.close(r)
 
-    def _to_log(self, data: bytes) -> None:
-        if self.log is None or self.log_error is not None:
-            return
+    def _copy_by_tee(
+        self, tee: Callable[[int, int, int], int], r: int, target: int, buffer: memoryview
+    ) -> None:
+        """The kernel duplicates each chunk into ``target``; only the log's
+        copy is read (an error of ``tee`` goes up with nothing lost: the
+        chunk it failed on is still in the pipe)."""
+        while True:
+            try:
+                size = tee(r, target, CHUNK)
+            except BlockingIOError:  # a stdout someone else made non-blocking is full
+                _wait_writable(target)
+                continue
+            if size == 0:
+                return
+            while size:  # the duplicated bytes are in the pipe: no read blocks here
+                got = os.readv(r, [buffer[:size]])
+                self._to_log(buffer[:got])
+                size -= got
+
+    def _copy_by_buffer(self, r: int, target: int, buffer: memoryview) -> None:
+        while True:
+            size = os.readv(r, [buffer])
+            if size == 0:
+                return
+            chunk = buffer[:size]
+            if target >= 0:
+                try:
+                    _write_all(target, chunk, wait=True)
+                except OSError:  # our stdout is gone: the log still gets it all
+                    target = -1
+            self._to_log(chunk)
+
+    def _flush_log(self) -> None:
+        assert self.log is not None
         with self._log_lock:
             try:
-                self.log.write(data)
                 self.log.flush()
+            except OSError as err:
+                self.log_error = err
+
+    def _to_log(self, data: bytes | memoryview) -> None:
+        if self.log is None or self.log_error is not None:
+            return
+        with self._log_lock:  # a chunk of stdout and one of stderr do not mix
+            try:
+                _write_all(self.log.fileno(), data)
             except OSError as err:
                 self.log_error = err
 
@@ -97,8 +156,13 @@ class Capture:
         for fd in self._child_fds:
             os.close(fd)
         self._child_fds = []
+        for r, _ in self._pipes:  # never started: nothing to copy
+            os.close(r)
+        self._pipes = []
         if not self._files:
             return None, None
+        if self.log is not None:
+            self._flush_log()
         texts = []
         for f in self._files:
             f.seek(0)
@@ -110,8 +174,74 @@ class Capture:
         return texts[0], texts[1]
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview, *, wait: bool = False) -> None:
+    """Write all of ``data``; with ``wait``, wait out a full non-blocking ``fd``."""
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            if not wait:
+                raise
+            _wait_writable(fd)
+            continue
         view = view[written:]
+
+
+def _wait_writable(fd: int) -> None:
+    import select
+
+    select.select([], [fd], [])
+
+
+def _grow(fd: int) -> None:
+    """Grow the pipe to CHUNK where the kernel allows it (Linux; a quiet no
+    where it does not: the copy works at any size)."""
+    import fcntl
+
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsize is not None:
+        try:
+            fcntl.fcntl(fd, setsize, CHUNK)
+        except OSError:  # over the user's pipe quota, or a lower pipe-max-size
+            pass
+
+
+def _is_pipe(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+_TEE: list[Callable[[int, int, int], int] | None] = []
+
+
+def _tee() -> Callable[[int, int, int], int] | None:
+    """``tee(2)`` through ctypes (Python does not wrap it), each call's errno
+    checked; None where the C library has none."""
+    if not _TEE:
+        _TEE.append(_load_tee())
+    return _TEE[0]
+
+
+def _load_tee() -> Callable[[int, int, int], int] | None:
+    import ctypes
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).tee
+    except (AttributeError, OSError):
+        return None
+    function.restype = ctypes.c_ssize_t
+    function.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
+
+    def tee(source: int, target: int, size: int) -> int:
+        while True:
+            result: int = function(source, target, size, 0)
+            if result >= 0:
+                return result
+            number = ctypes.get_errno()
+            if number != errno.EINTR:
+                raise OSError(number, os.strerror(number))
+
+    return tee
