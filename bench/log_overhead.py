@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import shutil
 import subprocess
 import time
@@ -36,9 +37,15 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
-def timed(argv: list[str], to: str, cwd: str, env: dict[str, str]) -> tuple[float, int, int, str]:
-    """Run ``argv`` with stdout to ``to``; (seconds, pid, bytes it wrote to
-    stdout, stderr); a non-zero exit is raised."""
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str], to: str, cwd: str, env: dict[str, str]) -> tuple[float, float, int, int, str]:
+    """Run ``argv`` with stdout to ``to``; (seconds, CPU seconds of it and its
+    children, pid, bytes it wrote to stdout, stderr); a non-zero exit is raised."""
+    cpu = children_cpu()
     out_path = os.path.join(cwd, "stdout")
     err_path = os.path.join(cwd, "stderr")
     with open(err_path, "wb") as err:
@@ -68,7 +75,7 @@ def timed(argv: list[str], to: str, cwd: str, env: dict[str, str]) -> tuple[floa
     for path in (out_path,):
         if os.path.exists(path):
             os.unlink(path)
-    return elapsed, proc.pid, got, stderr
+    return elapsed, children_cpu() - cpu, proc.pid, got, stderr
 
 
 def main() -> int:
@@ -96,13 +103,14 @@ def main() -> int:
         "seqbox --log": [*seqbox, "--log", log, "--", *command],
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpus: dict[str, list[float]] = {name: [] for name in variants}
     rng = random.Random(0)
     try:
         for round_ in range(args.runs + 1):  # round 0 warms up
             order = list(variants)
             rng.shuffle(order)
             for name in order:
-                elapsed, pid, got, stderr = timed(variants[name], args.to, cwd, env)
+                elapsed, cpu, pid, got, stderr = timed(variants[name], args.to, cwd, env)
                 if name != "bare":
                     report.seqbox_pids.append(pid)
                 if args.to != "null" and got != size:
@@ -114,21 +122,27 @@ def main() -> int:
                         raise RuntimeError(f"the log has {logged} bytes for {size} of output")
                 if round_ > 0:
                     times[name].append(elapsed)
+                    cpus[name].append(cpu)
     finally:
         remove_dir(cwd)
 
-    bare = median(times["bare"])
+    bare, bare_cpu = median(times["bare"]), median(cpus["bare"])
     print(
         f"\n{args.runs} timed runs per variant, interleaved (shuffled order), after a warm-up round; "
-        f"command: head -c {size // MIB} MiB /dev/zero, stdout to {args.to}, backend {backend}"
+        f"command: head -c {size // MIB} MiB /dev/zero, stdout to {args.to}, backend {backend}; "
+        "cpu: user+system of seqbox and the command (not of the bench's reader)"
     )
-    print(f"{'variant':<14} {'median':>9} {'min':>9} {'max':>9} {'x bare':>8}")
+    print(f"{'variant':<14} {'median':>9} {'min':>9} {'max':>9} {'x bare':>8} {'cpu':>8} {'+cpu':>8}")
     for name, values in times.items():
-        ratio = median(values) / bare
-        print(f"{name:<14} {median(values):>8.3f}s {min(values):>8.3f}s {max(values):>8.3f}s {ratio:>7.2f}x")
+        ratio, cpu = median(values) / bare, median(cpus[name])
+        print(
+            f"{name:<14} {median(values):>8.3f}s {min(values):>8.3f}s {max(values):>8.3f}s {ratio:>7.2f}x"
+            f" {cpu:>7.3f}s {cpu - bare_cpu:>+7.3f}s"
+        )
         report.results[name] = {
             "median_s": round(median(values), 4),
             "ratio": round(ratio, 3),
+            "cpu_s": round(cpu, 4),
             "runs": [round(v, 4) for v in values],
         }
     ratio = median(times["seqbox --log"]) / bare

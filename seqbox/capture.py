@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 CHUNK = 1 << 20
 #: the buffer of the plain copy: small enough that a chunk read is still in the
 #: CPU's cache when it is written twice
-PLAIN_CHUNK = 1 << 16
+PLAIN_CHUNK = 1 << 18
 
 
 class Capture:
