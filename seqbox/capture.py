@@ -12,7 +12,9 @@ made cheap: where seqbox's own stdout (stderr) is a pipe and the kernel has
 ``tee(2)`` (Linux), the pipe's pages are handed on to it without passing
 through seqbox and only the log's copy is read; otherwise one reused buffer
 takes each chunk to both. The log is appended to through its own descriptor
-(``O_APPEND``: another writer of the same file is not overwritten).
+(``O_APPEND``: another writer of the same file is not overwritten); splicing
+the log's copy too would need a descriptor without ``O_APPEND``, and measured
+no cheaper (see bench/log_overhead.py).
 """
 
 from __future__ import annotations
@@ -30,12 +32,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import BinaryIO
 
-#: the most taken from a pipe at once; the pipes are grown to it where the
-#: kernel allows, so a command writing fast wakes seqbox up less often
-CHUNK = 1 << 20
-#: the buffer of the plain copy: small enough that a chunk read is still in the
-#: CPU's cache when it is written twice
-PLAIN_CHUNK = 1 << 18
+#: the most taken from a pipe at once (a pipe holds 64 KiB unless grown; growing
+#: ours to 1 MiB measured no faster, and would let more of stdout wait behind a
+#: line of stderr in the log)
+CHUNK = 1 << 18
 
 
 class Capture:
@@ -65,7 +65,6 @@ class Capture:
             fds = []
             for target in (1, 2):
                 r, w = os.pipe()
-                _grow(w)
                 self._pipes.append((r, target))
                 self._child_fds.append(w)
                 fds.append(w)
@@ -94,7 +93,7 @@ class Capture:
                 except OSError as err:  # the plain copy goes on from the chunk tee failed on
                     if err.errno == errno.EPIPE:  # our stdout is gone: the log still gets it all
                         target = -1
-            self._copy_by_buffer(r, target, memoryview(bytearray(PLAIN_CHUNK)))
+            self._copy_by_buffer(r, target, memoryview(bytearray(CHUNK)))
         finally:
             os.close(r)
 
@@ -192,19 +191,6 @@ def _wait_writable(fd: int) -> None:
     import select
 
     select.select([], [fd], [])
-
-
-def _grow(fd: int) -> None:
-    """Grow the pipe to CHUNK where the kernel allows it (Linux; a quiet no
-    where it does not: the copy works at any size)."""
-    import fcntl
-
-    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setsize is not None:
-        try:
-            fcntl.fcntl(fd, setsize, CHUNK)
-        except OSError:  # over the user's pipe quota, or a lower pipe-max-size
-            pass
 
 
 def _is_pipe(fd: int) -> bool:
