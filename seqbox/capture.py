@@ -8,20 +8,23 @@
   of a copy.
 
 The copy is the cost of ``--log`` on a command that writes a lot, so it is
-made cheap: where seqbox's own stdout (stderr) is a pipe and the kernel has
-``tee(2)`` (Linux), the pipe's pages are handed on to it without passing
-through seqbox and only the log's copy is read; otherwise one reused buffer
-takes each chunk to both. The log is appended to through its own descriptor
-(``O_APPEND``: another writer of the same file is not overwritten); splicing
-the log's copy too would need a descriptor without ``O_APPEND``, and measured
-no cheaper (see bench/log_overhead.py).
+made cheap: a command writing fast in small pieces would otherwise cost seqbox
+a few system calls and a turn of Python per piece (8 KiB, for ``head``). The
+pipes are grown to 1 MiB where the kernel allows, and after a small chunk the
+copy waits a millisecond before the next read, so the pieces add up to large
+chunks while output streams; the first output after a quiet spell is copied
+at once. One reused buffer takes each chunk to seqbox's stdout (stderr) and
+to the log, which is appended to through its own descriptor (``O_APPEND``:
+another writer of the same file is not overwritten). Measured against this:
+``tee(2)`` into a stdout pipe (only the log's copy read; but a chunk is then
+no bigger than the room in the reader's pipe, 64 KiB) and splicing the log's
+copy (which needs a log descriptor without ``O_APPEND``) were no cheaper
+(bench/log_overhead.py).
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import threading
 import time
 
@@ -29,13 +32,14 @@ from seqbox.spawn import Stdio
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import BinaryIO
 
-#: the most taken from a pipe at once (a pipe holds 64 KiB unless grown; growing
-#: ours to 1 MiB measured no faster, and would let more of stdout wait behind a
-#: line of stderr in the log)
-CHUNK = 1 << 18
+#: the most taken from a pipe at once, and what the pipes are grown to
+CHUNK = 1 << 20
+#: a chunk below this is small: the copy lets more gather before the next read
+SMALL = CHUNK // 4
+#: how long it lets it gather (the most the next output waits)
+GATHER_S = 0.001
 
 
 class Capture:
@@ -65,6 +69,7 @@ class Capture:
             fds = []
             for target in (1, 2):
                 r, w = os.pipe()
+                _grow(w)
                 self._pipes.append((r, target))
                 self._child_fds.append(w)
                 fds.append(w)
@@ -86,48 +91,23 @@ class Capture:
 
     def _copy(self, r: int, target: int) -> None:
         try:
-            if _is_pipe(target) and (tee := _tee()) is not None:
-                try:
-                    self._copy_by_tee(tee, r, target, memoryview(bytearray(CHUNK)))
+            gather = _pipe_size(r) >= CHUNK  # in a 64 KiB pipe, waiting would slow the command
+            buffer = memoryview(bytearray(CHUNK))
+            while True:
+                size = os.readv(r, [buffer])
+                if size == 0:
                     return
-                except OSError as err:  # the plain copy goes on from the chunk tee failed on
-                    if err.errno == errno.EPIPE:  # our stdout is gone: the log still gets it all
+                chunk = buffer[:size]
+                if target >= 0:
+                    try:
+                        _write_all(target, chunk, wait=True)
+                    except OSError:  # our stdout is gone: the log still gets it all
                         target = -1
-            self._copy_by_buffer(r, target, memoryview(bytearray(CHUNK)))
+                self._to_log(chunk)
+                if gather and size < SMALL:
+                    time.sleep(GATHER_S)
         finally:
             os.close(r)
-
-    def _copy_by_tee(
-        self, tee: Callable[[int, int, int], int], r: int, target: int, buffer: memoryview
-    ) -> None:
-        """The kernel duplicates each chunk into ``target``; only the log's
-        copy is read (an error of ``tee`` goes up with nothing lost: the
-        chunk it failed on is still in the pipe)."""
-        while True:
-            try:
-                size = tee(r, target, CHUNK)
-            except BlockingIOError:  # a stdout someone else made non-blocking is full
-                _wait_writable(target)
-                continue
-            if size == 0:
-                return
-            while size:  # the duplicated bytes are in the pipe: no read blocks here
-                got = os.readv(r, [buffer[:size]])
-                self._to_log(buffer[:got])
-                size -= got
-
-    def _copy_by_buffer(self, r: int, target: int, buffer: memoryview) -> None:
-        while True:
-            size = os.readv(r, [buffer])
-            if size == 0:
-                return
-            chunk = buffer[:size]
-            if target >= 0:
-                try:
-                    _write_all(target, chunk, wait=True)
-                except OSError:  # our stdout is gone: the log still gets it all
-                    target = -1
-            self._to_log(chunk)
 
     def _flush_log(self) -> None:
         assert self.log is not None
@@ -193,41 +173,26 @@ def _wait_writable(fd: int) -> None:
     select.select([], [fd], [])
 
 
-def _is_pipe(fd: int) -> bool:
+def _grow(fd: int) -> None:
+    """Grow the pipe to CHUNK where the kernel allows it (Linux); where it does
+    not, the copy works as well, only without gathering."""
+    import fcntl
+
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsize is not None:
+        try:
+            fcntl.fcntl(fd, setsize, CHUNK)
+        except OSError:  # over the user's pipe quota, or a lower pipe-max-size
+            pass
+
+
+def _pipe_size(fd: int) -> int:
+    import fcntl
+
+    getsize = getattr(fcntl, "F_GETPIPE_SZ", None)
+    if getsize is None:
+        return 0
     try:
-        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+        return fcntl.fcntl(fd, getsize)
     except OSError:
-        return False
-
-
-_TEE: list[Callable[[int, int, int], int] | None] = []
-
-
-def _tee() -> Callable[[int, int, int], int] | None:
-    """``tee(2)`` through ctypes (Python does not wrap it), each call's errno
-    checked; None where the C library has none."""
-    if not _TEE:
-        _TEE.append(_load_tee())
-    return _TEE[0]
-
-
-def _load_tee() -> Callable[[int, int, int], int] | None:
-    import ctypes
-
-    try:
-        function = ctypes.CDLL(None, use_errno=True).tee
-    except (AttributeError, OSError):
-        return None
-    function.restype = ctypes.c_ssize_t
-    function.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
-
-    def tee(source: int, target: int, size: int) -> int:
-        while True:
-            result: int = function(source, target, size, 0)
-            if result >= 0:
-                return result
-            number = ctypes.get_errno()
-            if number != errno.EINTR:
-                raise OSError(number, os.strerror(number))
-
-    return tee
+        return 0
