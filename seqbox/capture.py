@@ -6,6 +6,20 @@
 * ``--log FILE``: through pipes, copied live to seqbox's own stdout/stderr and
   appended to FILE. The command then sees pipes, not a TTY: that is the price
   of a copy.
+
+The copy is the cost of ``--log`` on a command that writes a lot, so it is
+made cheap: a command writing fast in small pieces would otherwise cost seqbox
+a few system calls and a turn of Python per piece (8 KiB, for ``head``). The
+pipes are grown to 1 MiB where the kernel allows, and after a small chunk the
+copy waits a millisecond before the next read, so the pieces add up to large
+chunks while output streams; the first output after a quiet spell is copied
+at once. One reused buffer takes each chunk to seqbox's stdout (stderr) and
+to the log, which is appended to through its own descriptor (``O_APPEND``:
+another writer of the same file is not overwritten). Measured against this:
+``tee(2)`` into a stdout pipe (only the log's copy read; but a chunk is then
+no bigger than the room in the reader's pipe, 64 KiB) and splicing the log's
+copy (which needs a log descriptor without ``O_APPEND``) were no cheaper
+(bench/log_overhead.py).
 """
 
 from __future__ import annotations
@@ -19,6 +33,13 @@ from seqbox.spawn import Stdio
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import BinaryIO
+
+#: the most taken from a pipe at once, and what the pipes are grown to
+CHUNK = 1 << 20
+#: a chunk below this is small: the copy lets more gather before the next read
+SMALL = CHUNK // 4
+#: how long it lets it gather (the most the next output waits)
+GATHER_S = 0.001
 
 
 class Capture:
@@ -48,6 +69,7 @@ class Capture:
             fds = []
             for target in (1, 2):
                 r, w = os.pipe()
+                _grow(w)
                 self._pipes.append((r, target))
                 self._child_fds.append(w)
                 fds.append(w)
@@ -59,32 +81,48 @@ class Capture:
         for fd in self._child_fds:
             os.close(fd)
         self._child_fds = []
+        if self._pipes and self.log is not None:
+            self._flush_log()  # what was written through the file object goes first
         for r, target in self._pipes:
             thread = threading.Thread(target=self._copy, args=(r, target), daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._pipes = []
 
     def _copy(self, r: int, target: int) -> None:
         try:
+            gather = _pipe_size(r) >= CHUNK  # in a 64 KiB pipe, waiting would slow the command
+            buffer = memoryview(bytearray(CHUNK))
             while True:
-                chunk = os.read(r, 65536)
-                if not chunk:
-                    break
-                try:
-                    _write_all(target, chunk)
-                except OSError:
-                    pass
+                size = os.readv(r, [buffer])
+                if size == 0:
+                    return
+                chunk = buffer[:size]
+                if target >= 0:
+                    try:
+                        _write_all(target, chunk, wait=True)
+                    except OSError:  # our stdout is gone: the log still gets it all
+                        target = -1
                 self._to_log(chunk)
+                if gather and size < SMALL:
+                    time.sleep(GATHER_S)
         finally:
             os.close(r)
 
-    def _to_log(self, data: bytes) -> None:
-        if self.log is None or self.log_error is not None:
-            return
+    def _flush_log(self) -> None:
+        assert self.log is not None
         with self._log_lock:
             try:
-                self.log.write(data)
                 self.log.flush()
+            except OSError as err:
+                self.log_error = err
+
+    def _to_log(self, data: bytes | memoryview) -> None:
+        if self.log is None or self.log_error is not None:
+            return
+        with self._log_lock:  # a chunk of stdout and one of stderr do not mix
+            try:
+                _write_all(self.log.fileno(), data)
             except OSError as err:
                 self.log_error = err
 
@@ -97,8 +135,13 @@ class Capture:
         for fd in self._child_fds:
             os.close(fd)
         self._child_fds = []
+        for r, _ in self._pipes:  # never started: nothing to copy
+            os.close(r)
+        self._pipes = []
         if not self._files:
             return None, None
+        if self.log is not None:
+            self._flush_log()
         texts = []
         for f in self._files:
             f.seek(0)
@@ -110,8 +153,46 @@ class Capture:
         return texts[0], texts[1]
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview, *, wait: bool = False) -> None:
+    """Write all of ``data``; with ``wait``, wait out a full non-blocking ``fd``."""
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            if not wait:
+                raise
+            _wait_writable(fd)
+            continue
         view = view[written:]
+
+
+def _wait_writable(fd: int) -> None:
+    import select
+
+    select.select([], [fd], [])
+
+
+def _grow(fd: int) -> None:
+    """Grow the pipe to CHUNK where the kernel allows it (Linux); where it does
+    not, the copy works as well, only without gathering."""
+    import fcntl
+
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsize is not None:
+        try:
+            fcntl.fcntl(fd, setsize, CHUNK)
+        except OSError:  # over the user's pipe quota, or a lower pipe-max-size
+            pass
+
+
+def _pipe_size(fd: int) -> int:
+    import fcntl
+
+    getsize = getattr(fcntl, "F_GETPIPE_SZ", None)
+    if getsize is None:
+        return 0
+    try:
+        return fcntl.fcntl(fd, getsize)
+    except OSError:
+        return 0

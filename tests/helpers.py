@@ -498,11 +498,28 @@ def own_v2_cgroup(pid: int) -> str:
     raise AssertionError(f"pid {pid} has no cgroup v2 line")
 
 
+def wait_for_exec(pid: int, cmdline: bytes, timeout: float = 10.0) -> None:
+    """Wait until ``pid`` runs ``cmdline`` (NUL-terminated arguments): a pid
+    written before an ``exec`` names the program before it, for a while."""
+    deadline = time.monotonic() + slack(timeout)
+    while True:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() == cmdline:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"pid {pid} did not exec {cmdline!r} within {timeout}s")
+        time.sleep(0.005)
+
+
 def crash_a_holder(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> int:
     """A run whose supervisor is SIGKILLed: its command keeps running in its cgroup."""
     pidfile = tmp_path / "pid"
     proc = sbx.start("--", "sh", "-c", 'echo $$ > "$1"; exec sleep 300', "sh", str(pidfile), backend=backend)
     pid = read_pids(pidfile)["0"]
+    wait_for_exec(pid, b"sleep\x00300\x00")  # what status and clean name, not the sh before the exec
     proc.kill()
     proc.wait(timeout=10)
     assert alive([pid]) == [pid], "the command should outlive its SIGKILLed supervisor"

@@ -121,6 +121,14 @@ def test_interrupted_as_the_command_starts(sbx: SeqboxRunner, backend: str) -> N
         pytest.fail("seqbox did not stop within 5 s of SIGTERM")
     assert code == 143
     assert wait_dead(token_pids(sbx.token), 1) == []
+    _nothing_starts_late(sbx)
+
+
+def _nothing_starts_late(sbx: SeqboxRunner, settle: float = 0.5) -> None:
+    """Look again a while after seqbox is gone: a command let go at the last
+    moment may exec only now, after the first look found nothing."""
+    time.sleep(slack(settle))
+    assert token_pids(sbx.token) == [], "a process of the run started after seqbox had returned"
 
 
 def _held_in_syscall(pid: int, hold: float = 0.2, timeout: float = 20.0) -> bool:
@@ -238,6 +246,7 @@ def test_interrupted_while_waiting_for_the_lock(
     assert not marker.exists()
     os.kill(holder.pid, signal.SIGTERM)
     assert holder.wait(timeout=slack(10)) == 143
+    assert not marker.exists(), "the interrupted run's command ran late"
 
 
 def test_wait_timeout(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> None:
@@ -249,6 +258,7 @@ def test_wait_timeout(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> None:
     assert 0.3 <= res.duration < slack(5), res
     os.kill(holder.pid, signal.SIGTERM)
     assert holder.wait(timeout=slack(10)) == 143
+    assert not marker.exists(), "the run that timed out ran its command late"
 
 
 def test_interrupted_json_run_still_reports(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> None:
