@@ -196,7 +196,8 @@ def gate_for(lock: str, mem: int | None, budget: int | str) -> Gate:
         assert isinstance(budget, int)
         check_can_fit(mem, budget)
         return Gate(lock, reservation(mem, budget), budget)
-    from seqbox.backends import memory, usage_of
+    from seqbox.backends import memory
+    from seqbox.backends.usage import usage_of
 
     size = auto_budget(memory.read_state().ceiling())
     check_can_fit(mem, size, auto=True)

@@ -6,7 +6,8 @@ import os
 import signal
 
 from seqbox import queue
-from seqbox.backends import leftovers, procinfo
+from seqbox.backends import procinfo
+from seqbox.backends.cgroup import leftovers
 from seqbox.interrupts import KILL_REQUEST
 
 TYPE_CHECKING = False

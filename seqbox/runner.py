@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import BinaryIO
 
+    from seqbox.backends.systemd.scope import Scope
     from seqbox.capture import Capture
     from seqbox.queue import NoTurn, Turn
     from seqbox.records import Entry
@@ -61,8 +62,8 @@ def limits_for(options: RunOptions) -> Limits:
     )
 
 
-def choose_backend(options: RunOptions, out: Output) -> Selection:
-    selection = select(options.backend)
+def choose_backend(options: RunOptions, out: Output, scope: Scope | None = None) -> Selection:
+    selection = select(options.backend, scope)
     note = selection.fallback_note()
     if note:  # the whole story with -v; otherwise a short line, once
         if out.level >= VERBOSE:
@@ -105,12 +106,17 @@ def _first_time(what: str) -> bool:
 
 
 def execute(
-    argv: list[str], options: RunOptions, out: Output, environ: Mapping[str, str], root: str
+    argv: list[str],
+    options: RunOptions,
+    out: Output,
+    environ: Mapping[str, str],
+    root: str,
+    scope: Scope | None = None,
 ) -> tuple[Summary, Captured | None]:
     """Run ``argv`` under ``options`` in the project at ``root``: its summary,
     and with ``--json`` what it printed."""
     from seqbox import runlog
-    from seqbox.backends import leftovers
+    from seqbox.backends.cgroup import leftovers
     from seqbox.project import project_key
 
     if options.report:
@@ -128,7 +134,7 @@ def execute(
             # join first, so arrival order is start order; the rest happens while waiting
             with run.join_queue() as turn:
                 run.remove_leftovers()  # a few directory listings when there are none
-                result = run.execute(turn, choose_backend(options, out), interrupts)
+                result = run.execute(turn, choose_backend(options, out, scope), interrupts)
                 run.remove_leftovers()  # what crashed while we ran (our turn is handed over: off the path)
                 return result
         except BaseException as err:
@@ -465,7 +471,7 @@ class Run:
     def remove_leftovers(self) -> None:
         """End and remove what crashed runs of this project left (their
         supervisor is dead)."""
-        from seqbox.backends import leftovers
+        from seqbox.backends.cgroup import leftovers
 
         for path in leftovers.find(self.key, self.trees):
             self.out.info(f"removing {path}, left by a crashed run")
@@ -481,7 +487,7 @@ class Run:
         previous entry's mark; only a crash costs more."""
         if previous is None or previous.get("ended"):
             return
-        from seqbox.backends import leftovers
+        from seqbox.backends.cgroup import leftovers
 
         ended = leftovers.end_run(previous)
         for path in leftovers.find(self.key, self.trees):  # anything else a crash of this project left

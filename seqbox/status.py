@@ -46,7 +46,7 @@ def collect(project_key: str, project_root: str, environ: Mapping[str, str] | No
 
 def orphaned(project_key: str, environ: Mapping[str, str] | None = None) -> list[OrphanStatus]:
     """Trees of crashed runs of the project that still run (``seqbox clean`` ends them)."""
-    from seqbox.backends import leftovers
+    from seqbox.backends.cgroup import leftovers
     from seqbox.state import trees_dir
 
     found: list[OrphanStatus] = []
@@ -69,7 +69,7 @@ def _budget(holders: list[Entry], waiters: list[Entry]) -> BudgetStatus:
 
 
 def _holder(entry: Entry, now: float) -> RunningStatus:
-    from seqbox.backends import usage_of
+    from seqbox.backends.usage import usage_of
 
     mem, procs = usage_of(entry)
     since = entry.get("since")

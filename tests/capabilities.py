@@ -99,7 +99,7 @@ def _probes() -> dict[str, Capability]:
 def _user_manager() -> Capability:
     """Would ``seqbox run`` here take a delegated systemd scope? seqbox's own
     decision, which connects to the user manager."""
-    from seqbox.backends import delegation_plan
+    from seqbox.backends.systemd.scope import plan_here
 
     name = "user_manager"
     saved = os.environ.get("XDG_RUNTIME_DIR")
@@ -108,7 +108,7 @@ def _user_manager() -> Capability:
             os.environ.pop("XDG_RUNTIME_DIR", None)
         else:
             os.environ["XDG_RUNTIME_DIR"] = REAL_RUNTIME_DIR
-        plan = delegation_plan(["--", "true"], "auto")
+        plan = plan_here(["--", "true"], "auto")
     finally:
         if saved is None:
             os.environ.pop("XDG_RUNTIME_DIR", None)
@@ -150,7 +150,7 @@ def _variant(name: str) -> Capability:
     base = capability(backend)
     if not base.usable:
         return Capability(name, False, base.reason)
-    from seqbox.backends.poll import PollBackend
+    from seqbox.backends.poll.backend import PollBackend
 
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)

@@ -117,7 +117,7 @@ def test_pressure_is_some_avg10() -> None:
 
 
 def test_enclosing_dirs_walk_up_to_the_mount_root() -> None:
-    from seqbox.backends import cgroupfs
+    from seqbox.backends.cgroup import fs as cgroupfs
 
     dirs = memory.enclosing_dirs(V2_SELF, cgroupfs.parse_mountinfo(V2_MOUNTINFO))
     assert [path for path, _ in dirs] == [

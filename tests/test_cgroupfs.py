@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from seqbox.backends import cgroupfs
-from seqbox.backends.cgroup1 import Cgroup1Layout
-from seqbox.backends.cgroup2 import plan_placement
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.cgroup.v1 import Cgroup1Layout
+from seqbox.backends.cgroup.v2 import plan_placement
 
 # This machine: cgroup v1 controllers each on its own mount, cgroup2 (hugetlb only)
 # at /sys/fs/cgroup/unified, no systemd.

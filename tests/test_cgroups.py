@@ -145,9 +145,9 @@ def test_cgroup1_names_the_enclosing_limit_the_kernel_enforced(procs: Tracker) -
     stops it. The inner sandbox says the enclosing run's limit was reached."""
     import subprocess
 
-    from seqbox.backends import cgroupfs
     from seqbox.backends.base import Limits
-    from seqbox.backends.cgroup1 import Cgroup1Backend, Cgroup1Layout, Cgroup1Sandbox
+    from seqbox.backends.cgroup import fs as cgroupfs
+    from seqbox.backends.cgroup.v1 import Cgroup1Backend, Cgroup1Layout, Cgroup1Sandbox
 
     hog = [sys.executable, PROG, "hog", "--chunk", "10", "--hold", "30"]
     outer = Cgroup1Backend().create(Limits(mem=100 << 20), "test-outer")

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from seqbox.backends.base import Limits
-from seqbox.backends.poll import MIN_INTERVAL_S, RUN_ID_ENV, PollSandbox
-from seqbox.backends.proctree import ProcTree, PsutilProcTree, Reading
+from seqbox.backends.poll.backend import MIN_INTERVAL_S, RUN_ID_ENV, PollSandbox
+from seqbox.backends.poll.proctree import ProcTree, PsutilProcTree, Reading
 from seqbox.runner import RUN_ID_ENV as RUNNER_RUN_ID_ENV
 from tests.capabilities import needs
 from tests.conftest import Tracker

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from seqbox.backends import cgroupfs
 from seqbox.backends.base import Limits
-from seqbox.backends.enclosing import (
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.cgroup.enclosing import (
     CGROUP,
     CONTAINER,
     ENCLOSING_RUN,
@@ -145,7 +145,7 @@ def test_a_polled_run_inside_an_enclosing_runs_cgroup_names_that_run(
     """A polled run inside a cgroup1 run's cgroup (the enclosing run's
     supervisor is left out here: it would end the whole tree, this run's
     supervisor with it, before it could say anything)."""
-    from seqbox.backends.cgroup1 import Cgroup1Backend, Cgroup1Sandbox
+    from seqbox.backends.cgroup.v1 import Cgroup1Backend, Cgroup1Sandbox
 
     outer = Cgroup1Backend().create(Limits(mem=LIMIT), f"t{token[:10]}")
     try:
@@ -184,8 +184,8 @@ def test_poll_a_kill_at_the_enclosing_runs_limit_names_that_run(procs: Tracker) 
     """A nested run asked for 1 GiB and is held to its enclosing run's 64 MiB:
     a kill there is the enclosing run's limit, not "memory limit 64 MiB" of a
     run that asked for 1 GiB (before: no word of whose)."""
-    from seqbox.backends.poll import PollSandbox
-    from seqbox.backends.proctree import LinuxProcTree
+    from seqbox.backends.poll.backend import PollSandbox
+    from seqbox.backends.poll.proctree import LinuxProcTree
 
     limits = Limits(mem=1 << 30).nested_in(64 * MIB, None)
     sandbox = PollSandbox(limits, LinuxProcTree())
@@ -210,8 +210,8 @@ def test_poll_a_kill_at_the_enclosing_runs_limit_names_that_run(procs: Tracker) 
 
 @needs("poll")
 def test_poll_a_kill_at_its_own_limit_is_its_own() -> None:
-    from seqbox.backends.poll import PollSandbox
-    from seqbox.backends.proctree import LinuxProcTree
+    from seqbox.backends.poll.backend import PollSandbox
+    from seqbox.backends.poll.proctree import LinuxProcTree
 
     sandbox = PollSandbox(Limits(mem=64 * MIB), LinuxProcTree())
     try:
@@ -228,7 +228,7 @@ def test_poll_a_kill_at_its_own_limit_is_its_own() -> None:
 
 @needs("cgroup1", "root")
 def test_cgroup1_a_kill_at_the_enclosing_runs_limit_names_that_run(procs: Tracker, token: str) -> None:
-    from seqbox.backends.cgroup1 import Cgroup1Backend, Cgroup1Sandbox
+    from seqbox.backends.cgroup.v1 import Cgroup1Backend, Cgroup1Sandbox
 
     sandbox = Cgroup1Backend().create(Limits(mem=1 << 30).nested_in(64 * MIB, None), f"t{token[:10]}")
     try:

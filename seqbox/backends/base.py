@@ -16,7 +16,7 @@ from seqbox.spawn import reap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seqbox.backends.enclosing import LimitHit
+    from seqbox.backends.cgroup.enclosing import LimitHit
     from seqbox.records import SandboxInfo
     from seqbox.spawn import Prepared, Stdio
 

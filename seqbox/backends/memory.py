@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-from seqbox.backends import LINUX, cgroupfs
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.host import LINUX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from seqbox.backends import cgroupfs
+from seqbox.backends.cgroup import fs as cgroupfs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,8 +36,8 @@ def usage_of(entry: Mapping[str, object]) -> tuple[int | None, int | None]:
 
 def tree_usage(pid: int) -> tuple[int | None, int | None]:
     """What the poll backend would measure of ``pid``'s descendants."""
-    from seqbox.backends import LINUX
-    from seqbox.backends.proctree import LinuxProcTree, ProcTree, PsutilProcTree
+    from seqbox.backends.host import LINUX
+    from seqbox.backends.poll.proctree import LinuxProcTree, ProcTree, PsutilProcTree
 
     tree: ProcTree = LinuxProcTree(root=pid) if LINUX else PsutilProcTree(root=pid)
     try:

@@ -26,7 +26,7 @@ decided by :func:`plan_placement`:
    and the cgroup becomes the base (later runs go beside ``init``, rule 4);
 6. otherwise an unprivileged user on a systemd machine gets a delegated scope
    from its user manager (asked for over D-Bus, or ``systemd-run --user --scope
-   -p Delegate=yes``; see backends/scope.py) and is then alone in it (rule 3),
+   -p Delegate=yes``; see backends/systemd/scope.py) and is then alone in it (rule 3),
    and failing that seqbox falls back to polling.
 
 Taking over is not done unasked: the moved processes' own cgroup then shows no
@@ -41,9 +41,9 @@ import errno
 import os
 import time
 
-from seqbox.backends import cgroupfs
 from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage, kill_pids
-from seqbox.backends.enclosing import (
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.cgroup.enclosing import (
     ENCLOSING_RUN,
     MACHINE,
     NODE_PREFIX,
@@ -234,6 +234,11 @@ def _writable(path: str) -> bool:
 class Cgroup2Backend(Backend):
     name = "cgroup2"
 
+    def __init__(self, scope_failure: str | None = None) -> None:
+        #: why the scope step found no delegated scope (see backends/systemd/scope.py),
+        #: when it tried: the reason this backend is not usable then
+        self.scope_failure = scope_failure
+
     def probe(self) -> Probe:
         try:
             layout = Cgroup2Layout.current()
@@ -262,9 +267,12 @@ class Cgroup2Backend(Backend):
             details["delegation"] = not layout.mount.read_only
             reason = placement.reason
             if details["delegation"]:
-                from seqbox.backends.scope import user_manager
+                if self.scope_failure is not None:
+                    answers, why = False, self.scope_failure
+                else:
+                    from seqbox.backends.systemd.scope import user_manager
 
-                answers, why = user_manager(os.environ)
+                    answers, why = user_manager(os.environ)
                 details["user_manager"] = answers
                 details["user_manager_reason"] = why
                 reason += "; " + ("a delegated systemd scope gives one" if answers else why)
@@ -451,7 +459,7 @@ class Cgroup2Sandbox(Sandbox):
     def prepare(
         self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
     ) -> Prepared:
-        from seqbox.backends.clone3 import forker
+        from seqbox.backends.cgroup.clone3 import forker
 
         try:
             return prepare(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from seqbox.backends import cgroupfs
+from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.units import format_size
 
 #: how backends/cgroup2.py names a run's node and a supervisor's own leaf

@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 import time
 
-from seqbox.backends import cgroupfs, procinfo, treerecord
+from seqbox.backends import procinfo
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.poll import treerecord
 from seqbox.errors import BackendError
 
 TYPE_CHECKING = False

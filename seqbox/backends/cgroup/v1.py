@@ -15,14 +15,14 @@ from __future__ import annotations
 import os
 import time
 
-from seqbox.backends import cgroupfs
 from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage, kill_pids
+from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.errors import BackendError
 from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seqbox.backends.enclosing import LimitHit
+    from seqbox.backends.cgroup.enclosing import LimitHit
     from seqbox.records import SandboxInfo
     from seqbox.spawn import Prepared, Stdio
 
@@ -213,7 +213,7 @@ class Cgroup1Sandbox(Sandbox):
     def prepare(
         self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
     ) -> Prepared:
-        from seqbox.backends.clone3 import forker
+        from seqbox.backends.cgroup.clone3 import forker
 
         fork = forker(self._into, self._join_fds)
         try:
@@ -250,7 +250,7 @@ class Cgroup1Sandbox(Sandbox):
         not kept for memory+swap on current kernels). Ours not reached means
         an enclosing one was (a seqbox run's node, or another cgroup above
         seqbox), or none at all (the machine)."""
-        from seqbox.backends.enclosing import MACHINE, LimitHit, classify, own_kind, top_is_root_v1
+        from seqbox.backends.cgroup.enclosing import MACHINE, LimitHit, classify, own_kind, top_is_root_v1
 
         if _limit_reached(self.memory) is not None:
             return LimitHit(own_kind(self.limits.mem_from_enclosing), self.limits.mem, self.memory)
@@ -318,7 +318,7 @@ class Cgroup1Sandbox(Sandbox):
 def _limit_reached(path: str) -> int | None:
     """The cgroup's memory limit if its peak usage came within a page or two
     (or 1 %) of it, else None. memory+swap counts where swap is accounted."""
-    from seqbox.backends.enclosing import reached, v1_limit, v1_peak
+    from seqbox.backends.cgroup.enclosing import reached, v1_limit, v1_peak
 
     limit = v1_limit(path)
     return limit if limit is not None and reached(v1_peak(path), limit) else None

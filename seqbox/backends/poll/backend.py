@@ -1,6 +1,6 @@
 """Polling, for macOS, BSD and Linux without a usable cgroup.
 
-The supervisor measures the whole tree (see :mod:`seqbox.backends.proctree`)
+The supervisor measures the whole tree (see :mod:`seqbox.backends.poll.proctree`)
 every ``poll_interval`` (0.1 s by default), and sooner as the tree nears a
 threshold (the limit, ``--warn-at``, ``--mem-high``): the next sample comes
 before the tree, growing at its measured rate, could cross it
@@ -35,9 +35,9 @@ from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seqbox.backends.enclosing import LimitHit, TreeOoms
-    from seqbox.backends.proctree import ProcTree, Reading
-    from seqbox.backends.treerecord import TreeRecord
+    from seqbox.backends.cgroup.enclosing import LimitHit, TreeOoms
+    from seqbox.backends.poll.proctree import ProcTree, Reading
+    from seqbox.backends.poll.treerecord import TreeRecord
     from seqbox.records import SandboxInfo
     from seqbox.spawn import Prepared, Stdio
 
@@ -96,16 +96,16 @@ class PollBackend(Backend):
         return Probe(self.name, True, why, {"subreaper": False})
 
     def create(self, limits: Limits, name: str, records: str | None = None) -> Sandbox:
-        from seqbox.backends.treerecord import TreeRecord
+        from seqbox.backends.poll.treerecord import TreeRecord
 
         record = TreeRecord(records, f"seqbox-{name}") if records is not None else None
         ooms = _tree_ooms() if self.cgroups else None
         if self.linux:
-            from seqbox.backends.proctree import LinuxProcTree
+            from seqbox.backends.poll.proctree import LinuxProcTree
 
             become_subreaper()
             return PollSandbox(limits, LinuxProcTree(), record, ooms)
-        from seqbox.backends.proctree import PsutilProcTree
+        from seqbox.backends.poll.proctree import PsutilProcTree
 
         return PollSandbox(limits, PsutilProcTree(), record, ooms)
 
@@ -113,7 +113,7 @@ class PollBackend(Backend):
 def _tree_ooms() -> TreeOoms | None:
     """The OOM counters above the tree, or None where they cannot be read
     (the run goes on without: a kernel kill is then reported as a signal)."""
-    from seqbox.backends.enclosing import tree_ooms
+    from seqbox.backends.cgroup.enclosing import tree_ooms
     from seqbox.errors import SeqboxError
 
     try:
@@ -247,7 +247,7 @@ class PollSandbox(Sandbox):
             return self._kernel_hit
         if not self._mem_exceeded:
             return None
-        from seqbox.backends.enclosing import LimitHit, own_kind
+        from seqbox.backends.cgroup.enclosing import LimitHit, own_kind
 
         return LimitHit(own_kind(self.limits.mem_from_enclosing), self.limits.mem, None)
 
