@@ -31,6 +31,10 @@ V1_CONTROLLERS = frozenset(
     }
 )
 UNIFIED = ""  # the key of the cgroup v2 hierarchy in parse_proc_cgroup's result
+#: the process's own limits, not the cgroup's: raised as they are, for the CLI to
+#: explain (a backend short of descriptors is no reason to fall back to another,
+#: which would be as short of them)
+SYSTEM_LIMITS = frozenset({errno.EMFILE, errno.ENFILE})
 
 
 class Mount:
@@ -269,11 +273,18 @@ class OpenFiles:
         self._fds.clear()
 
 
+def _system_limit(err: OSError) -> None:
+    """Raise ``err`` itself when it is one of :data:`SYSTEM_LIMITS`."""
+    if err.errno in SYSTEM_LIMITS:
+        raise err
+
+
 def read(path: str) -> str:
     try:
         with open(path, encoding="ascii") as f:
             return f.read()
     except OSError as err:
+        _system_limit(err)
         raise BackendError(f"cannot read {path}: {err.strerror}") from None
 
 
@@ -343,10 +354,12 @@ def write(path: str, value: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as err:
+        _system_limit(err)
         raise BackendError(f"cannot open {path}: {err.strerror}") from None
     try:
         os.write(fd, value.encode())
     except OSError as err:
+        _system_limit(err)
         raise BackendError(f"cannot write {value!r} to {path}: {err.strerror}") from None
     finally:
         os.close(fd)
@@ -358,6 +371,7 @@ def make_dir(path: str, exist_ok: bool = False) -> None:
     except OSError as err:
         if exist_ok and isinstance(err, FileExistsError):
             return
+        _system_limit(err)
         raise BackendError(f"cannot create cgroup {path}: {err.strerror}") from None
 
 
@@ -396,6 +410,7 @@ def open_into(path: str) -> Into:
     try:
         dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
+        _system_limit(err)
         raise BackendError(f"cannot open {path}: {err.strerror}") from None
     try:
         return Into(dir_fd, open_procs(path))
@@ -422,4 +437,5 @@ def open_procs(path: str, v1: bool = False) -> int:
     try:
         return os.open(target, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as err:
+        _system_limit(err)
         raise BackendError(f"cannot open {target}: {err.strerror}") from None

@@ -198,7 +198,7 @@ def remove(path: str) -> bool:
     if os.path.exists(kill):
         try:
             cgroupfs.write(kill, "1")
-        except BackendError:  # killed one by one below
+        except (BackendError, OSError):  # killed one by one below
             pass
     cgroupfs.kill_until_empty(path, rounds=50, pause=0.01)
     try:
@@ -313,7 +313,7 @@ def remove_whole(leftover: Leftover) -> tuple[list[str], list[str]]:
         if os.path.exists(kill):
             try:
                 cgroupfs.write(kill, "1")
-            except BackendError:
+            except (BackendError, OSError):
                 pass
         cgroupfs.kill_until_empty(path, rounds=50, pause=0.01)
     failed = []

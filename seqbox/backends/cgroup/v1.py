@@ -148,7 +148,7 @@ class Cgroup1Sandbox(Sandbox):
         efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         try:
             cgroupfs.write(os.path.join(self.memory, "cgroup.event_control"), f"{efd} {target}{argument}")
-        except BackendError:  # no notification: sampling still catches it
+        except (BackendError, OSError):  # no notification: sampling still catches it
             os.close(efd)
             return []
         self.eventfds.append(efd)
@@ -283,7 +283,7 @@ class Cgroup1Sandbox(Sandbox):
             try:
                 cgroupfs.write(os.path.join(self.dirs["unified"], "cgroup.kill"), "1")
                 return
-            except BackendError:
+            except (BackendError, OSError):
                 pass
         freezer = self.dirs.get("freezer")
         if freezer is not None:
@@ -336,5 +336,5 @@ def _freeze_and_kill(freezer: str, memory: str) -> None:
     finally:
         try:
             cgroupfs.write(state, "THAWED")
-        except BackendError:
+        except (BackendError, OSError):
             pass

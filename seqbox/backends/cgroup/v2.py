@@ -382,6 +382,8 @@ def _enable_controllers(path: str, limits: Limits) -> None:
         finally:
             os.close(fd)
     except OSError as err:
+        if err.errno in cgroupfs.SYSTEM_LIMITS:
+            raise
         if err.errno == errno.EBUSY:
             raise BackendError(
                 f"cgroup2: cannot enable {', '.join(sorted(missing))} in {path}: it holds processes "
@@ -557,7 +559,7 @@ class Cgroup2Sandbox(Sandbox):
             try:
                 cgroupfs.write(self._file("cgroup.kill"), "1")
                 return
-            except BackendError:
+            except (BackendError, OSError):
                 pass
         self._freeze_and_kill()
 
@@ -581,7 +583,7 @@ class Cgroup2Sandbox(Sandbox):
             if frozen:
                 try:
                     cgroupfs.write(freeze, "0")
-                except BackendError:
+                except (BackendError, OSError):
                     pass
 
     def is_empty(self) -> bool:
