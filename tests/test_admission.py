@@ -10,6 +10,7 @@ import pytest
 from seqbox import admission
 from seqbox.admission import Holder, decide
 from seqbox.backends import memory
+from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.errors import UsageError
 
 TYPE_CHECKING = False
@@ -106,9 +107,9 @@ def test_meminfo_in_bytes() -> None:
 
 
 def test_limits_of_both_versions() -> None:
-    assert memory.parse_limit("max\n") is None
-    assert memory.parse_limit("9223372036854771712\n") is None  # v1's "no limit"
-    assert memory.parse_limit(f"{8 * GIB}\n") == 8 * GIB
+    assert cgroupfs.parse_limit("max\n") is None
+    assert cgroupfs.parse_limit("9223372036854771712\n") is None  # v1's "no limit"
+    assert cgroupfs.parse_limit(f"{8 * GIB}\n") == 8 * GIB
 
 
 def test_pressure_is_some_avg10() -> None:
@@ -117,8 +118,6 @@ def test_pressure_is_some_avg10() -> None:
 
 
 def test_enclosing_dirs_walk_up_to_the_mount_root() -> None:
-    from seqbox.backends.cgroup import fs as cgroupfs
-
     dirs = memory.enclosing_dirs(V2_SELF, cgroupfs.parse_mountinfo(V2_MOUNTINFO))
     assert [path for path, _ in dirs] == [
         "/sys/fs/cgroup/system.slice/ci.slice/job-7.scope",

@@ -224,7 +224,10 @@ def test_cpu_max(text: str, expected: tuple[int | None, int]) -> None:
     assert cgroupfs.parse_cpu_max(text) == expected
 
 
-@pytest.mark.parametrize(("text", "expected"), [("max\n", None), ("268435456\n", 268435456), ("0\n", 0)])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("max\n", None), ("268435456\n", 268435456), ("0\n", 0), ("9223372036854771712\n", None), ("", None)],
+)
 def test_limit_files(text: str, expected: int | None) -> None:
     assert cgroupfs.parse_limit(text) == expected
 

@@ -21,12 +21,8 @@ def usage_of(entry: Mapping[str, object]) -> tuple[int | None, int | None]:
     None where it cannot be read."""
     mem_file, procs_file = entry.get("mem_file"), entry.get("procs_file")
     if isinstance(mem_file, str) and isinstance(procs_file, str):
-        mem_text = cgroupfs.try_read(mem_file)
         procs_text = cgroupfs.try_read(procs_file)
-        try:
-            mem = int(mem_text.split()[0]) if mem_text else None
-        except ValueError:
-            mem = None
+        mem = cgroupfs.read_int_or_none(mem_file)
         return mem, (len(set(procs_text.split())) if procs_text is not None else None)
     pid = entry.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():

@@ -20,6 +20,7 @@ import os
 import time
 
 from seqbox.backends import procinfo
+from seqbox.backends.base import NAME_PREFIX, SUPERVISOR_PREFIX
 from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.backends.poll import treerecord
 from seqbox.errors import BackendError
@@ -28,8 +29,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from seqbox.records import Entry
 
-PREFIX = "seqbox-"
-SUP_PREFIX = "seqbox-sup-"
 TIME_FORMAT = "%Y%m%dT%H%M%S"
 CLOCK_SLACK_S = 2.0
 
@@ -63,9 +62,9 @@ def parse_name(name: str) -> tuple[str, str, int] | None:
     """(project key, time, pid) of a run's cgroup or record name,
     ``seqbox-<key>-<time>-<pid>`` (maybe ``-<n>`` after it), or None.
     (By hand, not with ``re``: importing it costs every run milliseconds.)"""
-    if not name.startswith(PREFIX) or "\n" in name:
+    if not name.startswith(NAME_PREFIX) or "\n" in name:
         return None
-    parts = name[len(PREFIX) :].split("-")
+    parts = name[len(NAME_PREFIX) :].split("-")
     if len(parts) >= 3 and _stamp(parts[-2]) and _digits(parts[-1]):
         key, stamp, pid = parts[:-2], parts[-2], parts[-1]
     elif len(parts) >= 4 and _stamp(parts[-3]) and _digits(parts[-2]) and _digits(parts[-1]):
@@ -83,7 +82,7 @@ def is_leftover(name: str, project_key: str | None = None) -> bool:
         if project_key is not None and key != project_key:
             return False
         return not owner_alive(pid, stamp)
-    sup = name[len(SUP_PREFIX) :] if name.startswith(SUP_PREFIX) else ""
+    sup = name[len(SUPERVISOR_PREFIX) :] if name.startswith(SUPERVISOR_PREFIX) else ""
     if _digits(sup) and project_key is None:
         return procinfo.started_epoch(int(sup)) is None
     return False
@@ -143,7 +142,7 @@ def find(project_key: str | None = None, trees: str | None = None) -> list[str]:
         except OSError:
             continue
         for name in names:
-            if name.startswith("seqbox-") and is_leftover(name, project_key):
+            if name.startswith(NAME_PREFIX) and is_leftover(name, project_key):
                 path = os.path.join(place, name)
                 if os.path.isdir(path):
                     found.append(path)
@@ -154,7 +153,7 @@ def find(project_key: str | None = None, trees: str | None = None) -> list[str]:
             names = []
         for name in names:
             stem = name.removesuffix(treerecord.SUFFIX)
-            if name.startswith("seqbox-") and stem != name and is_leftover(stem, project_key):
+            if name.startswith(NAME_PREFIX) and stem != name and is_leftover(stem, project_key):
                 found.append(os.path.join(trees, name))
     return sorted(found)
 
@@ -171,7 +170,7 @@ def end_run(entry: Entry) -> list[str]:
     Returns what was removed."""
     removed = []
     for path in entry.get("cgroups", []):
-        if os.path.basename(path).startswith("seqbox-") and os.path.isdir(path) and remove(path):
+        if os.path.basename(path).startswith(NAME_PREFIX) and os.path.isdir(path) and remove(path):
             removed.append(path)
     tree = entry.get("tree")
     if tree is not None and tree.endswith(treerecord.SUFFIX) and remove(tree):
@@ -194,18 +193,23 @@ def remove(path: str) -> bool:
         except OSError:
             return False
         return True
-    kill = os.path.join(path, "cgroup.kill")
-    if os.path.exists(kill):
+    return not remove_cgroups([path])
+
+
+def remove_cgroups(paths: list[str]) -> list[str]:
+    """Kill what runs in each cgroup tree of ``paths`` (all of them first: a
+    process of a run is in each of its hierarchies), then remove them. The
+    ones that could not be removed, each with the reason."""
+    for path in paths:
+        cgroupfs.kill_at_once(path)
+        cgroupfs.kill_until_empty(path, rounds=50, pause=0.01)  # and wait until they are gone
+    failed = []
+    for path in paths:
         try:
-            cgroupfs.write(kill, "1")
-        except (BackendError, OSError):  # killed one by one below
-            pass
-    cgroupfs.kill_until_empty(path, rounds=50, pause=0.01)
-    try:
-        cgroupfs.remove_tree(path, attempts=50)
-        return True
-    except BackendError:  # reported by the caller
-        return False
+            cgroupfs.remove_tree(path, attempts=50)
+        except BackendError as err:
+            failed.append(f"{path} ({err})")
+    return failed
 
 
 # -- whole leftovers: every hierarchy's directory of one crashed run ------------------
@@ -275,7 +279,7 @@ def _search(root: str, depth: int) -> list[str]:
         for entry in entries:
             if not entry.is_dir(follow_symlinks=False):
                 continue
-            if entry.name.startswith("seqbox-"):
+            if entry.name.startswith(NAME_PREFIX):
                 found.append(entry.path)
             elif level < depth:
                 stack.append((entry.path, level + 1))
@@ -306,23 +310,8 @@ def remove_whole(leftover: Leftover) -> tuple[list[str], list[str]]:
     """Kill what runs in every one of the leftover's cgroups, then remove them
     all. Returns (the commands killed, the directories that could not be
     removed, each with the reason)."""
-    pids = leftover.pids()
-    commands = [c for c in (command_of(pid) for pid in pids) if c]
-    for path in leftover.paths:  # first kill everywhere: a process is in all of them
-        kill = os.path.join(path, "cgroup.kill")
-        if os.path.exists(kill):
-            try:
-                cgroupfs.write(kill, "1")
-            except (BackendError, OSError):
-                pass
-        cgroupfs.kill_until_empty(path, rounds=50, pause=0.01)
-    failed = []
-    for path in leftover.paths:
-        try:
-            cgroupfs.remove_tree(path, attempts=50)
-        except BackendError as err:
-            failed.append(f"{path} ({err})")
-    return commands, failed
+    commands = [c for c in (command_of(pid) for pid in leftover.pids()) if c]
+    return commands, remove_cgroups(leftover.paths)
 
 
 def orphaned_trees(project_key: str, trees: str) -> list[tuple[str, list[int]]]:

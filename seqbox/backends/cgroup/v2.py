@@ -41,14 +41,21 @@ import errno
 import os
 import time
 
-from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage, kill_pids
+from seqbox.backends.base import (
+    NAME_PREFIX,
+    SUPERVISOR_PREFIX,
+    Backend,
+    Limits,
+    Probe,
+    Sandbox,
+    Usage,
+    kill_pids,
+)
 from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.backends.cgroup.enclosing import (
     ENCLOSING_RUN,
     MACHINE,
-    NODE_PREFIX,
     RUN,
-    SUPERVISOR_PREFIX,
     LimitHit,
     OomWatch,
     top_is_root_v2,
@@ -115,7 +122,7 @@ def plan_placement(
             return Placement("none", None, f"seqbox runs in the root cgroup, and {self_dir} is not writable")
         return Placement("root", mount_path, "seqbox runs in the root cgroup")
     parent = os.path.dirname(self_dir)
-    if os.path.basename(self_dir) == LEAF and os.path.basename(parent).startswith(NODE_PREFIX):
+    if os.path.basename(self_dir) == LEAF and os.path.basename(parent).startswith(NAME_PREFIX):
         return Placement("nested", parent, "a nested run: inside the parent run's cgroup")
     if os.path.basename(self_dir).startswith(SUPERVISOR_PREFIX):
         # an earlier step already moved us into our own leaf
@@ -405,7 +412,7 @@ class Cgroup2Sandbox(Sandbox):
         layout: Cgroup2Layout | None = None,
     ) -> None:
         self.limits = limits
-        self.node = os.path.join(base, f"{NODE_PREFIX}{name}")
+        self.node = os.path.join(base, f"{NAME_PREFIX}{name}")
         self.leaf = os.path.join(self.node, LEAF)
         self.supervisor_leaf = supervisor_leaf
         self.cgroups = []
@@ -555,13 +562,8 @@ class Cgroup2Sandbox(Sandbox):
         return cgroupfs.tree_pids(self.node)
 
     def kill_all(self) -> None:
-        if self.has_kill:
-            try:
-                cgroupfs.write(self._file("cgroup.kill"), "1")
-                return
-            except (BackendError, OSError):
-                pass
-        self._freeze_and_kill()
+        if not (self.has_kill and cgroupfs.kill_at_once(self.node)):
+            self._freeze_and_kill()
 
     def _freeze_and_kill(self) -> None:
         freeze = self._file("cgroup.freeze")

@@ -29,8 +29,8 @@ import os
 import signal
 import time
 
+from seqbox.backends.base import NAME_PREFIX, Backend, Limits, Probe, Sandbox, Usage
 from seqbox.backends.base import RUN_ID_ENV as RUN_ID_ENV  # noqa: PLC0414 - re-exported
-from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage
 from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
@@ -98,7 +98,7 @@ class PollBackend(Backend):
     def create(self, limits: Limits, name: str, records: str | None = None) -> Sandbox:
         from seqbox.backends.poll.treerecord import TreeRecord
 
-        record = TreeRecord(records, f"seqbox-{name}") if records is not None else None
+        record = TreeRecord(records, NAME_PREFIX + name) if records is not None else None
         ooms = _tree_ooms() if self.cgroups else None
         if self.linux:
             from seqbox.backends.poll.proctree import LinuxProcTree
