@@ -7,7 +7,7 @@ import signal
 
 from seqbox import queue
 from seqbox.backends import procinfo
-from seqbox.backends.cgroup import leftovers
+from seqbox.backends.cgroup import crashed, leftovers
 from seqbox.interrupts import KILL_REQUEST
 
 TYPE_CHECKING = False
@@ -60,8 +60,8 @@ def clean(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str
     there), dead tickets, idle lock files. Returns (what was done, what could
     not be removed)."""
     done, failed = [], []
-    for leftover in leftovers.find_whole(everywhere=True):
-        commands, not_removed = leftovers.remove_whole(leftover)
+    for leftover in crashed.find_whole(everywhere=True):
+        commands, not_removed = crashed.remove_whole(leftover)
         if commands:
             done.append(_killed(commands))
         if not_removed:
@@ -74,7 +74,7 @@ def clean(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str
     for path in leftovers.find(None, trees):  # the poll backend's records of crashed runs
         if not path.startswith(trees + os.sep):
             continue
-        commands = leftovers.tree_commands(path)
+        commands = crashed.tree_commands(path)
         if commands:
             done.append(_killed(commands))
         if leftovers.remove(path):

@@ -8,12 +8,11 @@ descendant of the holder's supervisor (a child subreaper on Linux).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from seqbox.backends.cgroup import fs as cgroupfs
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+from seqbox.backends.host import LINUX
+from seqbox.backends.poll.proctree import LinuxProcTree, ProcTree, PsutilProcTree
 
 
 def usage_of(entry: Mapping[str, object]) -> tuple[int | None, int | None]:
@@ -32,9 +31,6 @@ def usage_of(entry: Mapping[str, object]) -> tuple[int | None, int | None]:
 
 def tree_usage(pid: int) -> tuple[int | None, int | None]:
     """What the poll backend would measure of ``pid``'s descendants."""
-    from seqbox.backends.host import LINUX
-    from seqbox.backends.poll.proctree import LinuxProcTree, ProcTree, PsutilProcTree
-
     tree: ProcTree = LinuxProcTree(root=pid) if LINUX else PsutilProcTree(root=pid)
     try:
         reading = tree.read(full=True)

@@ -11,7 +11,6 @@ passing systemd-run's failure off as the command's exit status.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 
@@ -98,6 +97,7 @@ def _in_terminal_foreground() -> bool:
 def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the forked child
     """SIGKILL this process (systemd-run, then the seqbox it execs) when the
     waiting parent dies."""
+    import ctypes  # only on this fallback path
 
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)
