@@ -173,7 +173,7 @@ class Run:
         self._start: float | None = None
         from seqbox.state import trees_dir
 
-        #: where a polled tree's record goes (see backends/treerecord.py)
+        #: where a polled tree's record goes (see backends/poll/treerecord.py)
         self.trees = trees_dir(environ)
         #: with --budget: (our reservation, the budget), recorded in our entries
         self.reserved: tuple[int, int] | None = None

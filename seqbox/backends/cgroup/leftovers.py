@@ -7,7 +7,7 @@ later) is a leftover: its processes are killed and the cgroup removed. So is a
 cgroup v2 ``seqbox-sup-<pid>`` leaf whose seqbox has exited.
 
 A poll run's tree has no cgroup: its record of members
-(seqbox/backends/treerecord.py) carries the same name, in the state
+(seqbox/backends/poll/treerecord.py) carries the same name, in the state
 directory's ``trees/``, and is a leftover by the same rule.
 
 ``seqbox run`` removes its own project's leftovers before it starts;
@@ -111,7 +111,7 @@ def places() -> list[str]:
 
 def delegated_scopes(own: str) -> list[str]:
     """The transient scopes of this user's systemd manager (where an
-    unprivileged seqbox runs, see scope.py), found from the user's
+    unprivileged seqbox runs, see backends/systemd/scope.py), found from the user's
     slice among this cgroup's ancestors; only those that are ours."""
     uid = os.getuid()
     if uid == 0:

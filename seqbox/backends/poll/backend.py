@@ -18,7 +18,7 @@ subreaper): a test switch, so that the suite runs that code path on Linux.
 A limit above seqbox (a container's, a cgroup's, an enclosing run's) is the
 kernel's to enforce: its OOM killer ends a process of the tree. On Linux the
 sandbox reads the OOM counters of the cgroup the tree lives in, and of those
-above it, when it is made (:func:`seqbox.backends.enclosing.tree_ooms`), and
+above it, when it is made (:func:`seqbox.backends.cgroup.enclosing.tree_ooms`), and
 again only if the command's main process died of a SIGKILL that seqbox did not
 send: then the run is a memory kill, and the sandbox says whose limit it was.
 """
