@@ -185,11 +185,13 @@ def enter_scope(run_args: list[str], backend: str, say: Callable[[str], None]) -
         return Scope(NONE, plan.reason)
     import time
 
-    from seqbox.backends.systemd.bus import move_into_scope
-
     start = time.monotonic()
     try:
+        from seqbox.backends.systemd.bus import move_into_scope  # jeepney: only on this path
+
         unit = move_into_scope(private_socket(os.environ), "seqbox run " + " ".join(run_args))
+    except ImportError as err:  # a dependency left out: systemd-run still works
+        over_dbus = f"no delegated scope over D-Bus (cannot import {err.name}: {err})"
     except BackendError as err:
         over_dbus = f"no delegated scope over D-Bus ({err})"
     else:
