@@ -12,6 +12,8 @@ Pure arithmetic: the facts come in as numbers, or through the callables a
 
 from __future__ import annotations
 
+from seqbox.backends import memory
+from seqbox.backends.usage import usage_of
 from seqbox.errors import UsageError
 from seqbox.units import format_size
 
@@ -196,7 +198,6 @@ def gate_for(lock: str, mem: int | None, budget: int | str) -> Gate:
         assert isinstance(budget, int)
         check_can_fit(mem, budget)
         return Gate(lock, reservation(mem, budget), budget)
-    from seqbox.backends import memory, usage_of
 
     size = auto_budget(memory.read_state().ceiling())
     check_can_fit(mem, size, auto=True)

@@ -180,7 +180,7 @@ class Admission:
         previous entry's mark; only a crash costs more."""
         if previous is None or previous.get("ended"):
             return
-        from seqbox.backends import leftovers
+        from seqbox.backends.cgroup import leftovers
 
         run = self.run
         ended = leftovers.end_run(previous)

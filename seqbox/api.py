@@ -13,8 +13,10 @@ switch a limit off pass ``0`` or ``"none"``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -208,8 +210,6 @@ def run(
 
     Raises ``seqbox.SeqboxError`` for bad arguments; a failing command is a Result.
     """
-    import subprocess
-
     options = _options(locals())
     with tempfile.TemporaryDirectory(prefix="seqbox-api-") as tmp:
         report = None if capture else os.path.join(tmp, "report.json")
@@ -249,8 +249,6 @@ async def run_async(
     """``run`` for asyncio, with the same keywords. Cancelling the task stops the
     command's whole tree (seqbox gets SIGTERM and tears it down) before the
     cancellation propagates."""
-    import asyncio
-
     options = _options(locals())
     with tempfile.TemporaryDirectory(prefix="seqbox-api-") as tmp:
         report = None if capture else os.path.join(tmp, "report.json")

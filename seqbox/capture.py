@@ -24,7 +24,10 @@ copy (which needs a log descriptor without ``O_APPEND``) were no cheaper
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
+import tempfile
 import threading
 import time
 
@@ -59,8 +62,6 @@ class Capture:
 
     def stdio(self) -> Stdio:
         if self.capture:
-            import tempfile
-
             out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
             err = tempfile.TemporaryFile()  # noqa: SIM115
             self._files = [out, err]
@@ -168,16 +169,12 @@ def _write_all(fd: int, data: bytes | memoryview, *, wait: bool = False) -> None
 
 
 def _wait_writable(fd: int) -> None:
-    import select
-
     select.select([], [fd], [])
 
 
 def _grow(fd: int) -> None:
     """Grow the pipe to CHUNK where the kernel allows it (Linux); where it does
     not, the copy works as well, only without gathering."""
-    import fcntl
-
     setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
     if setsize is not None:
         try:
@@ -187,8 +184,6 @@ def _grow(fd: int) -> None:
 
 
 def _pipe_size(fd: int) -> int:
-    import fcntl
-
     getsize = getattr(fcntl, "F_GETPIPE_SZ", None)
     if getsize is None:
         return 0

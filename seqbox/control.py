@@ -6,8 +6,11 @@ import os
 import signal
 
 from seqbox import housekeeping, queue
-from seqbox.backends import leftovers, procinfo
+from seqbox.backends import procinfo
+from seqbox.backends.cgroup import crashed, leftovers
+from seqbox.describe import describe_command, plural
 from seqbox.interrupts import KILL_REQUEST
+from seqbox.state import trees_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -59,21 +62,20 @@ def clean(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str
     there), dead tickets, idle lock files. Returns (what was done, what could
     not be removed)."""
     done, failed = [], []
-    for leftover in leftovers.find_whole(everywhere=True):
-        commands, not_removed = leftovers.remove_whole(leftover)
+    for leftover in crashed.find_whole(everywhere=True):
+        commands, not_removed = crashed.remove_whole(leftover)
         if commands:
             done.append(_killed(commands))
         if not_removed:
             failed.append(f"cgroup {leftover.name}: could not remove {'; '.join(not_removed)}")
         else:
             done.append(f"removed cgroup {leftover.name} ({leftover.where()})")
-    from seqbox.state import trees_dir
 
     trees = trees_dir(environ)
     for path in leftovers.find(None, trees):  # the poll backend's records of crashed runs
         if not path.startswith(trees + os.sep):
             continue
-        commands = leftovers.tree_commands(path)
+        commands = crashed.tree_commands(path)
         if commands:
             done.append(_killed(commands))
         if leftovers.remove(path):
@@ -99,8 +101,6 @@ def clean(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str
 
 
 def _killed(commands: list[str]) -> str:
-    from seqbox.describe import describe_command, plural
-
     shown = ", ".join(f'"{describe_command(c, 50)}"' for c in commands[:3])
     shown += ", ..." if len(commands) > 3 else ""
     count = plural(len(commands), "process")

@@ -7,7 +7,9 @@ import json
 import os
 
 from seqbox.backends import procinfo
+from seqbox.config import resolve
 from seqbox.errors import UsageError
+from seqbox.project import project_key, project_root
 from seqbox.runlog import SUFFIX, directory
 from seqbox.schema import EVENT, check
 
@@ -132,9 +134,6 @@ def load(path: str) -> RunRecord:
 
 def log_directory(cwd: str, environ: Mapping[str, str]) -> str:
     """The run log directory of the project ``cwd`` is in (its config's ``log_dir``)."""
-    from seqbox.config import resolve
-    from seqbox.project import project_key, project_root
-
     root = project_root(cwd, environ)
     options = resolve({}, root, environ)
     return directory(options.log_dir, root, project_key(root), environ)

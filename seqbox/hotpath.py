@@ -62,25 +62,30 @@ MODULES = frozenset(
         "seqbox.waitline",
         "seqbox.backends",
         "seqbox.backends.base",
-        "seqbox.backends.cgroup1",
-        "seqbox.backends.cgroup2",
-        "seqbox.backends.cgroupfs",
-        "seqbox.backends.clone3",
-        "seqbox.backends.dbus",
-        "seqbox.backends.enclosing",
-        "seqbox.backends.leftovers",
+        "seqbox.backends.cgroup",
+        "seqbox.backends.cgroup.clone3",
+        "seqbox.backends.cgroup.enclosing",
+        "seqbox.backends.cgroup.fs",
+        "seqbox.backends.cgroup.leftovers",
+        "seqbox.backends.cgroup.v1",
+        "seqbox.backends.cgroup.v2",
+        "seqbox.backends.choice",
+        "seqbox.backends.host",
         "seqbox.backends.poll",
+        "seqbox.backends.poll.backend",
+        "seqbox.backends.poll.proctree",
+        "seqbox.backends.poll.treerecord",
         "seqbox.backends.procinfo",
-        "seqbox.backends.proctree",
-        "seqbox.backends.scope",
-        "seqbox.backends.scope_dbus",
-        "seqbox.backends.treerecord",
+        "seqbox.backends.systemd",
+        "seqbox.backends.systemd.rerun",
+        "seqbox.backends.systemd.bus",
+        "seqbox.backends.systemd.scope",
     }
 )
 
 #: of :data:`MODULES`, those only some hosts load: the way into a delegated
 #: systemd scope (an unprivileged user on a cgroup v2 host with systemd)
-HOST_SPECIFIC = frozenset({"seqbox.backends.dbus", "seqbox.backends.scope_dbus"})
+HOST_SPECIFIC = frozenset({"seqbox.backends.systemd.bus"})
 
 #: the standard library modules the hot path imports beyond Python's own
 #: start-up (each with what it imports in turn)

@@ -33,7 +33,8 @@ def enclosing_holder(project_key: str, environ: Mapping[str, str] | None = None)
             lockdir.close()
     if not holders:
         return None
-    from seqbox.backends import own_cgroup_names, procinfo
+    from seqbox.backends import procinfo
+    from seqbox.backends.cgroup.fs import own_cgroup_names
 
     ancestry = set(procinfo.ancestors())
     my_cgroups = own_cgroup_names()

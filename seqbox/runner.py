@@ -32,14 +32,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from seqbox.backends.systemd.scope import Scope
     from seqbox.runlog import RunLog
 
     #: what a ``--json`` run captured of the command: (stdout, stderr)
     Captured = tuple[str | None, str | None]
 
 
-def choose_backend(options: RunOptions, out: Output) -> Selection:
-    selection = select(options.backend)
+def choose_backend(options: RunOptions, out: Output, scope: Scope | None = None) -> Selection:
+    selection = select(options.backend, scope)
     note = selection.fallback_note()
     if note:  # the whole story with -v; otherwise a short line, once
         if out.level >= VERBOSE:
@@ -82,7 +83,12 @@ def _first_time(what: str) -> bool:
 
 
 def execute(
-    argv: list[str], options: RunOptions, out: Output, environ: Mapping[str, str], root: str
+    argv: list[str],
+    options: RunOptions,
+    out: Output,
+    environ: Mapping[str, str],
+    root: str,
+    scope: Scope | None = None,
 ) -> tuple[Summary, Captured | None]:
     """Run ``argv`` under ``options`` in the project at ``root``: its summary,
     and with ``--json`` what it printed."""
@@ -101,7 +107,7 @@ def execute(
             # arrive first, so arrival order is start order; the rest happens while waiting
             with Admission(run, Limits.from_options(options)) as admission:
                 run.remove_leftovers()  # a few directory listings when there are none
-                selection = choose_backend(options, out)
+                selection = choose_backend(options, out, scope)
                 transcript = None
                 if options.log:
                     from seqbox.transcript import open_transcript
@@ -136,7 +142,7 @@ class Run:
         root: str,
     ) -> None:
         from seqbox import runlog
-        from seqbox.backends import leftovers
+        from seqbox.backends.cgroup import leftovers
         from seqbox.state import trees_dir
 
         self.argv = argv
@@ -147,7 +153,7 @@ class Run:
         self.run_id = f"{leftovers.run_stamp()}-{os.getpid()}"
         #: the command's environment
         self.env = {**environ, **options.extra_env(), RUN_ID_ENV: self.run_id}
-        #: where a polled tree's record goes (see backends/treerecord.py)
+        #: where a polled tree's record goes (see backends/poll/treerecord.py)
         self.trees = trees_dir(environ)
         self.log: RunLog | None = runlog.for_run(
             options.log_dir, options.keep_logs, root, key, self.run_id, out, environ
@@ -188,7 +194,7 @@ class Run:
     def remove_leftovers(self) -> None:
         """End and remove what crashed runs of this project left (their
         supervisor is dead)."""
-        from seqbox.backends import leftovers
+        from seqbox.backends.cgroup import leftovers
 
         for path in leftovers.find(self.key, self.trees):
             self.out.info(f"removing {path}, left by a crashed run")

@@ -2,7 +2,7 @@
 
 Not ``subprocess``: it costs 14 ms to import, and the child must write itself
 into the sandbox's cgroups between fork and exec (``preexec_fn`` would force the
-same fork path anyway). The fork itself is the sandbox's (see seqbox/backends/clone3.py).
+same fork path anyway). The fork itself is the sandbox's (see seqbox/backends/cgroup/clone3.py).
 
 A prepared child execs a tiny ``sh`` right away and waits there for one byte on
 a pipe: exec'ing the command from a parked ``sh`` takes a third of the time it

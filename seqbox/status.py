@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from seqbox.backends import leftovers, usage_of
+from seqbox.backends.cgroup import crashed
+from seqbox.backends.usage import usage_of
 from seqbox.housekeeping import project_locks
 from seqbox.queue import view
 from seqbox.state import trees_dir
@@ -50,11 +51,11 @@ def collect(project_key: str, project_root: str, environ: Mapping[str, str] | No
 def orphaned(project_key: str, environ: Mapping[str, str] | None = None) -> list[OrphanStatus]:
     """Trees of crashed runs of the project that still run (``seqbox clean`` ends them)."""
     found: list[OrphanStatus] = []
-    groups = [(leftover.name, leftover.pids()) for leftover in leftovers.find_whole(project_key)]
-    groups += leftovers.orphaned_trees(project_key, trees_dir(environ))
+    groups = [(leftover.name, leftover.pids()) for leftover in crashed.find_whole(project_key)]
+    groups += crashed.orphaned_trees(project_key, trees_dir(environ))
     for name, pids in groups:
         if pids:
-            commands = [c for c in (leftovers.command_of(pid) for pid in pids) if c]
+            commands = [c for c in (crashed.command_of(pid) for pid in pids) if c]
             found.append({"name": name, "processes": len(pids), "commands": commands})
     return found
 

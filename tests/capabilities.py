@@ -36,8 +36,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from seqbox.backends import candidates, delegation_plan
-from seqbox.backends.poll import PollBackend
+from seqbox.backends import candidates
+from seqbox.backends.poll.backend import PollBackend
+from seqbox.backends.systemd.scope import plan_here
 from tests.nobody import NOBODY, nobody_python
 
 #: the session's real XDG_RUNTIME_DIR (the user manager's sockets), before any test isolates it
@@ -104,7 +105,7 @@ def _user_manager() -> Capability:
             os.environ.pop("XDG_RUNTIME_DIR", None)
         else:
             os.environ["XDG_RUNTIME_DIR"] = REAL_RUNTIME_DIR
-        plan = delegation_plan(["--", "true"], "auto")
+        plan = plan_here(["--", "true"], "auto")
     finally:
         if saved is None:
             os.environ.pop("XDG_RUNTIME_DIR", None)

@@ -11,7 +11,8 @@ import pytest
 
 from seqbox import admission
 from seqbox.admission import Holder, decide
-from seqbox.backends import cgroupfs, memory
+from seqbox.backends import memory
+from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.errors import UsageError
 
 if TYPE_CHECKING:
@@ -107,9 +108,9 @@ def test_meminfo_in_bytes() -> None:
 
 
 def test_limits_of_both_versions() -> None:
-    assert memory.parse_limit("max\n") is None
-    assert memory.parse_limit("9223372036854771712\n") is None  # v1's "no limit"
-    assert memory.parse_limit(f"{8 * GIB}\n") == 8 * GIB
+    assert cgroupfs.parse_limit("max\n") is None
+    assert cgroupfs.parse_limit("9223372036854771712\n") is None  # v1's "no limit"
+    assert cgroupfs.parse_limit(f"{8 * GIB}\n") == 8 * GIB
 
 
 def test_pressure_is_some_avg10() -> None:

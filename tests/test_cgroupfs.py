@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from seqbox.backends import cgroupfs
-from seqbox.backends.cgroup1 import Cgroup1Layout
-from seqbox.backends.cgroup2 import plan_placement
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.cgroup.v1 import Cgroup1Layout
+from seqbox.backends.cgroup.v2 import plan_placement
 
 # This machine: cgroup v1 controllers each on its own mount, cgroup2 (hugetlb only)
 # at /sys/fs/cgroup/unified, no systemd.
@@ -224,7 +224,10 @@ def test_cpu_max(text: str, expected: tuple[int | None, int]) -> None:
     assert cgroupfs.parse_cpu_max(text) == expected
 
 
-@pytest.mark.parametrize(("text", "expected"), [("max\n", None), ("268435456\n", 268435456), ("0\n", 0)])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("max\n", None), ("268435456\n", 268435456), ("0\n", 0), ("9223372036854771712\n", None), ("", None)],
+)
 def test_limit_files(text: str, expected: int | None) -> None:
     assert cgroupfs.parse_limit(text) == expected
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from seqbox.backends import cgroupfs
 from seqbox.backends.base import Limits
-from seqbox.backends.cgroup1 import Cgroup1Backend, Cgroup1Layout, Cgroup1Sandbox
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.cgroup.v1 import Cgroup1Backend, Cgroup1Layout, Cgroup1Sandbox
 from tests.capabilities import needs
 from tests.conftest import Tracker
 from tests.helpers import MIB, PROG, SeqboxRunner, prog, slack, wait_dead, wait_for_file
@@ -147,6 +147,7 @@ def test_cgroup1_names_the_enclosing_limit_the_kernel_enforced(procs: Tracker) -
     """A run inside another (its cgroup under the outer's): the outer holds
     30 MiB, the inner grows towards its own 100 MiB, and the outer's 100 MiB
     stops it. The inner sandbox says the enclosing run's limit was reached."""
+
     hog = [sys.executable, PROG, "hog", "--chunk", "10", "--hold", "30"]
     outer = Cgroup1Backend().create(Limits(mem=100 << 20), "test-outer")
     started: list[subprocess.Popen[bytes]] = []

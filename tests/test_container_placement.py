@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from seqbox.backends import cgroupfs
-from seqbox.backends.cgroup2 import TAKEOVER_ENV, Placement, plan_placement
-from seqbox.backends.enclosing import (
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.cgroup.enclosing import (
     CGROUP,
     CONTAINER,
     ENCLOSING_RUN,
@@ -21,6 +20,7 @@ from seqbox.backends.enclosing import (
     first_risen,
     oom_count,
 )
+from seqbox.backends.cgroup.v2 import TAKEOVER_ENV, Placement, plan_placement
 
 TOP = "/sys/fs/cgroup"
 ME = 4242

@@ -12,9 +12,9 @@ from xml.etree import ElementTree
 
 import psutil
 
-from seqbox.backends import delegation_plan
-from seqbox.backends.cgroup1 import Cgroup1Layout
-from seqbox.backends.cgroup2 import Cgroup2Layout
+from seqbox.backends.cgroup.v1 import Cgroup1Layout
+from seqbox.backends.cgroup.v2 import Cgroup2Layout
+from seqbox.backends.systemd.scope import plan_here
 from tests import capabilities as caps
 from tests.capabilities import needs
 from tests.helpers import slack
@@ -24,6 +24,7 @@ HERE = Path(__file__).parent
 
 @needs("cgroup1")
 def test_cgroup1_capability_is_real() -> None:
+
     memory = Cgroup1Layout.current().dirs["memory"]
     assert os.access(memory, os.W_OK)
     assert os.path.exists(os.path.join(memory, "memory.limit_in_bytes"))
@@ -31,11 +32,12 @@ def test_cgroup1_capability_is_real() -> None:
 
 @needs("cgroup2")
 def test_cgroup2_capability_is_real() -> None:
+
     layout = Cgroup2Layout.current()
     assert layout.self_dir is not None
     assert "memory" in layout.controllers(layout.self_dir)
     if caps.usable("user_manager"):  # the laptop lane: each run gets cgroup2 in a delegated scope
-        assert delegation_plan(["--", "true"], "auto").command is not None
+        assert plan_here(["--", "true"], "auto").command is not None
         return
     assert layout.placement().base is not None
 
@@ -99,11 +101,11 @@ def test_leaves_a_process(token):
 def test_leaves_a_cgroup(project):
     backend = os.environ["INNER_CGROUP_BACKEND"]
     if backend == "cgroup1":
-        from seqbox.backends.cgroup1 import Cgroup1Layout
+        from seqbox.backends.cgroup.v1 import Cgroup1Layout
 
         base = Cgroup1Layout.current().dirs["memory"]
     else:
-        from seqbox.backends.cgroup2 import Cgroup2Layout
+        from seqbox.backends.cgroup.v2 import Cgroup2Layout
 
         base = Cgroup2Layout.current().placement().base
         if base is None:  # an unprivileged user (the laptop lane): its user manager's tree is its own

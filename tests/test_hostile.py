@@ -289,6 +289,17 @@ def test_a_log_on_a_full_disk_cuts_nothing(sbx: SeqboxRunner, tiny_fs: Path) -> 
 
 @pytest.mark.parametrize("limit", [5, 8, 11, 14, 17, 20, 22])
 def test_too_few_file_descriptors_is_one_line(sbx: SeqboxRunner, backend: str, limit: int) -> None:
+    _one_line_with_too_few_fds(sbx, backend, limit)
+
+
+@pytest.mark.parametrize("limit", [8, 9, 10, 11, 12, 14, 17])
+def test_too_few_file_descriptors_under_auto_is_one_line(sbx: SeqboxRunner, limit: int) -> None:
+    """A cgroup backend short of descriptors is no reason to fall back to
+    polling (which is as short of them): one line says what is short."""
+    _one_line_with_too_few_fds(sbx, "auto", limit)
+
+
+def _one_line_with_too_few_fds(sbx: SeqboxRunner, backend: str, limit: int) -> None:
     command = f"ulimit -n {limit}; exec {sys.executable} -m seqbox run --backend {backend} -- echo hi"
     proc = subprocess.run(
         ["sh", "-c", command],

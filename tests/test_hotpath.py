@@ -93,18 +93,7 @@ def _file_of(module: str) -> str:
 
 #: modules off the hot path that still import inside functions, until the
 #: ordinary-Python pass reaches them (other branches rewrite them now): empty it
-NOT_YET_ORDINARY = frozenset(
-    {
-        "seqbox/admission.py",
-        "seqbox/api.py",
-        "seqbox/capture.py",
-        "seqbox/control.py",
-        "seqbox/history.py",
-        "seqbox/backends/facts.py",
-        "seqbox/backends/memory.py",
-        "seqbox/backends/usage.py",
-    }
-)
+NOT_YET_ORDINARY: frozenset[str] = frozenset()
 
 
 def test_function_local_imports_are_allowed_on_the_hot_path_only() -> None:

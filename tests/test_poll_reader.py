@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from seqbox.backends.base import Limits
-from seqbox.backends.poll import MIN_INTERVAL_S, RUN_ID_ENV, PollSandbox
-from seqbox.backends.proctree import ProcTree, PsutilProcTree, Reading
+from seqbox.backends.poll.backend import MIN_INTERVAL_S, RUN_ID_ENV, PollSandbox
+from seqbox.backends.poll.proctree import ProcTree, PsutilProcTree, Reading
 from tests.capabilities import needs
 from tests.conftest import Tracker
 from tests.helpers import MIB, SeqboxRunner, is_alive, prog, slack, wait_dead

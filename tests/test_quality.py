@@ -3,6 +3,7 @@ the test suite is the one command CI runs, so these checks live here."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -98,3 +99,24 @@ def test_platform_knowledge_lives_in_backends() -> None:
         for number, line in platform_knowledge(path.read_text(encoding="utf-8")):
             found.append(f"{path.relative_to(ROOT)}:{number}: {line}")
     assert not found, "platform knowledge outside seqbox/backends/:\n" + "\n".join(found)
+
+
+def test_one_module_says_which_platform_this_is() -> None:
+    """Inside seqbox/backends/ too, only host.py looks at ``sys.platform`` (or
+    whether there is a /proc); the rest asks it."""
+    backends = ROOT / "seqbox" / "backends"
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted(backends.rglob("*.py"))
+        if path != backends / "host.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"sys\.platform|isdir\(\"/proc/self\"\)", line)
+    ]
+    assert not found, "platform checks outside seqbox/backends/host.py:\n" + "\n".join(found)
+
+
+def test_backends_package_only_re_exports() -> None:
+    """backends/__init__.py holds no code: the interface and the choice, re-exported."""
+    tree = ast.parse((ROOT / "seqbox" / "backends" / "__init__.py").read_text(encoding="utf-8"))
+    kinds = {type(node).__name__ for node in tree.body}
+    assert kinds <= {"Expr", "ImportFrom", "Assign"}, kinds

@@ -15,17 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from seqbox.backends import scope
-from seqbox.backends.scope import SCOPE_ENV, DelegationPlan, delegation_plan, user_manager
+from seqbox.backends import candidates, select
+from seqbox.backends.cgroup.v2 import Cgroup2Backend
+from seqbox.backends.systemd import rerun
+from seqbox.backends.systemd.scope import FAILED, NONE, DelegationPlan, Scope, delegation_plan, user_manager
 from tests.helpers import read_pids, wait_dead
 
 DELEGABLE = {"delegation": True, "user_manager": True, "user_manager_reason": "it answers"}
 
 
-def _plan(environ: dict[str, str] | None = None, **overrides: object) -> DelegationPlan:
+def _plan(**overrides: object) -> DelegationPlan:
     args: dict[str, object] = {
         "python": "/usr/bin/python3",
-        "environ": environ or {},
         "uid": 1000,
         "backend": "auto",
         "cgroup2": DELEGABLE,
@@ -50,8 +51,6 @@ def test_an_unprivileged_user_on_systemd_gets_a_delegated_scope() -> None:
         ({"backend": "poll"}, "--backend poll was asked for"),
         ({"cgroup2": {"delegation": False}}, "would not give a cgroup v2"),
         ({"systemd_run": None}, "systemd-run is not installed"),
-        ({"environ": {SCOPE_ENV: "started"}}, "already re-run"),
-        ({"environ": {SCOPE_ENV: "failed: systemd-run could not"}}, "already re-run"),
         (
             {"cgroup2": {"delegation": True, "user_manager": False, "user_manager_reason": "a stale socket"}},
             "a stale socket",
@@ -59,7 +58,7 @@ def test_an_unprivileged_user_on_systemd_gets_a_delegated_scope() -> None:
     ],
 )
 def test_no_scope_when_it_would_not_help(overrides: dict[str, object], reason: str) -> None:
-    plan = _plan(**overrides)  # type: ignore[arg-type]
+    plan = _plan(**overrides)
     assert plan.command is None
     assert reason in plan.reason
 
@@ -104,9 +103,30 @@ def test_no_socket_no_manager(runtime: Path) -> None:
     assert user_manager({}) == (False, "no systemd user manager (XDG_RUNTIME_DIR is not set)")
 
 
-def test_a_failed_scope_is_remembered(runtime: Path, listening: Path) -> None:
-    environ = {"XDG_RUNTIME_DIR": str(runtime), SCOPE_ENV: scope.failed_marker(1)}
-    assert user_manager(environ) == (False, "systemd-run could not start a delegated scope (it exited 1)")
+def test_a_failed_scope_reaches_the_choice() -> None:
+    """The scope step's result is handed to the choice (not through the environment)."""
+    failed = Scope(FAILED, rerun.failure(1))
+    assert failed.failure == "systemd-run could not start a delegated scope (it exited 1)"
+    assert Scope(NONE, "no scope was wanted").failure is None
+    made = {backend.name: backend for backend in candidates(failed)}
+    if "cgroup2" in made:
+        assert isinstance(made["cgroup2"], Cgroup2Backend)
+        assert made["cgroup2"].scope_failure == failed.failure
+
+
+def test_a_failed_scope_is_the_reason_cgroup2_gives() -> None:
+    """Where a delegated scope would give cgroup2 (the laptop lane), the probe
+    says why there is none, and the fallback's cause is it."""
+    failed = Scope(FAILED, rerun.failure(1))
+    selection = select("auto", failed)
+    cgroup2 = next((p for p in selection.rejected if p.name == "cgroup2"), None)
+    if cgroup2 is None or not cgroup2.details.get("delegation"):
+        pytest.skip("cgroup2 here needs no delegated scope")
+    assert (
+        cgroup2.details["user_manager_reason"]
+        == "systemd-run could not start a delegated scope (it exited 1)"
+    )
+    assert selection.fallback_cause() == "systemd-run could not start a delegated scope (it exited 1)"
 
 
 def _stand_in(tmp_path: Path, body: str) -> list[str]:
@@ -119,27 +139,27 @@ def _stand_in(tmp_path: Path, body: str) -> list[str]:
 def test_the_inner_run_reports_in_and_its_status_comes_back(tmp_path: Path) -> None:
     command = _stand_in(
         tmp_path,
-        "from seqbox.backends.scope import report_started\n"
-        "report_started(os.environ)\n"
-        f"assert os.environ[{SCOPE_ENV!r}] == 'started'\n"
+        "from seqbox.backends.systemd.rerun import STARTED_FD_ENV, report_started\n"
+        "assert report_started(os.environ)\n"
+        "assert STARTED_FD_ENV not in os.environ  # the command never sees it\n"
         "sys.exit(7)",
     )
-    assert scope.run_in_scope(command, dict(os.environ)) == (True, 7)
+    assert rerun.run_in_scope(command, dict(os.environ)) == (True, 7)
 
 
 def test_systemd_run_failing_before_the_command_is_not_started(tmp_path: Path) -> None:
     command = _stand_in(tmp_path, "print('Failed to connect to bus', file=sys.stderr); sys.exit(1)")
-    assert scope.run_in_scope(command, dict(os.environ)) == (False, 1)
+    assert rerun.run_in_scope(command, dict(os.environ)) == (False, 1)
 
 
 def test_a_signal_death_is_128_plus_n(tmp_path: Path) -> None:
     command = _stand_in(
         tmp_path,
-        "from seqbox.backends.scope import report_started\n"
+        "from seqbox.backends.systemd.rerun import report_started\n"
         "report_started(os.environ)\n"
         "import signal; os.kill(os.getpid(), signal.SIGTERM)",
     )
-    assert scope.run_in_scope(command, dict(os.environ)) == (True, 143)
+    assert rerun.run_in_scope(command, dict(os.environ)) == (True, 143)
 
 
 def test_the_inner_run_dies_with_the_waiting_seqbox(tmp_path: Path) -> None:
@@ -148,7 +168,7 @@ def test_the_inner_run_dies_with_the_waiting_seqbox(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     command = _stand_in(
         tmp_path,
-        "from seqbox.backends.scope import report_started\n"
+        "from seqbox.backends.systemd.rerun import report_started\n"
         "report_started(os.environ)\n"
         f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}}\\n')\n"
         "import time; time.sleep(60)",
@@ -157,7 +177,8 @@ def test_the_inner_run_dies_with_the_waiting_seqbox(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            f"from seqbox.backends import scope; import os; scope.run_in_scope({command!r}, os.environ)",
+            "from seqbox.backends.systemd import rerun; import os; "
+            f"rerun.run_in_scope({command!r}, os.environ)",
         ]
     )
     try:

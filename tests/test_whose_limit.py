@@ -18,13 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from seqbox.backends import cgroupfs
-from seqbox.backends.base import (
-    Limits,
-    Usage,
-)
-from seqbox.backends.cgroup1 import Cgroup1Backend, Cgroup1Sandbox
-from seqbox.backends.enclosing import (
+from seqbox.backends.base import Limits, Usage
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.cgroup.enclosing import (
     CGROUP,
     CONTAINER,
     ENCLOSING_RUN,
@@ -34,8 +30,9 @@ from seqbox.backends.enclosing import (
     V1TreeOoms,
     V2TreeOoms,
 )
-from seqbox.backends.poll import PollSandbox
-from seqbox.backends.proctree import LinuxProcTree
+from seqbox.backends.cgroup.v1 import Cgroup1Backend, Cgroup1Sandbox
+from seqbox.backends.poll.backend import PollSandbox
+from seqbox.backends.poll.proctree import LinuxProcTree
 from tests.capabilities import needs
 from tests.conftest import Tracker
 from tests.helpers import MIB, PROG, Completed, SeqboxRunner, prog, slack
@@ -188,6 +185,7 @@ def test_poll_a_kill_at_the_enclosing_runs_limit_names_that_run(procs: Tracker) 
     """A nested run asked for 1 GiB and is held to its enclosing run's 64 MiB:
     a kill there is the enclosing run's limit, not "memory limit 64 MiB" of a
     run that asked for 1 GiB (before: no word of whose)."""
+
     limits = Limits(mem=1 << 30).nested_in(64 * MIB, None)
     sandbox = PollSandbox(limits, LinuxProcTree())
     hog = _hog(200, procs)
@@ -211,6 +209,7 @@ def test_poll_a_kill_at_the_enclosing_runs_limit_names_that_run(procs: Tracker) 
 
 @needs("poll")
 def test_poll_a_kill_at_its_own_limit_is_its_own() -> None:
+
     sandbox = PollSandbox(Limits(mem=64 * MIB), LinuxProcTree())
     try:
         assert sandbox.which_limit() is None  # nothing was killed

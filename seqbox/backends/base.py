@@ -17,7 +17,7 @@ from seqbox.spawn import reap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seqbox.backends.enclosing import LimitHit
+    from seqbox.backends.cgroup.enclosing import LimitHit
     from seqbox.records import SandboxInfo
     from seqbox.spawn import Prepared, Stdio
 
@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 #: the variable that carries a run's id into its command's environment (a
 #: polled tree is found by it after a crash)
 RUN_ID_ENV = "SEQBOX_RUN_ID"
+#: what a run makes is named ``seqbox-<run name>``: its cgroups (a cgroup v2
+#: run's node), a polled tree's record; backends/cgroup/leftovers.py reads the
+#: names back after a crash
+NAME_PREFIX = "seqbox-"
+#: a cgroup v2 supervisor's own leaf, ``seqbox-sup-<pid>``
+SUPERVISOR_PREFIX = NAME_PREFIX + "sup-"
 
 
 class Usage:
@@ -201,7 +207,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def create(self, limits: Limits, name: str, records: str | None = None) -> Sandbox:
-        """Make a sandbox ``seqbox-<name>`` for one try. Raises BackendError when
+        """Make a sandbox :data:`NAME_PREFIX` + ``name`` for one try. Raises BackendError when
         it cannot. ``records`` is a private directory where a sandbox that no
         cgroup holds keeps what finds its tree after a crash."""
 

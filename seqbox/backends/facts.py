@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from seqbox.backends import LINUX, candidates
+from seqbox.backends import memory
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.choice import candidates
+from seqbox.backends.host import LINUX, cgroup_layout
+from seqbox.backends.systemd.scope import plan_here
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from seqbox.records import DoctorFacts, MemoryFacts
 
 
@@ -26,20 +29,11 @@ def platform_facts() -> DoctorFacts:
     if not LINUX:
         facts["cgroup_layout"] = "none"
         return facts
-    from seqbox.backends import cgroupfs
-
     # read afresh, tolerating errors: doctor must explain, not fail
     mounts = cgroupfs.parse_mountinfo(cgroupfs.try_read("/proc/self/mountinfo") or "")
     v1 = sorted({c for m in mounts if m.fstype == "cgroup" for c in m.controllers})
     v2 = [m for m in mounts if m.fstype == "cgroup2"]
-    if v1 and v2:
-        layout = "hybrid"
-    elif v1:
-        layout = "v1"
-    elif v2:
-        layout = "v2"
-    else:
-        layout = "none"
+    layout = cgroup_layout([(m.fstype, bool(m.controllers)) for m in mounts])
     facts["cgroup_layout"] = layout
     facts["cgroup_v1_controllers"] = v1
     facts["cgroup2_mounts"] = [m.path for m in v2]
@@ -71,9 +65,7 @@ def diagnose() -> DoctorFacts:
         facts["why"] = chosen.reason
     facts["delegated_scope"] = False
     if chosen is not None and chosen.name != "cgroup2":
-        from seqbox.backends import delegation_plan
-
-        plan = delegation_plan([], "auto")  # what `seqbox run` does for this user
+        plan = plan_here([], "auto")  # what `seqbox run` does for this user
         if plan.command is not None:
             facts["backend"] = "cgroup2"
             facts["why"] = f"inside {plan.reason}"
@@ -90,8 +82,6 @@ def diagnose() -> DoctorFacts:
 def memory_facts(budget_of: Callable[[int], int]) -> MemoryFacts:
     """The memory seqbox may count on, and what ``--budget auto`` makes of it
     (``budget_of``: the ceiling less the reserve, admission's arithmetic)."""
-    from seqbox.backends import memory
-
     state = memory.read_state()
     ceiling = state.ceiling()
     return {

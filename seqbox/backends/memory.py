@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 
-from seqbox.backends import LINUX, cgroupfs
+import psutil
+
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.host import LINUX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,8 +22,6 @@ if TYPE_CHECKING:
 
     Reader = Callable[[str], "str | None"]
 
-#: cgroup v1 says "no limit" with a huge page-aligned number (2^63 - 4096 on x86-64)
-V1_UNLIMITED = 1 << 62
 #: (limit file, usage file) of each cgroup version
 V2_FILES = ("memory.max", "memory.current")
 V1_FILES = ("memory.limit_in_bytes", "memory.usage_in_bytes")
@@ -37,16 +38,6 @@ def parse_meminfo(text: str) -> dict[str, int]:
         scale = 1024 if len(words) > 1 and words[1].lower() == "kb" else 1
         values[name.strip()] = int(words[0]) * scale
     return values
-
-
-def parse_limit(text: str) -> int | None:
-    """memory.max (``max`` or bytes) or memory.limit_in_bytes (v1's huge number
-    for none) -> bytes, or None for no limit."""
-    word = text.strip()
-    if word == "max" or not word.isdigit():
-        return None
-    value = int(word)
-    return None if value >= V1_UNLIMITED else value
 
 
 def parse_pressure(text: str) -> float | None:
@@ -143,7 +134,7 @@ def enclosing_limits(read: Reader, dirs: list[tuple[str, tuple[str, str]]]) -> l
     found = []
     for path, (limit_file, usage_file) in dirs:
         text = read(os.path.join(path, limit_file))
-        limit = None if text is None else parse_limit(text)
+        limit = None if text is None else cgroupfs.parse_limit(text)
         if limit is None:
             continue
         usage = _usage(read, path, usage_file)
@@ -154,8 +145,6 @@ def enclosing_limits(read: Reader, dirs: list[tuple[str, tuple[str, str]]]) -> l
 def read_state(read: Reader = cgroupfs.try_read, proc: str = "/proc") -> MemoryState:
     """The memory facts now (``read`` and ``proc`` let tests feed canned files)."""
     if not LINUX and read is cgroupfs.try_read:
-        import psutil
-
         vm = psutil.virtual_memory()
         return MemoryState(vm.total, vm.available, [], None)
     info = parse_meminfo(read(f"{proc}/meminfo") or "")

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 
-#: whether this system has a Linux-style /proc (else psutil answers)
-HAVE_PROC = os.path.isdir("/proc/self")
+from seqbox.backends.host import HAVE_PROC
 
 
 def parse_proc_stat(text: str) -> tuple[int, int]:

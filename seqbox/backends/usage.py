@@ -8,12 +8,11 @@ descendant of the holder's supervisor (a child subreaper on Linux).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
-from seqbox.backends import cgroupfs
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.host import LINUX
+from seqbox.backends.poll.proctree import LinuxProcTree, ProcTree, PsutilProcTree
 
 
 def usage_of(entry: Mapping[str, object]) -> tuple[int | None, int | None]:
@@ -21,12 +20,8 @@ def usage_of(entry: Mapping[str, object]) -> tuple[int | None, int | None]:
     None where it cannot be read."""
     mem_file, procs_file = entry.get("mem_file"), entry.get("procs_file")
     if isinstance(mem_file, str) and isinstance(procs_file, str):
-        mem_text = cgroupfs.try_read(mem_file)
         procs_text = cgroupfs.try_read(procs_file)
-        try:
-            mem = int(mem_text.split()[0]) if mem_text else None
-        except ValueError:
-            mem = None
+        mem = cgroupfs.read_int_or_none(mem_file)
         return mem, (len(set(procs_text.split())) if procs_text is not None else None)
     pid = entry.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():
@@ -36,9 +31,6 @@ def usage_of(entry: Mapping[str, object]) -> tuple[int | None, int | None]:
 
 def tree_usage(pid: int) -> tuple[int | None, int | None]:
     """What the poll backend would measure of ``pid``'s descendants."""
-    from seqbox.backends import LINUX
-    from seqbox.backends.proctree import LinuxProcTree, ProcTree, PsutilProcTree
-
     tree: ProcTree = LinuxProcTree(root=pid) if LINUX else PsutilProcTree(root=pid)
     try:
         reading = tree.read(full=True)

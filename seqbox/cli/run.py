@@ -25,16 +25,16 @@ def _run(args: list[str], out: Output) -> int:
         return 0
     options, command, root = parsed
     out.level = QUIET if options.quiet else VERBOSE if options.verbose else NORMAL
-    from seqbox.backends import in_delegated_scope
+    from seqbox.backends.systemd.scope import enter_scope
 
     # an unprivileged user on systemd: run inside a delegated scope
-    code = in_delegated_scope(args, options.backend, out.info)
-    if code is not None:
-        return code
+    scope = enter_scope(args, options.backend, out.info)
+    if scope.exit_code is not None:  # a second seqbox ran it, under systemd-run
+        return scope.exit_code
 
     from seqbox.runner import execute
 
-    summary, captured = execute(command, options, out, os.environ, root)
+    summary, captured = execute(command, options, out, os.environ, root, scope)
     if options.json:
         from seqbox.summary import dumps
 

@@ -1,6 +1,6 @@
 """Polling, for macOS, BSD and Linux without a usable cgroup.
 
-The supervisor measures the whole tree (see :mod:`seqbox.backends.proctree`)
+The supervisor measures the whole tree (see :mod:`seqbox.backends.poll.proctree`)
 every ``poll_interval`` (0.1 s by default), and sooner as the tree nears a
 threshold (the limit, ``--warn-at``, ``--mem-high``): the next sample comes
 before the tree, growing at its measured rate, could cross it
@@ -18,7 +18,7 @@ subreaper): a test switch, so that the suite runs that code path on Linux.
 A limit above seqbox (a container's, a cgroup's, an enclosing run's) is the
 kernel's to enforce: its OOM killer ends a process of the tree. On Linux the
 sandbox reads the OOM counters of the cgroup the tree lives in, and of those
-above it, when it is made (:func:`seqbox.backends.enclosing.tree_ooms`), and
+above it, when it is made (:func:`seqbox.backends.cgroup.enclosing.tree_ooms`), and
 again only if the command's main process died of a SIGKILL that seqbox did not
 send: then the run is a memory kill, and the sandbox says whose limit it was.
 """
@@ -29,15 +29,15 @@ import os
 import signal
 import time
 
+from seqbox.backends.base import NAME_PREFIX, Backend, Limits, Probe, Sandbox, Usage
 from seqbox.backends.base import RUN_ID_ENV as RUN_ID_ENV  # noqa: PLC0414 - re-exported
-from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage
 from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seqbox.backends.enclosing import LimitHit, TreeOoms
-    from seqbox.backends.proctree import ProcTree, Reading
-    from seqbox.backends.treerecord import TreeRecord
+    from seqbox.backends.cgroup.enclosing import LimitHit, TreeOoms
+    from seqbox.backends.poll.proctree import ProcTree, Reading
+    from seqbox.backends.poll.treerecord import TreeRecord
     from seqbox.records import SandboxInfo
     from seqbox.spawn import Prepared, Stdio
 
@@ -96,16 +96,16 @@ class PollBackend(Backend):
         return Probe(self.name, True, why, {"subreaper": False})
 
     def create(self, limits: Limits, name: str, records: str | None = None) -> Sandbox:
-        from seqbox.backends.treerecord import TreeRecord
+        from seqbox.backends.poll.treerecord import TreeRecord
 
-        record = TreeRecord(records, f"seqbox-{name}") if records is not None else None
+        record = TreeRecord(records, NAME_PREFIX + name) if records is not None else None
         ooms = _tree_ooms() if self.cgroups else None
         if self.linux:
-            from seqbox.backends.proctree import LinuxProcTree
+            from seqbox.backends.poll.proctree import LinuxProcTree
 
             become_subreaper()
             return PollSandbox(limits, LinuxProcTree(), record, ooms)
-        from seqbox.backends.proctree import PsutilProcTree
+        from seqbox.backends.poll.proctree import PsutilProcTree
 
         return PollSandbox(limits, PsutilProcTree(), record, ooms)
 
@@ -113,7 +113,7 @@ class PollBackend(Backend):
 def _tree_ooms() -> TreeOoms | None:
     """The OOM counters above the tree, or None where they cannot be read
     (the run goes on without: a kernel kill is then reported as a signal)."""
-    from seqbox.backends.enclosing import tree_ooms
+    from seqbox.backends.cgroup.enclosing import tree_ooms
     from seqbox.errors import SeqboxError
 
     try:
@@ -247,7 +247,7 @@ class PollSandbox(Sandbox):
             return self._kernel_hit
         if not self._mem_exceeded:
             return None
-        from seqbox.backends.enclosing import LimitHit, own_kind
+        from seqbox.backends.cgroup.enclosing import LimitHit, own_kind
 
         return LimitHit(own_kind(self.limits.mem_from_enclosing), self.limits.mem, None)
 

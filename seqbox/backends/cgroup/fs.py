@@ -31,6 +31,13 @@ V1_CONTROLLERS = frozenset(
     }
 )
 UNIFIED = ""  # the key of the cgroup v2 hierarchy in parse_proc_cgroup's result
+#: cgroup v1 says "no limit" with a huge page-aligned number (2^63 - 4096 on
+#: x86-64); its page counter's maximum starts here
+UNLIMITED_V1 = 1 << 62
+#: the process's own limits, not the cgroup's: raised as they are, for the CLI to
+#: explain (a backend short of descriptors is no reason to fall back to another,
+#: which would be as short of them)
+SYSTEM_LIMITS = frozenset({errno.EMFILE, errno.ENFILE})
 
 
 class Mount:
@@ -120,9 +127,23 @@ def parse_flat_keyed(text: str) -> dict[str, int]:
 
 
 def parse_limit(text: str) -> int | None:
-    """``max`` or a number (memory.max, pids.max, memory.swap.max) -> int or None."""
-    word = text.strip()
-    return None if word == "max" else int(word)
+    """A limit file (memory.max, pids.max, memory.swap.max; v1's
+    memory.limit_in_bytes) -> the limit, or None for none: ``max``, v1's huge
+    number, or no number at all."""
+    value = first_int(text)
+    return None if value is None or value >= UNLIMITED_V1 else value
+
+
+def first_int(text: str | None) -> int | None:
+    """Pure: the number a one-value file starts with (memory.current,
+    pids.peak, cpuacct.usage...), or None when there is none."""
+    words = text.split(maxsplit=1) if text else None
+    if not words:
+        return None
+    try:
+        return int(words[0])
+    except ValueError:
+        return None
 
 
 def parse_cpu_max(text: str) -> tuple[int | None, int]:
@@ -192,6 +213,18 @@ def own_cgroup_names() -> set[str]:
     return names
 
 
+def kill_at_once(path: str) -> bool:
+    """SIGKILL the whole cgroup v2 tree ``path`` in one write (``cgroup.kill``,
+    Linux 5.14); False where that cannot be done (then kill it process by
+    process, :func:`kill_until_empty`)."""
+    kill = os.path.join(path, "cgroup.kill")
+    try:
+        write(kill, "1")
+        return True
+    except (BackendError, OSError):
+        return False
+
+
 def kill_until_empty(path: str, rounds: int = 100, pause: float = 0.0) -> bool:
     """SIGKILL every process in the cgroup tree ``path``, again and again until
     none is left (a process may fork between listing and kill), then wait for
@@ -257,11 +290,7 @@ class OpenFiles:
         return b"".join(chunks).decode("ascii", "replace")
 
     def number(self, key: str) -> int | None:
-        text = self.text(key)
-        try:
-            return int(text.split()[0]) if text else None
-        except ValueError:
-            return None
+        return first_int(self.text(key))
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -269,25 +298,24 @@ class OpenFiles:
         self._fds.clear()
 
 
+def _system_limit(err: OSError) -> None:
+    """Raise ``err`` itself when it is one of :data:`SYSTEM_LIMITS`."""
+    if err.errno in SYSTEM_LIMITS:
+        raise err
+
+
 def read(path: str) -> str:
     try:
         with open(path, encoding="ascii") as f:
             return f.read()
     except OSError as err:
+        _system_limit(err)
         raise BackendError(f"cannot read {path}: {err.strerror}") from None
-
-
-def read_int(path: str) -> int:
-    return int(read(path).split()[0])
 
 
 def read_int_or_none(path: str) -> int | None:
     """The first number in the file, or None when it is missing or not a number."""
-    text = try_read(path)
-    try:
-        return int(text.split()[0]) if text else None
-    except ValueError:
-        return None
+    return first_int(try_read(path))
 
 
 def remove_tree(path: str, attempts: int = 200) -> None:
@@ -343,10 +371,12 @@ def write(path: str, value: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as err:
+        _system_limit(err)
         raise BackendError(f"cannot open {path}: {err.strerror}") from None
     try:
         os.write(fd, value.encode())
     except OSError as err:
+        _system_limit(err)
         raise BackendError(f"cannot write {value!r} to {path}: {err.strerror}") from None
     finally:
         os.close(fd)
@@ -358,6 +388,7 @@ def make_dir(path: str, exist_ok: bool = False) -> None:
     except OSError as err:
         if exist_ok and isinstance(err, FileExistsError):
             return
+        _system_limit(err)
         raise BackendError(f"cannot create cgroup {path}: {err.strerror}") from None
 
 
@@ -396,6 +427,7 @@ def open_into(path: str) -> Into:
     try:
         dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
+        _system_limit(err)
         raise BackendError(f"cannot open {path}: {err.strerror}") from None
     try:
         return Into(dir_fd, open_procs(path))
@@ -422,4 +454,5 @@ def open_procs(path: str, v1: bool = False) -> int:
     try:
         return os.open(target, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as err:
+        _system_limit(err)
         raise BackendError(f"cannot open {target}: {err.strerror}") from None

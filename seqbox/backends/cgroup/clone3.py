@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 
-from seqbox.backends.cgroupfs import Into
+from seqbox.backends.cgroup.fs import Into
 from seqbox.errors import BackendError
 
 TYPE_CHECKING = False

@@ -17,6 +17,7 @@ import signal
 
 from seqbox.backends import procinfo
 from seqbox.backends.base import RUN_ID_ENV
+from seqbox.backends.host import HAVE_PROC
 
 SUFFIX = ".tree"
 FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -118,7 +119,7 @@ def read_record(path: str) -> list[tuple[int, float]]:
 
 def carriers(run_id: str) -> list[int]:
     """The user's live processes whose environment holds ``SEQBOX_RUN_ID=run_id``."""
-    if not procinfo.HAVE_PROC:
+    if not HAVE_PROC:
         return []
     entry = f"{RUN_ID_ENV}={run_id}".encode()
     uid = os.getuid()
@@ -174,7 +175,7 @@ def _owned(pid: int, uid: int) -> bool:
     try:
         return os.stat(f"/proc/{pid}").st_uid == uid
     except OSError:
-        return not procinfo.HAVE_PROC  # elsewhere the kill itself refuses what is not ours
+        return not HAVE_PROC  # elsewhere the kill itself refuses what is not ours
 
 
 def _send(pid: int, sig: int) -> None:

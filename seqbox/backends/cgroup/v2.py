@@ -26,7 +26,7 @@ decided by :func:`plan_placement`:
    and the cgroup becomes the base (later runs go beside ``init``, rule 4);
 6. otherwise an unprivileged user on a systemd machine gets a delegated scope
    from its user manager (asked for over D-Bus, or ``systemd-run --user --scope
-   -p Delegate=yes``; see backends/scope.py) and is then alone in it (rule 3),
+   -p Delegate=yes``; see backends/systemd/scope.py) and is then alone in it (rule 3),
    and failing that seqbox falls back to polling.
 
 Taking over is not done unasked: the moved processes' own cgroup then shows no
@@ -41,14 +41,21 @@ import errno
 import os
 import time
 
-from seqbox.backends import cgroupfs
-from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage, kill_pids
-from seqbox.backends.enclosing import (
+from seqbox.backends.base import (
+    NAME_PREFIX,
+    SUPERVISOR_PREFIX,
+    Backend,
+    Limits,
+    Probe,
+    Sandbox,
+    Usage,
+    kill_pids,
+)
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.cgroup.enclosing import (
     ENCLOSING_RUN,
     MACHINE,
-    NODE_PREFIX,
     RUN,
-    SUPERVISOR_PREFIX,
     LimitHit,
     OomWatch,
     top_is_root_v2,
@@ -115,7 +122,7 @@ def plan_placement(
             return Placement("none", None, f"seqbox runs in the root cgroup, and {self_dir} is not writable")
         return Placement("root", mount_path, "seqbox runs in the root cgroup")
     parent = os.path.dirname(self_dir)
-    if os.path.basename(self_dir) == LEAF and os.path.basename(parent).startswith(NODE_PREFIX):
+    if os.path.basename(self_dir) == LEAF and os.path.basename(parent).startswith(NAME_PREFIX):
         return Placement("nested", parent, "a nested run: inside the parent run's cgroup")
     if os.path.basename(self_dir).startswith(SUPERVISOR_PREFIX):
         # an earlier step already moved us into our own leaf
@@ -234,6 +241,11 @@ def _writable(path: str) -> bool:
 class Cgroup2Backend(Backend):
     name = "cgroup2"
 
+    def __init__(self, scope_failure: str | None = None) -> None:
+        #: why the scope step found no delegated scope (see backends/systemd/scope.py),
+        #: when it tried: the reason this backend is not usable then
+        self.scope_failure = scope_failure
+
     def probe(self) -> Probe:
         try:
             layout = Cgroup2Layout.current()
@@ -262,9 +274,12 @@ class Cgroup2Backend(Backend):
             details["delegation"] = not layout.mount.read_only
             reason = placement.reason
             if details["delegation"]:
-                from seqbox.backends.scope import user_manager
+                if self.scope_failure is not None:
+                    answers, why = False, self.scope_failure
+                else:
+                    from seqbox.backends.systemd.scope import user_manager
 
-                answers, why = user_manager(os.environ)
+                    answers, why = user_manager(os.environ)
                 details["user_manager"] = answers
                 details["user_manager_reason"] = why
                 reason += "; " + ("a delegated systemd scope gives one" if answers else why)
@@ -374,6 +389,8 @@ def _enable_controllers(path: str, limits: Limits) -> None:
         finally:
             os.close(fd)
     except OSError as err:
+        if err.errno in cgroupfs.SYSTEM_LIMITS:
+            raise
         if err.errno == errno.EBUSY:
             raise BackendError(
                 f"cgroup2: cannot enable {', '.join(sorted(missing))} in {path}: it holds processes "
@@ -395,7 +412,7 @@ class Cgroup2Sandbox(Sandbox):
         layout: Cgroup2Layout | None = None,
     ) -> None:
         self.limits = limits
-        self.node = os.path.join(base, f"{NODE_PREFIX}{name}")
+        self.node = os.path.join(base, f"{NAME_PREFIX}{name}")
         self.leaf = os.path.join(self.node, LEAF)
         self.supervisor_leaf = supervisor_leaf
         self.cgroups = []
@@ -451,7 +468,7 @@ class Cgroup2Sandbox(Sandbox):
     def prepare(
         self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
     ) -> Prepared:
-        from seqbox.backends.clone3 import forker
+        from seqbox.backends.cgroup.clone3 import forker
 
         try:
             return prepare(
@@ -545,13 +562,8 @@ class Cgroup2Sandbox(Sandbox):
         return cgroupfs.tree_pids(self.node)
 
     def kill_all(self) -> None:
-        if self.has_kill:
-            try:
-                cgroupfs.write(self._file("cgroup.kill"), "1")
-                return
-            except BackendError:
-                pass
-        self._freeze_and_kill()
+        if not (self.has_kill and cgroupfs.kill_at_once(self.node)):
+            self._freeze_and_kill()
 
     def _freeze_and_kill(self) -> None:
         freeze = self._file("cgroup.freeze")
@@ -573,7 +585,7 @@ class Cgroup2Sandbox(Sandbox):
             if frozen:
                 try:
                     cgroupfs.write(freeze, "0")
-                except BackendError:
+                except (BackendError, OSError):
                     pass
 
     def is_empty(self) -> bool:

@@ -19,17 +19,10 @@ from __future__ import annotations
 
 import os
 
-from seqbox.backends import cgroupfs
+from seqbox.backends.base import NAME_PREFIX, SUPERVISOR_PREFIX
+from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.units import format_size
 
-#: how backends/cgroup2.py names a run's node and a supervisor's own leaf
-#: (defined here, where they are read back, so that cgroup2 imports this module
-#: when it is loaded: never later, when a run may be short of file descriptors)
-NODE_PREFIX = "seqbox-"
-SUPERVISOR_PREFIX = "seqbox-sup-"
-
-#: cgroup v1's "no limit" starts here (its page counter's maximum, in bytes)
-UNLIMITED_V1 = 1 << 62
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 #: kinds of limit, nearest first
@@ -88,7 +81,7 @@ def classify(path: str, run_node: str | None, top: str, top_is_root: bool) -> st
     name = os.path.basename(path.rstrip("/"))
     if run_node is not None and path == run_node:
         return RUN
-    if name.startswith(NODE_PREFIX) and not name.startswith(SUPERVISOR_PREFIX):
+    if name.startswith(NAME_PREFIX) and not name.startswith(SUPERVISOR_PREFIX):
         return ENCLOSING_RUN
     if path.rstrip("/") == top.rstrip("/") and not top_is_root:
         return CONTAINER
@@ -137,11 +130,7 @@ class OomWatch:
             return None
         kind = classify(path, self.run_node, self.top, self.top_is_root)
         limit = cgroupfs.try_read(os.path.join(path, "memory.max"))
-        try:
-            size = None if limit is None else cgroupfs.parse_limit(limit)
-        except ValueError:
-            size = None
-        return LimitHit(kind, size, path)
+        return LimitHit(kind, None if limit is None else cgroupfs.parse_limit(limit), path)
 
 
 def top_is_root_v2(top: str) -> bool:
@@ -162,7 +151,7 @@ def v1_limit(path: str) -> int | None:
     lower), or None when it has none."""
     read = cgroupfs.read_int_or_none
     limits = [read(os.path.join(path, f"memory.{n}limit_in_bytes")) for n in ("", "memsw.")]
-    finite = [n for n in limits if n is not None and n < UNLIMITED_V1]
+    finite = [n for n in limits if n is not None and n < cgroupfs.UNLIMITED_V1]
     return min(finite) if finite else None
 
 
@@ -171,6 +160,13 @@ def v1_peak(path: str) -> int:
     read = cgroupfs.read_int_or_none
     peaks = [read(os.path.join(path, f"memory.{n}max_usage_in_bytes")) for n in ("", "memsw.")]
     return max((n for n in peaks if n is not None), default=0)
+
+
+def limit_reached_v1(path: str) -> int | None:
+    """The cgroup v1 ``path``'s memory limit if its peak usage came up to it
+    (see :func:`reached`), else None."""
+    limit = v1_limit(path)
+    return limit if limit is not None and reached(v1_peak(path), limit) else None
 
 
 def reached(peak: int, limit: int) -> bool:

@@ -15,14 +15,22 @@ from __future__ import annotations
 import os
 import time
 
-from seqbox.backends import cgroupfs
-from seqbox.backends.base import Backend, Limits, Probe, Sandbox, Usage, kill_pids
+from seqbox.backends.base import NAME_PREFIX, Backend, Limits, Probe, Sandbox, Usage, kill_pids
+from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.cgroup.enclosing import (
+    MACHINE,
+    LimitHit,
+    chain,
+    classify,
+    limit_reached_v1,
+    own_kind,
+    top_is_root_v1,
+)
 from seqbox.errors import BackendError
 from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seqbox.backends.enclosing import LimitHit
     from seqbox.records import SandboxInfo
     from seqbox.spawn import Prepared, Stdio
 
@@ -89,7 +97,7 @@ class Cgroup1Sandbox(Sandbox):
         if not layout.usable("memory"):
             raise BackendError("cgroup1: the v1 memory controller is not mounted or not writable")
         self.limits = limits
-        name = f"seqbox-{name}"
+        name = NAME_PREFIX + name
         wanted = ["memory"]
         if layout.usable("pids"):
             wanted.append("pids")
@@ -148,7 +156,7 @@ class Cgroup1Sandbox(Sandbox):
         efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         try:
             cgroupfs.write(os.path.join(self.memory, "cgroup.event_control"), f"{efd} {target}{argument}")
-        except BackendError:  # no notification: sampling still catches it
+        except (BackendError, OSError):  # no notification: sampling still catches it
             os.close(efd)
             return []
         self.eventfds.append(efd)
@@ -213,7 +221,7 @@ class Cgroup1Sandbox(Sandbox):
     def prepare(
         self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
     ) -> Prepared:
-        from seqbox.backends.clone3 import forker
+        from seqbox.backends.cgroup.clone3 import forker
 
         fork = forker(self._into, self._join_fds)
         try:
@@ -250,19 +258,14 @@ class Cgroup1Sandbox(Sandbox):
         not kept for memory+swap on current kernels). Ours not reached means
         an enclosing one was (a seqbox run's node, or another cgroup above
         seqbox), or none at all (the machine)."""
-        from seqbox.backends.enclosing import MACHINE, LimitHit, classify, own_kind, top_is_root_v1
-
-        if _limit_reached(self.memory) is not None:
+        if limit_reached_v1(self.memory) is not None:
             return LimitHit(own_kind(self.limits.mem_from_enclosing), self.limits.mem, self.memory)
         mount = next((c.mount.path for c in cgroupfs.own_cgroups() if c.key == "memory"), None)
-        path = os.path.dirname(self.memory)
-        while mount is not None and path.startswith(mount):
-            limit = _limit_reached(path)
-            if limit is not None:  # a seqbox run's node, a container's top, or another cgroup
-                return LimitHit(classify(path, None, mount, top_is_root_v1(mount)), limit, path)
-            if path == mount:
-                break
-            path = os.path.dirname(path)
+        if mount is not None:
+            for path in chain(os.path.dirname(self.memory), mount):
+                limit = limit_reached_v1(path)
+                if limit is not None:  # a seqbox run's node, a container's top, or another cgroup
+                    return LimitHit(classify(path, None, mount, top_is_root_v1(mount)), limit, path)
         return LimitHit(MACHINE, None, None)
 
     def peak_mem(self) -> int | None:
@@ -279,12 +282,8 @@ class Cgroup1Sandbox(Sandbox):
         return cgroupfs.tree_pids(self.memory)
 
     def kill_all(self) -> None:
-        if self.unified_kill:
-            try:
-                cgroupfs.write(os.path.join(self.dirs["unified"], "cgroup.kill"), "1")
-                return
-            except BackendError:
-                pass
+        if self.unified_kill and cgroupfs.kill_at_once(self.dirs["unified"]):
+            return
         freezer = self.dirs.get("freezer")
         if freezer is not None:
             _freeze_and_kill(freezer, self.memory)
@@ -315,15 +314,6 @@ class Cgroup1Sandbox(Sandbox):
             raise errors[0]
 
 
-def _limit_reached(path: str) -> int | None:
-    """The cgroup's memory limit if its peak usage came within a page or two
-    (or 1 %) of it, else None. memory+swap counts where swap is accounted."""
-    from seqbox.backends.enclosing import reached, v1_limit, v1_peak
-
-    limit = v1_limit(path)
-    return limit if limit is not None and reached(v1_peak(path), limit) else None
-
-
 def _freeze_and_kill(freezer: str, memory: str) -> None:
     """Freeze the tree (no forks can happen), SIGKILL every task, thaw."""
     state = os.path.join(freezer, "freezer.state")
@@ -336,5 +326,5 @@ def _freeze_and_kill(freezer: str, memory: str) -> None:
     finally:
         try:
             cgroupfs.write(state, "THAWED")
-        except BackendError:
+        except (BackendError, OSError):
             pass

@@ -1,0 +1,1 @@
+"""A delegated cgroup from the systemd user manager, for an unprivileged user."""

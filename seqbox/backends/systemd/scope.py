@@ -1,0 +1,209 @@
+"""A delegated cgroup from systemd, for an unprivileged user: the scope step of
+``seqbox run``, before the backend is chosen.
+
+On a systemd machine an ordinary user may not create cgroups where its shell
+runs, but its user manager hands out delegated scopes. seqbox asks for one
+holding itself, over D-Bus (systemd/bus.py), and inside the scope (where it is
+alone) makes its cgroups as usual. Failing that, it re-runs itself under
+systemd-run (systemd/rerun.py) and waits.
+
+Whether either is tried is decided from something real: the user manager's
+private socket must accept a connection (a socket file left by a manager that
+is gone refuses it). :func:`enter_scope` returns what happened as a
+:class:`Scope`, which the caller hands to the backend choice
+(:func:`seqbox.backends.choice.select`): a scope that could not be had is the
+reason the cgroup2 backend gives for not being usable.
+
+A seqbox nested in a run's command inherits nothing of this: inside a run's
+cgroup (``/proc/self/cgroup``) the cgroup2 probe finds it is nested and needs
+no scope. Only the re-run under systemd-run is told, explicitly (on the pipe
+whose descriptor :data:`~seqbox.backends.systemd.rerun.STARTED_FD_ENV` names),
+that it is the re-run, so that it never asks for a second scope.
+"""
+
+from __future__ import annotations
+
+import os
+
+from seqbox.backends.host import LINUX
+from seqbox.errors import BackendError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+#: how long connecting to the user manager may take (it answers in microseconds)
+CONNECT_TIMEOUT = 2.0
+#: file descriptors a re-run of seqbox inside a scope needs (Python's start-up alone takes ~10)
+MIN_FDS_FOR_A_SCOPE = 64
+
+#: what the scope step did (:attr:`Scope.how`)
+NONE, DBUS, SYSTEMD_RUN, RERUN, FAILED = "none", "dbus", "systemd-run", "rerun", "failed"
+
+
+class Scope:
+    """What the scope step did: ``how`` (:data:`NONE`: no scope was wanted;
+    :data:`DBUS`: this process moved into one asked for over D-Bus;
+    :data:`SYSTEMD_RUN`: a second seqbox ran under systemd-run, inside one;
+    :data:`RERUN`: this is that second seqbox;
+    :data:`FAILED`: neither way gave one) and why (or the unit's name).
+    ``exit_code`` is set when systemd-run ran the whole run in a second
+    seqbox, which ended with that status: the caller returns it."""
+
+    __slots__ = ("exit_code", "how", "why")
+
+    def __init__(self, how: str, why: str, exit_code: int | None = None) -> None:
+        self.how = how
+        self.why = why
+        self.exit_code = exit_code
+
+    @property
+    def failure(self) -> str | None:
+        """Why no scope could be had (None unless it was tried and failed)."""
+        return self.why if self.how == FAILED else None
+
+    def __repr__(self) -> str:
+        return f"Scope({self.how!r}, {self.why!r}, exit_code={self.exit_code})"
+
+
+class DelegationPlan:
+    """Whether ``seqbox run`` takes a delegated scope (``command`` is then the
+    systemd-run argv to re-run itself with, when asking over D-Bus fails), and
+    why (not)."""
+
+    __slots__ = ("command", "reason")
+
+    def __init__(self, command: list[str] | None, reason: str) -> None:
+        self.command = command
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"DelegationPlan({self.command!r}, {self.reason!r})"
+
+
+def private_socket(environ: Mapping[str, str]) -> str:
+    """The user manager's private D-Bus socket ("" without XDG_RUNTIME_DIR)."""
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(runtime, "systemd", "private") if runtime else ""
+
+
+def user_manager(environ: Mapping[str, str]) -> tuple[bool, str]:
+    """Does a systemd user manager answer for this user? (answers, why).
+
+    Connects to ``$XDG_RUNTIME_DIR/systemd/private``, the socket systemd-run
+    itself talks to first: a live manager accepts at once, a stale socket file
+    refuses (ECONNREFUSED)."""
+    path = private_socket(environ)
+    if not path:
+        return False, "no systemd user manager (XDG_RUNTIME_DIR is not set)"
+    if not os.path.exists(path):
+        return False, f"no systemd user manager ({path} does not exist)"
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT)
+        sock.connect(path)
+    except ConnectionRefusedError:
+        return False, f"no systemd user manager answers at {path} (a stale socket)"
+    except OSError as err:
+        return False, f"cannot reach the systemd user manager at {path}: {err.strerror or err}"
+    finally:
+        sock.close()
+    return True, f"the systemd user manager answers at {path}"
+
+
+def delegation_plan(
+    run_args: list[str],
+    *,
+    python: str,
+    uid: int,
+    backend: str,
+    cgroup2: Mapping[str, object],
+    systemd_run: str | None,
+) -> DelegationPlan:
+    """Pure: the plan for ``seqbox run RUN_ARGS``.
+
+    ``cgroup2`` is the cgroup2 probe's details: ``delegation`` (the controllers
+    are there, only not ours) and ``user_manager`` (whether one answers, from
+    :func:`user_manager`) with ``user_manager_reason``."""
+    if uid == 0:
+        return DelegationPlan(None, "root makes its own cgroups")
+    if backend not in ("auto", "cgroup2"):
+        return DelegationPlan(None, f"--backend {backend} was asked for")
+    if not cgroup2.get("delegation"):
+        return DelegationPlan(None, "a delegated scope would not give a cgroup v2 with the memory controller")
+    if systemd_run is None:
+        return DelegationPlan(None, "systemd-run is not installed")
+    if not cgroup2.get("user_manager"):
+        return DelegationPlan(None, str(cgroup2.get("user_manager_reason") or "no systemd user manager"))
+    command = [systemd_run, "--user", "--scope", "--quiet", "--collect", "-p", "Delegate=yes",
+               "--", python, "-m", "seqbox", "run", *run_args]  # fmt: skip
+    return DelegationPlan(
+        command, "a delegated scope from the systemd user manager (over D-Bus, or systemd-run --user --scope)"
+    )
+
+
+def plan_here(run_args: list[str], backend: str) -> DelegationPlan:
+    """Whether ``seqbox run RUN_ARGS`` moves into a delegated systemd scope
+    here, to give an unprivileged user a cgroup v2 of its own, and why (not).
+    ``run`` and ``doctor`` both ask this."""
+    if not LINUX:
+        return DelegationPlan(None, "no systemd here")
+    uid = os.getuid()
+    if uid == 0 or backend not in ("auto", "cgroup2"):  # no probe needed
+        return delegation_plan(run_args, python="", uid=uid, backend=backend, cgroup2={}, systemd_run=None)
+    from seqbox.backends.cgroup.v2 import Cgroup2Backend
+
+    probe = Cgroup2Backend().probe()
+    if probe.usable:
+        return DelegationPlan(None, "cgroup2 is usable without a scope")
+    import shutil
+    import sys
+
+    return delegation_plan(
+        run_args,
+        python=sys.executable,
+        uid=uid,
+        backend=backend,
+        cgroup2=probe.details,
+        systemd_run=shutil.which("systemd-run"),
+    )
+
+
+def enter_scope(run_args: list[str], backend: str, say: Callable[[str], None]) -> Scope:
+    """Move into a delegated scope when the plan says so. The scope is asked
+    for over D-Bus, for this process; failing that, seqbox re-runs itself
+    under systemd-run (the returned scope then carries that run's exit
+    status). ``say`` hears which way it went (for ``-v``)."""
+    from seqbox.backends.systemd import rerun
+
+    if rerun.report_started(os.environ):
+        return Scope(RERUN, "re-run by systemd-run inside a delegated scope")
+    plan = plan_here(run_args, backend)
+    if plan.command is None:
+        return Scope(NONE, plan.reason)
+    import time
+
+    start = time.monotonic()
+    try:
+        from seqbox.backends.systemd.bus import move_into_scope  # jeepney: only on this path
+
+        unit = move_into_scope(private_socket(os.environ), "seqbox run " + " ".join(run_args))
+    except ImportError as err:  # a dependency left out: systemd-run still works
+        over_dbus = f"no delegated scope over D-Bus (cannot import {err.name}: {err})"
+    except BackendError as err:
+        over_dbus = f"no delegated scope over D-Bus ({err})"
+    else:
+        took = time.monotonic() - start
+        say(f"in a delegated scope from the systemd user manager, asked for over D-Bus: {unit} ({took:.3f}s)")
+        return Scope(DBUS, unit)
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < MIN_FDS_FOR_A_SCOPE:
+        return Scope(FAILED, over_dbus)  # a second Python could not even start: run here
+    say(f"{over_dbus}; asking systemd-run: {' '.join(plan.command[:7])}")
+    started, code = rerun.run_in_scope(plan.command, os.environ)
+    if started:
+        return Scope(SYSTEMD_RUN, "systemd-run ran it in a delegated scope", exit_code=code)
+    return Scope(FAILED, rerun.failure(code))
