@@ -6,11 +6,13 @@ import typer
 
 from seqbox._version import __version__
 from seqbox.cli import handle_errors
+from seqbox.options import DOCS_URL
 
 app = typer.Typer(
     name="seqbox",
     help="Run commands one at a time per project, with memory, process and time limits "
     "on the whole process tree.",
+    epilog=f"Documentation: {DOCS_URL}",
     no_args_is_help=True,
     add_completion=True,
     rich_markup_mode=None,  # plain help: flags without a "<bool>" type column
@@ -207,6 +209,13 @@ def monitor(
     from seqbox.cli.monitor import monitor_main
 
     raise typer.Exit(handle_errors(lambda: monitor_main(once), debug=False))
+
+
+# The command list shows each command's first paragraph whole (click cuts a docstring's
+# to the width left over, at 80 columns when not on a terminal).
+for _info in app.registered_commands:
+    if _info.short_help is None and _info.callback is not None and _info.callback.__doc__:
+        _info.short_help = " ".join(_info.callback.__doc__.split("\n\n")[0].split())
 
 
 def app_main(args: list[str]) -> int:
