@@ -241,7 +241,7 @@ class Supervisor:
             )
 
     def _warn(self, message: str) -> None:
-        self.out.note(message)
+        self.out.warning(message)
         if self.events is not None:
             self.events.event("warn", message=message)
 

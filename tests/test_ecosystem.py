@@ -124,6 +124,11 @@ def toolbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Toolbox]:
             os.environ.pop(name, None)
 
 
+def _find_links(toolbox: Toolbox) -> str:
+    """PIP_FIND_LINKS with this checkout's wheel first (pip takes a space-separated list)."""
+    return " ".join(filter(None, [str(toolbox.dist), os.environ.get("PIP_FIND_LINKS", "")]))
+
+
 def _one(folder: Path, pattern: str) -> Path:
     found = sorted(folder.glob(pattern))
     assert len(found) == 1, found
@@ -220,7 +225,7 @@ def test_the_readme_pre_commit_config_works_as_written(
     assert PRE_COMMIT in readme
     assert f"additional_dependencies: [seqbox-cli=={__version__}, mypy]" in PRE_COMMIT
     # seqbox-cli==VERSION as the index will have it: this checkout's wheel
-    monkeypatch.setenv("PIP_FIND_LINKS", str(toolbox.dist))
+    monkeypatch.setenv("PIP_FIND_LINKS", _find_links(toolbox))
     (user_repo / ".pre-commit-config.yaml").write_text(PRE_COMMIT)
     (user_repo / "typed.py").write_text("def double(x: int) -> int:\n    return 2 * x\n")
     (user_repo / "test_typed.py").write_text(
@@ -343,7 +348,7 @@ def test_the_ci_snippets_run_as_written(toolbox: Toolbox, tmp_path: Path, projec
     assert install == "pip install seqbox-cli pytest"
     # both lines as written; seqbox-cli resolves to this checkout's wheel (see above)
     bin_dir = venv(tmp_path / "ci")
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CI": "true", "PIP_FIND_LINKS": str(toolbox.dist)}
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CI": "true", "PIP_FIND_LINKS": _find_links(toolbox)}
     sh("sh", "-c", install, cwd=project, env=env)
     (project / "test_it.py").write_text("def test_it() -> None:\n    assert True\n")
     res = sh("sh", "-c", run, cwd=project, env=env)
