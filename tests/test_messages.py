@@ -321,7 +321,14 @@ def test_the_warning_starts_its_own_line_in_a_log_file(
     log = tmp_path / "ci.log"
     with open(log, "wb") as f:  # write-only, as a shell's > opens it
         proc = sbx.start(
-            "--mem", "128M", "--warn-at", "0.5", "--", *_printf_then_hog(printed, 80), stdout=f, stderr=f
+            "--mem",
+            "128M",
+            "--warn-at",
+            "0.5",
+            "--",
+            *_printf_then_hog(printed, 80),
+            stdout=f.fileno(),
+            stderr=f.fileno(),
         )
         proc.communicate(timeout=slack(60))
     text = log.read_text()
