@@ -59,13 +59,15 @@ class History:
         return record.mem_samples()
 
 
-def screen(root: str, history: History, environ: Mapping[str, str] | None = None) -> RenderableType:
+def screen(
+    root: str, history: History, environ: Mapping[str, str] | None = None, live: bool = True
+) -> RenderableType:
     from seqbox.render import monitor_screen
     from seqbox.status import collect
 
     data = collect(project_key(root), root, environ)
     history.add(data)
-    return monitor_screen(data, history.values)
+    return monitor_screen(data, history.values, live=live)
 
 
 def run(root: str, log_dir: str | None, *, once: bool = False) -> int:
@@ -76,7 +78,13 @@ def run(root: str, log_dir: str | None, *, once: bool = False) -> int:
     console = Console()
     history = History(log_dir)
     if once:
-        console.print(screen(root, history))
+        frame = screen(root, history, live=False)
+        if console.is_terminal:
+            console.print(frame)
+        else:  # a pipe or a file: nothing cut to 80 columns
+            from seqbox.render import plain
+
+            sys.stdout.write(plain(frame))
         return 0
     with _keys() as pressed, Live(console=console, screen=True, auto_refresh=False) as live:
         while True:

@@ -169,6 +169,7 @@ _ENTRY_TYPES: dict[str, tuple[type, ...]] = {
     "pid": (int,),
     "start": (int, float),
     "command": (list,),
+    "cwd": (str,),
     "run_id": (str,),
     "lock": (str,),
     "mem": (int,),

@@ -34,6 +34,8 @@ class Entry(TypedDict, total=False):
     #: the process's start time (see backends.procinfo), against pid reuse
     start: float | None
     command: list[str]
+    #: the command's working directory (absolute)
+    cwd: str
     run_id: str
     lock: str
     mem: int | None
@@ -116,6 +118,8 @@ class DoctorFacts(TypedDict, total=False):
 class RunningStatus(TypedDict):
     pid: int | None
     command: list[str] | None
+    #: the working directory, relative to the project (absolute outside it)
+    cwd: str | None
     elapsed_s: float | None
     mem_bytes: int | None
     mem_limit_bytes: int | None
@@ -129,6 +133,7 @@ class WaitingStatus(TypedDict):
     position: int
     pid: int | None
     command: list[str] | None
+    cwd: str | None
     waiting_s: float
     waiting_for: str | None
 

@@ -182,6 +182,7 @@ class Run:
             "pid": os.getpid(),
             "start": self._start,
             "command": self.argv,
+            "cwd": os.path.abspath(self.options.cwd or os.getcwd()),  # status tells two runs apart by it
             "run_id": self.run_id,
             "lock": self.options.lock,
             "mem": self.limits.mem,

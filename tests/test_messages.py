@@ -144,16 +144,17 @@ def test_api_runs_are_named_by_their_command_not_the_interpreter(sbx: SeqboxRunn
     assert re.fullmatch(
         rf'seqbox: waiting for lock "default": 2 ahead; held by pid {pids[0]} {agent[0]} for \S+', cli_line
     ), cli_line
-    # status and monitor name the holder and the waiters, each on its line
+    # status and monitor name the holder and the waiters, each on its line, whole on a pipe
+    whole = [rf'"{python} -c "import os, time while .*" agent-{i}" in \.' for i in (0, 1)]
     lines = status.splitlines()
     assert len(lines) == 4, status
-    assert re.match(rf"  running  pid {pids[0]} {agent[0]} for ", lines[1]), status
-    assert re.match(rf"  waiting  1\. pid {pids[1]} {agent[1]} for ", lines[2]), status
-    assert re.match(rf'  waiting  2\. pid {pids[2]} "true" for ', lines[3]), status
-    assert re.search(agent[0], monitor), monitor
-    assert re.search(agent[1], monitor), monitor
+    assert re.match(rf"  running  pid {pids[0]} {whole[0]} for ", lines[1]), status
+    assert re.match(rf"  waiting  1\. pid {pids[1]} {whole[1]} for ", lines[2]), status
+    assert re.match(rf'  waiting  2\. pid {pids[2]} "true" in \. for ', lines[3]), status
+    assert re.search(whole[0], monitor), monitor
+    assert re.search(whole[1], monitor), monitor
     # the runs table: the program by its name
-    rows = [line.split(maxsplit=2)[2] for line in logs.splitlines()[1:]]
+    rows = [line.split(maxsplit=4)[4] for line in logs.splitlines()[1:]]
     assert rows[0].startswith("true "), logs
     assert re.match(rf"{python} -c ", rows[1]), logs
     assert re.match(rf"{python} -c ", rows[2]), logs

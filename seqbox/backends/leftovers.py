@@ -253,11 +253,14 @@ def _mount_of(path: str) -> cgroupfs.Mount | None:
 
 
 def command_of(pid: int) -> str | None:
-    """A process's command line, or None when it is gone."""
+    """A process's command line (its words quoted as a shell takes them), or None
+    when it is gone."""
     text = cgroupfs.try_read(f"/proc/{pid}/cmdline")
     if not text:
         return None
-    return " ".join(text.rstrip("\0").split("\0"))
+    import shlex  # only when there are leftovers
+
+    return shlex.join(text.rstrip("\0").split("\0"))  # as a shell takes it: describe.py splits it back
 
 
 def _search(root: str, depth: int) -> list[str]:

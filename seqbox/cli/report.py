@@ -11,13 +11,20 @@ WIDTH = 100
 
 
 def report_main(ref: str | None, svg: str | None) -> int:
+    import sys
+
     from rich.console import Console
 
-    from seqbox.render import report
+    from seqbox.project import project_root
+    from seqbox.render import plain, report
 
     record = history.load(history.find(history.log_directory(os.getcwd(), os.environ), ref))
-    picture = report(record, width=50)
-    Console(highlight=False).print(picture)
+    picture = report(record, width=50, root=project_root(os.getcwd()))
+    console = Console(highlight=False)
+    if console.is_terminal:
+        console.print(picture)
+    else:  # a pipe or a file: the log's path and the command whole
+        sys.stdout.write(plain(picture))
     if svg is not None:
         recorder = Console(record=True, width=WIDTH, file=open(os.devnull, "w"), highlight=False)  # noqa: SIM115
         recorder.print(picture)
