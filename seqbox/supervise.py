@@ -92,6 +92,7 @@ class Supervisor:
         self.reason: str | None = None  # memory | pids | timeout | interrupt | killed
         self.stop_signal: int | None = None
         self.kill_at: float | None = None
+        self.killed_after_grace = False  # the tree outlived the stop signal's grace
         self.procs_peak = 0
         self.warned_at = False
         self.warned_high = False
@@ -153,6 +154,7 @@ class Supervisor:
                 self._timeout()
             if self.kill_at is not None and now >= self.kill_at:
                 self.kill_at = None
+                self.killed_after_grace = True
                 sandbox.kill_all()
             wake = [next_sample] if arm_at is None else [next_sample, arm_at]
             if deadline is not None and self.reason is None:
@@ -293,7 +295,13 @@ class Supervisor:
         if reason == "interrupt" and self.stop_signal is not None:
             return "signal", 128 + self.stop_signal
         if reason == "timeout":
-            self.out.note(f"timeout: stopped after {format_duration(limits.timeout or 0)}")
+            said = f"timeout: stopped after {format_duration(limits.timeout or 0)}"
+            if self.killed_after_grace:
+                sig = limits.signal
+                name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+                grace = format_duration(limits.grace)
+                said += f"; the tree ignored {name} and was SIGKILLed after the {grace} grace"
+            self.out.note(said)
             return "timeout", 124
         if reason == "pids":
             self.out.note(f"killed: process limit {limits.pids} exceeded")
