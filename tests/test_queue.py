@@ -20,6 +20,7 @@ import pytest
 from seqbox.errors import StateError
 from seqbox.project import project_key
 from seqbox.queue import LockDir, view
+from tests.capabilities import needs
 from tests.helpers import SeqboxRunner, slack, wait_dead, wait_for_file
 from tests.helpers import crash_a_holder as _crash_a_holder
 
@@ -380,7 +381,7 @@ def test_no_state_is_left_after_runs(sbx: SeqboxRunner) -> None:
     assert [p.name for p in state.iterdir() if p.name != "logs"] == []  # run logs are kept on purpose
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=needs("sigint")), signal.SIGTERM])
 def test_a_waiter_interrupted_leaves_no_ticket(
     sbx: SeqboxRunner, tmp_path: Path, sig: signal.Signals
 ) -> None:
