@@ -479,6 +479,19 @@ def own_v2_cgroup(pid: int) -> str:
     raise AssertionError(f"pid {pid} has no cgroup v2 line")
 
 
+def ours_left(sbx: SeqboxRunner) -> list[str]:
+    """What a second ``seqbox clean`` still finds of this test's project. clean
+    acts on the whole machine: a suite running beside this one (another checkout,
+    another user's CI job) may leave its own crashed runs for it to remove."""
+    from seqbox.project import project_key
+
+    key = project_key(os.path.realpath(sbx.project))
+    res = sbx.cli("clean")
+    assert res.returncode == 0, res
+    # a cgroup is named after its project; poll records live in this test's own state dir
+    return [line for line in res.stdout.splitlines() if key in line or "recorded in" in line]
+
+
 def crash_a_holder(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> int:
     """A run whose supervisor is SIGKILLed: its command keeps running in its cgroup."""
     pidfile = tmp_path / "pid"
