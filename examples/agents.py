@@ -48,11 +48,14 @@ async def main(count: int) -> int:
     ok = True
     for name, r in await asyncio.gather(*runs):
         peak = f"{(r.peak_mem_bytes or 0) / 2**20:.0f} MiB"
+        # seqbox's own line (why a run was killed, or why seqbox could not run it) is in stderr
+        why = ((r.stderr or "").strip().splitlines() or ["(no reason given)"])[-1]
         if r.status == "memory":
-            why = (r.stderr or "").strip().splitlines()[-1:] or ["(no reason given)"]
-            print(f"{name}: killed at {peak}, over its {LIMIT} limit: {why[0]}")
+            print(f"{name}: killed at {peak}, over its {LIMIT} limit: {why}")
+        elif r.status == "ok":
+            print(f"{name}: ok, exit {r.exit_code}, peak {peak}: {(r.stdout or '').strip()}")
         else:
-            print(f"{name}: {r.status}, exit {r.exit_code}, peak {peak}: {(r.stdout or '').strip()}")
+            print(f"{name}: {r.status}, exit {r.exit_code}, peak {peak}: {why}")
         expected = "memory" if name == f"agent-{count - 1}" else "ok"
         ok = ok and r.status == expected
     return 0 if ok else 1

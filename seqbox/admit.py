@@ -111,6 +111,7 @@ class Admission:
             "pid": os.getpid(),
             "start": self._start,
             "command": self.run.argv,
+            "cwd": os.path.abspath(self.run.options.cwd or os.getcwd()),  # status tells two runs apart by it
             "run_id": self.run.run_id,
             "lock": self.run.options.lock,
             "mem": limits.mem,

@@ -106,8 +106,8 @@ def _command_line(
         opt = KEYWORDS.get(key)
         if opt is None:
             raise UsageError(f"seqbox.run() got an unknown option {key!r}")
-        if given is None:
-            continue
+        if given is None or (key == "quiet" and capture):  # captured, seqbox's lines reach no terminal:
+            continue  # they stay, for the result's stderr to say why a run was killed
         value = os.fspath(given) if isinstance(given, os.PathLike) else given
         parse_value(key, value, key)  # misuse raises here, in the caller
         if key == "cwd" and not os.path.isdir(str(value)):

@@ -32,7 +32,13 @@ def plural(count: int, word: str) -> str:
 def _words(command: object) -> list[str]:
     if isinstance(command, (list, tuple)):
         return [" ".join(str(word).split()) for word in command]
-    return str(command if command is not None else "?").split()  # a command line read from /proc
+    text = str(command if command is not None else "?")  # a command line as a shell takes it
+    import shlex
+
+    try:
+        return [" ".join(word.split()) for word in shlex.split(text)]
+    except ValueError:  # not shell syntax after all
+        return text.split()
 
 
 def _cut(text: str, width: int) -> str:
@@ -79,3 +85,12 @@ def describe_command(command: object, width: int | None = 40) -> str:
         return text
     text = _join([words[0], *(_cut_word(word, WORD_WIDTH) for word in words[1:])])
     return _cut(text, width)
+
+
+def where(cwd: object, root: str) -> str | None:
+    """A working directory as a person tells two runs apart by it: relative to the
+    project's root (``.``, ``src/pkg``), absolute when outside it (another worktree)."""
+    if not isinstance(cwd, str) or not cwd:
+        return None
+    relative = os.path.relpath(cwd, root)
+    return cwd if relative == ".." or relative.startswith("../") else relative

@@ -77,8 +77,8 @@ MODULES = frozenset(
         "seqbox.backends.poll.treerecord",
         "seqbox.backends.procinfo",
         "seqbox.backends.systemd",
-        "seqbox.backends.systemd.rerun",
         "seqbox.backends.systemd.bus",
+        "seqbox.backends.systemd.rerun",
         "seqbox.backends.systemd.scope",
     }
 )

@@ -12,6 +12,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from seqbox._version import __version__
+from seqbox.config import load_file_config
 from seqbox.errors import UsageError
 from seqbox.options import OPTIONS
 
@@ -41,19 +43,20 @@ RECIPE_SCRIPTS = (
     "kill-orphans.sh",
 )
 
-PRE_COMMIT = """\
+#: the distribution on the package index (the command and the import are `seqbox`)
+DISTRIBUTION = "seqbox-cli"
+
+PRE_COMMIT = f"""\
 repos:
-  - repo: https://github.com/seqbox/seqbox
-    rev: v0.1.0  # the release tag of seqbox you use
-    hooks:
-      - id: seqbox
-        name: mypy (under seqbox)
-        args: [--mem=1G, --, mypy, --strict]
-        additional_dependencies: [mypy]
-        pass_filenames: true
-        types: [python]
   - repo: local
     hooks:
+      - id: mypy
+        name: mypy (under seqbox)
+        entry: seqbox run --mem 1G -- mypy --strict
+        language: python
+        additional_dependencies: [{DISTRIBUTION}=={__version__}, mypy]
+        require_serial: true
+        types: [python]
       - id: pytest
         name: pytest (under seqbox)
         entry: seqbox run --mem 2G --timeout 10m -- python -m pytest -q
@@ -72,7 +75,7 @@ jobs:
       - uses: actions/setup-python@v5
         with:
           python-version: "3.12"
-      - run: pip install seqbox pytest
+      - run: pip install seqbox-cli pytest
       - run: seqbox run --mem 4G --timeout 30m --report seqbox.json -- python -m pytest -q
       - uses: actions/upload-artifact@v4
         if: always()
@@ -85,7 +88,7 @@ GITLAB_CI = """\
 test:
   image: python:3.12
   script:
-    - pip install seqbox pytest
+    - pip install seqbox-cli pytest
     - seqbox run --mem 4G --timeout 30m --report seqbox.json -- python -m pytest -q
   artifacts:
     when: always
@@ -141,6 +144,26 @@ def _has_seqbox_table(pyproject: str) -> bool:
         raise UsageError(f"{pyproject}: cannot read it as TOML: {err}") from None
     tool = data.get("tool")
     return isinstance(tool, dict) and "seqbox" in tool
+
+
+def existing_config(root: str) -> str | None:
+    """Where the project's config is already ("seqbox.toml", "[tool.seqbox] in
+    pyproject.toml", as a path), or None when it has none."""
+    seqbox_toml = os.path.join(root, "seqbox.toml")
+    pyproject = os.path.join(root, "pyproject.toml")
+    if os.path.lexists(seqbox_toml):
+        return seqbox_toml
+    if os.path.isfile(pyproject) and _has_seqbox_table(pyproject):
+        return f"[tool.seqbox] in {pyproject}"
+    return None
+
+
+def describe_config(root: str) -> str:
+    """One line on what the project's config sets: its keys and profiles."""
+    found = load_file_config(root)
+    keys = ", ".join(f"{key} = {value!r}" for key, value in found.top.items()) or "no keys"
+    profiles = ", ".join(sorted(found.profiles))
+    return keys + (f"; profiles: {profiles}" if profiles else "")
 
 
 def write_config(root: str, *, toml: bool) -> str:

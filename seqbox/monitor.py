@@ -17,7 +17,7 @@ from rich.live import Live
 from seqbox.errors import SeqboxError
 from seqbox.history import load
 from seqbox.project import project_key
-from seqbox.render import monitor_screen
+from seqbox.render import monitor_screen, plain
 from seqbox.runlog import SUFFIX
 from seqbox.status import collect
 
@@ -66,10 +66,12 @@ class History:
         return record.mem_samples()
 
 
-def screen(root: str, history: History, environ: Mapping[str, str] | None = None) -> RenderableType:
+def screen(
+    root: str, history: History, environ: Mapping[str, str] | None = None, live: bool = True
+) -> RenderableType:
     data = collect(project_key(root), root, environ)
     history.add(data)
-    return monitor_screen(data, history.values)
+    return monitor_screen(data, history.values, live=live)
 
 
 def run(root: str, log_dir: str | None, *, once: bool = False) -> int:
@@ -77,7 +79,11 @@ def run(root: str, log_dir: str | None, *, once: bool = False) -> int:
     console = Console()
     history = History(log_dir)
     if once:
-        console.print(screen(root, history))
+        frame = screen(root, history, live=False)
+        if console.is_terminal:
+            console.print(frame)
+        else:  # a pipe or a file: nothing cut to 80 columns
+            sys.stdout.write(plain(frame))
         return 0
     with _keys() as pressed, Live(console=console, screen=True, auto_refresh=False) as live:
         while True:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     Parser = Callable[..., object]
 
 BACKEND_NAMES = ("auto", "cgroup2", "cgroup1", "poll")
+#: where the documentation lives (``--help`` points here; docs/reference.md lists every option)
+DOCS_URL = "https://github.com/seqbox/seqbox/tree/main/docs"
 #: ``--slots`` when a budget is given and no count: as many as fit
 NO_SLOT_CAP = 1 << 20
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
@@ -132,7 +134,7 @@ OPTIONS: tuple[Option, ...] = (
         ("--warn-at",),
         "FRACTION",
         units.parse_fraction,
-        "0.5",
+        "0.8",
         "print one warning when the tree passes this share of --mem",
     ),
     Option(
@@ -348,5 +350,7 @@ def run_help() -> str:
         "126/127 command not executable / not found.",
         "",
         RUN_EXAMPLES,
+        f"docs: {DOCS_URL} (every option, config key and exit code: reference.md)",
+        "",
     ]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ stream; nothing else in the library prints.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
@@ -48,6 +49,14 @@ class Output:
         if self.level >= NORMAL:
             self._write(f"seqbox: {message}\n")
 
+    def warning(self, message: str) -> None:
+        """A warning while the command runs. On a pipe (a CI log), seqbox cannot see
+        whether the command's output there ended its line (pytest's dots often have
+        not): the warning starts with a line break so that it stands on a line of its
+        own, at the cost of an empty line when the output had ended its line."""
+        if self.level >= NORMAL:
+            self._write(("\n" if self._on_pipe() else "") + f"seqbox: {message}\n")
+
     def info(self, message: str) -> None:
         if self.level >= VERBOSE:
             self._write(f"seqbox: {message}\n")
@@ -63,12 +72,39 @@ class Output:
         if self._tty is None:
             self._tty = self.is_tty()
         if not self._tty:
-            return ""
+            return "\n" if self._file_ends_mid_line() else ""
         try:  # asked each time: the terminal may have been resized
             columns = os.get_terminal_size(self.stream.fileno()).columns
         except (AttributeError, ValueError, OSError):
             return ""
         return " " * columns + "\r\033[K"
+
+    def _file_ends_mid_line(self) -> bool:
+        """On a regular file (a log written with ``> log 2>&1``), whether its last
+        byte, the command's perhaps, leaves a line unfinished: seqbox can look."""
+        try:
+            fd = self.stream.fileno()
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+                return False
+            try:
+                last = os.pread(fd, 1, info.st_size - 1)
+            except OSError:  # opened write-only (>, >>): read it through a second open
+                reader = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    last = os.pread(reader, 1, info.st_size - 1)
+                finally:
+                    os.close(reader)
+        except (AttributeError, ValueError, OSError):
+            return False
+        return last not in (b"", b"\n")
+
+    def _on_pipe(self) -> bool:
+        try:
+            mode = os.fstat(self.stream.fileno()).st_mode
+        except (AttributeError, ValueError, OSError):
+            return False
+        return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
     def is_tty(self) -> bool:
         try:

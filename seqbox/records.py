@@ -35,6 +35,8 @@ class Entry(TypedDict, total=False):
     #: the process's start time (see backends.procinfo), against pid reuse
     start: float | None
     command: list[str]
+    #: the command's working directory (absolute)
+    cwd: str
     run_id: str
     lock: str
     mem: int | None
@@ -117,6 +119,8 @@ class DoctorFacts(TypedDict, total=False):
 class RunningStatus(TypedDict):
     pid: int | None
     command: list[str] | None
+    #: the working directory, relative to the project (absolute outside it)
+    cwd: str | None
     elapsed_s: float | None
     mem_bytes: int | None
     mem_limit_bytes: int | None
@@ -130,6 +134,7 @@ class WaitingStatus(TypedDict):
     position: int
     pid: int | None
     command: list[str] | None
+    cwd: str | None
     waiting_s: float
     waiting_for: str | None
 

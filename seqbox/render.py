@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
 from seqbox.culprit import from_json, phrase
-from seqbox.describe import command_line, describe_command, plural
+from seqbox.describe import command_line, describe_command, plural, where
 from seqbox.units import format_duration, format_size
 
 if TYPE_CHECKING:
@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from seqbox.records import RunEvent, Status
 
 BLOCKS = "▁▂▃▄▅▆▇█"
-#: the most of a command the runs table shows (a narrow terminal cuts it further)
+#: the most of a command the runs table shows on a terminal (a narrow one cuts it further)
 LOGS_COMMAND_WIDTH = 60
+#: the width text for a pipe or a file is laid out in (nothing is cut to a terminal's)
+PLAIN_WIDTH = 4096
 STATUS_STYLE = {
     "ok": "green",
     "failed": "red",
@@ -89,36 +91,71 @@ def status_text(status: str, exit_code: int | None = None) -> Text:
     return Text(label, style=STATUS_STYLE.get(status, ""))
 
 
+def plain(renderable: RenderableType) -> str:
+    """A renderable as text for a pipe or a file: nothing cut or wrapped to a
+    terminal's width, no styles, no trailing spaces."""
+    console = Console(width=PLAIN_WIDTH, color_system=None, highlight=False, soft_wrap=True)
+    with console.capture() as captured:
+        console.print(renderable)
+    return "".join(line.rstrip() + "\n" for line in captured.get().splitlines())
+
+
 # -- seqbox logs --------------------------------------------------------------------------
 
 
-def runs_table(records: Sequence[RunRecord]) -> Table:
-    """The recent runs, one a line, as wide as the terminal (the command gives way)."""
-    headers = ("#", "started", "command", "status", "peak", "limit", "duration")
+def command_started(record: RunRecord) -> float | None:
+    """When the command started: when its run got the lock (else when seqbox started)."""
+    for event in record.events:
+        if event["event"] == "lock" and event.get("got") and event.get("t") is not None:
+            return event.get("t")
+    return record.started_at
+
+
+def lock_wait(record: RunRecord) -> float | None:
+    """How long the run waited for the lock (and for memory under --budget)."""
+    waited = (record.summary or {}).get("lock_wait_s")
+    if waited is not None:
+        return waited
+    return next((e.get("waited_s") for e in record.events if e["event"] == "lock"), None)
+
+
+def run_dir(record: RunRecord, root: str) -> str:
+    """Where the run's command ran, relative to the project (``.``: its root)."""
+    return where(record.start.get("cwd"), root) or "-"
+
+
+def runs_table(records: Sequence[RunRecord], root: str, fit: bool = True) -> Table:
+    """The recent runs, one a line. ``fit``: as wide as the terminal (the command
+    gives way); else (a pipe, a file) every command whole."""
+    headers = ("#", "started", "waited", "where", "command", "status", "peak", "limit", "duration")
     today = time.strftime("%Y-%m-%d")
-    rows = [
-        [
-            str(number),
-            clock(record.started_at).removeprefix(today + " "),
-            describe_command(record.command, LOGS_COMMAND_WIDTH),
-            record.status if record.exit_code is None else f"{record.status} ({record.exit_code})",
-            size(record.peak_mem),
-            size(record.mem_limit),
-            duration(record.duration),
-        ]
-        for number, record in enumerate(records, 1)
-    ]
+    rows = []
+    for number, record in enumerate(records, 1):
+        waited = lock_wait(record)
+        rows.append(
+            [
+                str(number),
+                clock(command_started(record)).removeprefix(today + " "),
+                "-" if waited is None or waited < 0.05 else duration(waited),
+                run_dir(record, root),
+                describe_command(record.command, LOGS_COMMAND_WIDTH if fit else None),
+                record.status if record.exit_code is None else f"{record.status} ({record.exit_code})",
+                size(record.peak_mem),
+                size(record.mem_limit),
+                duration(record.duration),
+            ]
+        )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    table = Table(box=None, pad_edge=False, header_style="bold", expand=True)
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=fit)
     for i, header in enumerate(headers):
-        if header == "command":  # takes what is left, cut with an ellipsis
+        if header == "command" and fit:  # takes what is left, cut with an ellipsis
             table.add_column(header, no_wrap=True, overflow="ellipsis", ratio=1, min_width=10)
         else:
-            justify = "right" if i in (0, 4, 5, 6) else "left"
+            justify = "right" if i in (0, 2, 6, 7, 8) else "left"
             table.add_column(header, justify=justify, no_wrap=True, width=widths[i])  # type: ignore[arg-type]
     for row, record in zip(rows, records, strict=True):
-        status = row[3]
-        table.add_row(*row[:3], Text(status, style=STATUS_STYLE.get(record.status, "")), *row[4:])
+        status = Text(row[5], style=STATUS_STYLE.get(record.status, ""))
+        table.add_row(*row[:5], status, *row[6:])
     return table
 
 
@@ -171,16 +208,21 @@ def event_line(event: RunEvent) -> str:
 # -- seqbox report ------------------------------------------------------------------------
 
 
-def report(record: RunRecord, width: int = 60) -> RenderableType:
+def report(record: RunRecord, width: int = 60, root: str | None = None) -> RenderableType:
     """A run's summary, with memory over time against its limit and the kill marked."""
     summary = record.summary or {}
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
-    grid.add_column()
+    grid.add_column(overflow="fold")  # a long path wraps, never cut: it is there to be copied
     grid.add_row("run", record.run_id)
     grid.add_row("command", command_line(record.command))
+    if root is not None:
+        grid.add_row("where", run_dir(record, root))
     grid.add_row("status", status_text(record.status, record.exit_code))
-    grid.add_row("started", clock(record.started_at))
+    started, invoked = command_started(record), record.started_at
+    shown = clock(started)
+    before = "" if invoked is None or clock(invoked) == shown else f" (seqbox started {clock(invoked)})"
+    grid.add_row("started", shown + before)
     wall, cpu = record.duration, summary.get("cpu_s")
     timing = f"wall {duration(wall)}"
     if cpu is not None:
@@ -282,17 +324,22 @@ def memory_chart(record: RunRecord, width: int) -> RenderableType:
 # -- seqbox monitor -----------------------------------------------------------------------
 
 
-def monitor_screen(data: Status, history: dict[str, list[int]], width: int = 40) -> RenderableType:
+def monitor_screen(
+    data: Status, history: dict[str, list[int]], width: int = 40, live: bool = True
+) -> RenderableType:
     """The monitor's screen: per lock, the running command with its memory bar
-    and sparkline, and the queue."""
+    and sparkline, and the queue. ``live``: the full-screen view (q quits);
+    else one frame, commands whole."""
     root = data["project"]
+    command_width = 60 if live else None
     header = Text()
     header.append("seqbox monitor", style="bold")
-    header.append(f"  {root}  {clock(time.time(), with_date=False)}  (q quits)", style="dim")
+    quits = "  (q quits)" if live else ""
+    header.append(f"  {root}  {clock(time.time(), with_date=False)}{quits}", style="dim")
     parts: list[RenderableType] = [header, Text("")]
     for orphan in data["orphaned"]:
         count = plural(orphan["processes"], "process")
-        first = describe_command(orphan["commands"][0] if orphan["commands"] else "?", 60)
+        first = describe_command(orphan["commands"][0] if orphan["commands"] else "?", command_width)
         parts.append(
             Text(
                 f'orphaned: {count} left running by a crashed run, first "{first}"; '
@@ -306,14 +353,20 @@ def monitor_screen(data: Status, history: dict[str, list[int]], width: int = 40)
     for lock in data["locks"]:
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold", no_wrap=True, min_width=len("processes"))  # labels never shrink
-        grid.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
-        parts.append(Text(f'lock "{lock["lock"]}"', style="bold underline"))
+        grid.add_column(no_wrap=True, overflow="ellipsis" if live else "fold", ratio=1)
+        title = Text(f'lock "{lock["lock"]}"', style="bold underline")
+        if lock["budget_bytes"] is not None:
+            used = size(lock["reserved_bytes"])
+            title.append(f"  budget {size(lock['budget_bytes'])}, {used} reserved", style="bold")
+        parts.append(title)
         for run in lock["running"]:
             limit = run["mem_limit_bytes"]
+            reserved = run["reservation_bytes"]
+            reserves = "" if reserved is None else f", reserves {size(reserved)}"
             grid.add_row(
                 "running",
-                f"pid {run['pid']}, for {duration(run['elapsed_s'])}, {run['backend']}: "
-                f'"{describe_command(run["command"], 60)}"',
+                f"pid {run['pid']}, for {duration(run['elapsed_s'])}, {run['backend']}{reserves}: "
+                f'"{describe_command(run["command"], command_width)}"{_in(run["cwd"])}',
             )
             grid.add_row("memory", bar(run["mem_bytes"], limit))
             spark = sparkline(history.get(str(run["run_id"]), []), width, limit)
@@ -322,12 +375,18 @@ def monitor_screen(data: Status, history: dict[str, list[int]], width: int = 40)
         if not lock["running"]:
             grid.add_row("running", "nothing (the next waiter starts now)")
         for waiter in lock["waiting"]:
+            why = f" ({waiter['waiting_for']})" if waiter["waiting_for"] else ""
             grid.add_row(
                 "waiting" if waiter["position"] == 1 else "",
                 f"{waiter['position']}. pid {waiter['pid']}, for {duration(waiter['waiting_s'])}: "
-                f'"{describe_command(waiter["command"], 60)}"',
+                f'"{describe_command(waiter["command"], command_width)}"{_in(waiter["cwd"])}{why}',
             )
         if not lock["waiting"]:
             grid.add_row("waiting", "nobody")
         parts += [grid, Text("")]
     return Group(*parts)
+
+
+def _in(cwd: str | None) -> str:
+    """`` in DIR``: where a run's command runs, relative to the project."""
+    return f" in {cwd}" if cwd else ""

@@ -94,6 +94,7 @@ ENTRY = Table(
         "pid": "int",
         "start": "float",
         "command": "words",
+        "cwd": "str",
         "run_id": "str",
         "lock": "str",
         "mem": "int",

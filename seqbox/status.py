@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from seqbox.backends.cgroup import crashed
 from seqbox.backends.usage import usage_of
+from seqbox.describe import where
 from seqbox.housekeeping import project_locks
 from seqbox.queue import view
 from seqbox.state import trees_dir
@@ -32,12 +33,13 @@ def collect(project_key: str, project_root: str, environ: Mapping[str, str] | No
             {
                 "lock": lockdir.lock,
                 **_budget(queue.holders, queue.waiters),
-                "running": [_holder(h, now) for h in queue.holders],
+                "running": [_holder(h, now, project_root) for h in queue.holders],
                 "waiting": [
                     {
                         "position": i,
                         "pid": w.get("pid"),
                         "command": w.get("command"),
+                        "cwd": where(w.get("cwd"), project_root),
                         "waiting_s": round(now - w.get("arrived", now), 1),
                         "waiting_for": w.get("waiting_for"),
                     }
@@ -69,12 +71,13 @@ def _budget(holders: list[Entry], waiters: list[Entry]) -> BudgetStatus:
     return {"budget_bytes": budgets[-1], "reserved_bytes": sum(e.get("reservation", 0) for e in holders)}
 
 
-def _holder(entry: Entry, now: float) -> RunningStatus:
+def _holder(entry: Entry, now: float, project_root: str) -> RunningStatus:
     mem, procs = usage_of(entry)
     since = entry.get("since")
     return {
         "pid": entry.get("pid"),
         "command": entry.get("command"),
+        "cwd": where(entry.get("cwd"), project_root),
         "elapsed_s": round(now - since, 1) if since is not None else None,
         "mem_bytes": mem,
         "mem_limit_bytes": entry.get("mem"),

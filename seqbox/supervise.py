@@ -106,6 +106,7 @@ class Supervisor:
         #: --timeout's clock (set when the command starts); the end of the grace period
         self.deadline = Deadline(None)
         self.kill = Alarm()
+        self.killed_after_grace = False  # the tree outlived the stop signal's grace
         self.procs_peak = 0
         self.warned_at = False
         self.warned_high = False
@@ -176,6 +177,7 @@ class Supervisor:
             if self.reason is None and deadline.expired(now):
                 self._timeout()
             if self.kill.due(now):
+                self.killed_after_grace = True
                 sandbox.kill_all()
             wake = [next_sample] if arm_at is None else [next_sample, arm_at]
             if deadline.at is not None and self.reason is None:
@@ -290,7 +292,7 @@ class Supervisor:
         return entries(self.top)
 
     def _warn(self, message: str) -> None:
-        self.out.note(message)
+        self.out.warning(message)
         if self.events is not None:
             self.events.event("warn", message=message)
 
@@ -352,7 +354,13 @@ class Supervisor:
         if reason == "interrupt" and self.stop_signal is not None:
             return "signal", 128 + self.stop_signal
         if reason == "timeout":
-            self.out.note(f"timeout: stopped after {format_duration(limits.timeout or 0)}")
+            said = f"timeout: stopped after {format_duration(limits.timeout or 0)}"
+            if self.killed_after_grace:
+                sig = limits.signal
+                name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+                grace = format_duration(limits.grace)
+                said += f"; the tree ignored {name} and was SIGKILLed after the {grace} grace"
+            self.out.note(said)
             return "timeout", 124
         if reason == "pids":
             self.out.note(f"killed: process limit {limits.pids} exceeded")

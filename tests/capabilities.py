@@ -18,6 +18,10 @@ Environment (read once, when the test session starts):
 * ``SEQBOX_TEST_DISABLE=cgroup1``: pretend a capability is missing (to see the
   suite without it, and to test the strict-skip machinery itself).
 
+``sigint``: SIGINT is not ignored in this session, so the processes a test
+starts can get it (a background job of a non-interactive shell ignores it; the
+tests that send SIGINT then skip, saying so).
+
 ``user_manager``: this is an unprivileged user whose systemd user manager
 answers, so ``seqbox run`` re-runs itself in a delegated scope (the laptop
 lane, scripts/vm-laptop). There the cgroup2 backend counts as usable: every
@@ -31,6 +35,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 
@@ -43,12 +48,14 @@ from tests.nobody import NOBODY, nobody_python
 
 #: the session's real XDG_RUNTIME_DIR (the user manager's sockets), before any test isolates it
 REAL_RUNTIME_DIR = os.environ.get("XDG_RUNTIME_DIR")
+#: whether this session started with SIGINT ignored (read once, before any test sets a handler)
+SIGINT_IGNORED = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
 
 BACKENDS = ("cgroup2", "cgroup1", "poll")
 CGROUP_BACKENDS = ("cgroup2", "cgroup1")
 #: a backend run another way: name -> (the backend, the environment that selects the way)
 VARIANTS = {"poll-psutil": ("poll", {"SEQBOX_POLL_READER": "psutil"})}
-CAPABILITIES = (*BACKENDS, *VARIANTS, "root", "unprivileged", "strace", "user_manager")
+CAPABILITIES = (*BACKENDS, *VARIANTS, "root", "unprivileged", "strace", "user_manager", "sigint")
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,8 @@ def capability(name: str) -> Capability:
         return _variant(name)
     if name == "user_manager":
         return _user_manager()
+    if name == "sigint":
+        return _sigint()
     probe = _probes().get(name)
     if probe is None:
         return Capability(name, False, f"seqbox offers no {name} backend on this platform")
@@ -191,6 +200,18 @@ def _unprivileged() -> Capability:
     if isinstance(python, str):
         return Capability(name, False, python)
     return Capability(name, True, f"seqbox runs as uid {NOBODY} with {python.executable}")
+
+
+def _sigint() -> Capability:
+    """Can SIGINT reach what the tests start? Not when the session ignores it (a
+    background job of a non-interactive shell: ``bash -c 'pytest &'``): seqbox and
+    its commands inherit the ignored SIGINT and rightly keep it ignored, as nohup's
+    children do, so a test that sends one would only wait for its timeouts."""
+    if SIGINT_IGNORED:
+        return Capability(
+            "sigint", False, "this session ignores SIGINT (a background job of a non-interactive shell?)"
+        )
+    return Capability("sigint", True, "SIGINT reaches the processes this session starts")
 
 
 def _strace() -> Capability:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from seqbox.project import project_key
+
 PROG = str(Path(__file__).with_name("prog.py"))
 TOKEN_ENV = "SBXTEST_TOKEN"
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -512,6 +514,17 @@ def wait_for_exec(pid: int, cmdline: bytes, timeout: float = 10.0) -> None:
         if time.monotonic() >= deadline:
             raise AssertionError(f"pid {pid} did not exec {cmdline!r} within {timeout}s")
         time.sleep(0.005)
+
+
+def ours_left(sbx: SeqboxRunner) -> list[str]:
+    """What a second ``seqbox clean`` still finds of this test's project. clean
+    acts on the whole machine: a suite running beside this one (another checkout,
+    another user's CI job) may leave its own crashed runs for it to remove."""
+    key = project_key(os.path.realpath(sbx.project))
+    res = sbx.cli("clean")
+    assert res.returncode == 0, res
+    # a cgroup is named after its project; poll records live in this test's own state dir
+    return [line for line in res.stdout.splitlines() if key in line or "recorded in" in line]
 
 
 def crash_a_holder(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> int:

@@ -138,3 +138,15 @@ def test_misuse_raises_in_async(sbx: SeqboxRunner) -> None:
 def test_missing_cwd_raises(sbx: SeqboxRunner, tmp_path: Path) -> None:
     with pytest.raises(seqbox.SeqboxError):
         seqbox.run(["true"], cwd=str(tmp_path / "missing"))
+
+
+def test_quiet_and_capture_keep_the_reason_in_stderr(
+    sbx: SeqboxRunner, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """quiet=True with capture=True: nothing on the terminal, and the result's
+    stderr still says why the run was killed (as the docs promise)."""
+    result = seqbox.run(prog("hog", "--chunk", "16"), mem="64M", quiet=True, capture=True)
+    assert result.status == "memory", result
+    assert "seqbox: killed: memory limit 64.0 MiB exceeded" in (result.stderr or ""), result
+    seen = capfd.readouterr()
+    assert "seqbox:" not in seen.err + seen.out

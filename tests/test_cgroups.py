@@ -92,7 +92,7 @@ def test_cgroups_removed_however_the_run_ends(
     assert [path for path in dirs if os.path.exists(path)] == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=needs("sigint")), signal.SIGTERM])
 def test_cgroups_removed_when_seqbox_is_interrupted(
     sbx: SeqboxRunner, cgroup_backend: str, tmp_path: Path, sig: signal.Signals
 ) -> None:

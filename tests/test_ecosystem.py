@@ -1,7 +1,12 @@
 """seqbox as its users get it: built with ``python -m build``, installed with pip
 and with ``uv tool install`` into fresh environments, and used from real
-pre-commit (installed from the package index) with the README's configuration,
-hooks from this repository at a release tag.
+pre-commit (installed from the package index) with the README's configuration
+exactly as printed.
+
+seqbox-cli is not on the package index yet: where the README's snippets install
+``seqbox-cli==VERSION`` the tests make that requirement resolvable from this
+checkout's freshly built wheel (``PIP_FIND_LINKS``, which pre-commit's pip honours),
+so the snippet's text stays what users get.
 
 Slow (a few minutes: it installs pre-commit, build, uv, mypy and seqbox itself
 into temporary environments). Nothing is written to the real home: pip, uv and
@@ -119,6 +124,11 @@ def toolbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Toolbox]:
             os.environ.pop(name, None)
 
 
+def _find_links(toolbox: Toolbox) -> str:
+    """PIP_FIND_LINKS with this checkout's wheel first (pip takes a space-separated list)."""
+    return " ".join(filter(None, [str(toolbox.dist), os.environ.get("PIP_FIND_LINKS", "")]))
+
+
 def _one(folder: Path, pattern: str) -> Path:
     found = sorted(folder.glob(pattern))
     assert len(found) == 1, found
@@ -133,7 +143,7 @@ def _check_installed(bin_dir: Path, project: Path) -> None:
     recipe = sh(bin_dir / "seqbox", "init", "--recipe", cwd=project)  # scripts from the installed package
     assert "wrote" in recipe.stdout
     assert (project / "scripts" / "wait_all.sh").read_bytes() == (
-        ROOT / "scripts" / "wait_all.sh"
+        ROOT / "seqbox" / "recipe" / "wait_all.sh"
     ).read_bytes()
     shutil.rmtree(project / "scripts")
 
@@ -155,7 +165,7 @@ def test_pip_install(toolbox: Toolbox, kind: str, tmp_path: Path, project: Path)
     metadata = sh(
         bin_dir / "python",
         "-c",
-        "from importlib.metadata import metadata; m = metadata('seqbox'); "
+        "from importlib.metadata import metadata; m = metadata('seqbox-cli'); "
         "print('\\n'.join(m.get_all('Project-URL') + m.get_all('Classifier')))",
     ).stdout.splitlines()
     assert f"Source, {PUBLIC_URL}" in metadata
@@ -194,11 +204,6 @@ def user_repo(toolbox: Toolbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     return repo
 
 
-def _pre_commit_config(text: str, toolbox: Toolbox) -> str:
-    assert text.count(PUBLIC_URL) <= 1
-    return text.replace(PUBLIC_URL, str(toolbox.source))  # the same repository, cloned locally
-
-
 def _commit(repo: Path, message: str, toolbox: Toolbox) -> subprocess.CompletedProcess[str]:
     """``git commit``; its hooks' output (which git sends to stderr) is in stdout."""
     sh("git", "add", "-A", cwd=repo)
@@ -213,11 +218,15 @@ def _commit(repo: Path, message: str, toolbox: Toolbox) -> subprocess.CompletedP
     )
 
 
-def test_the_readme_pre_commit_config_works_as_written(toolbox: Toolbox, user_repo: Path) -> None:
+def test_the_readme_pre_commit_config_works_as_written(
+    toolbox: Toolbox, user_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     readme = (ROOT / "README.md").read_text()
     assert PRE_COMMIT in readme
-    assert f"rev: {TAG}" in PRE_COMMIT
-    (user_repo / ".pre-commit-config.yaml").write_text(_pre_commit_config(PRE_COMMIT, toolbox))
+    assert f"additional_dependencies: [seqbox-cli=={__version__}, mypy]" in PRE_COMMIT
+    # seqbox-cli==VERSION as the index will have it: this checkout's wheel
+    monkeypatch.setenv("PIP_FIND_LINKS", _find_links(toolbox))
+    (user_repo / ".pre-commit-config.yaml").write_text(PRE_COMMIT)
     (user_repo / "typed.py").write_text("def double(x: int) -> int:\n    return 2 * x\n")
     (user_repo / "test_typed.py").write_text(
         "from typed import double\n\n\ndef test_double() -> None:\n    assert double(2) == 4\n"
@@ -336,11 +345,12 @@ def test_the_ci_snippets_run_as_written(toolbox: Toolbox, tmp_path: Path, projec
     gitlab_lines = gitlab["test"]["script"]
     assert github_lines == gitlab_lines  # the same two commands
     install, run = github_lines
-    assert install == "pip install seqbox pytest"
-    # `pip install seqbox` from the index is this release: install the built wheel instead
-    bin_dir = venv(tmp_path / "ci", _one(toolbox.dist, "*.whl"), "pytest")
+    assert install == "pip install seqbox-cli pytest"
+    # both lines as written; seqbox-cli resolves to this checkout's wheel (see above)
+    bin_dir = venv(tmp_path / "ci")
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CI": "true", "PIP_FIND_LINKS": _find_links(toolbox)}
+    sh("sh", "-c", install, cwd=project, env=env)
     (project / "test_it.py").write_text("def test_it() -> None:\n    assert True\n")
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CI": "true"}
     res = sh("sh", "-c", run, cwd=project, env=env)
     assert "1 passed" in res.stdout
     report = (project / "seqbox.json").read_text()

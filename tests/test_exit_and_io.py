@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.capabilities import needs
 from tests.helpers import SeqboxRunner, prog, slack, wait_dead
 
 
@@ -154,6 +155,7 @@ def _read_line_with(fd: int, marker: bytes, timeout: float) -> bytes:
     return out
 
 
+@needs("sigint")
 def test_tty_stays_a_tty_and_ctrl_c_works(sbx: SeqboxRunner, backend: str) -> None:
     """Under a terminal the command sees a TTY on stdin, stdout and stderr, is in
     the terminal's foreground group, and Ctrl-C stops the whole run (130)."""

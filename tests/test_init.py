@@ -108,14 +108,19 @@ def test_from_a_subfolder_it_writes_at_the_project_root(sbx: SeqboxRunner) -> No
     ids=["seqbox.toml", "tool.seqbox", "only-a-profile"],
 )
 def test_never_over_an_existing_config(sbx: SeqboxRunner, name: str, content: str) -> None:
+    """Run again on a configured project, init says what is there (and the wiring) and exits 0."""
     path = sbx.project / name
     path.write_text(content)
+    there = str(path) if name == "seqbox.toml" else f"[tool.seqbox] in {path}"
     for args in ([], ["--toml"]):
         res = _init(sbx, *args)
-        assert res.returncode == 125, res
-        assert res.stderr.startswith(f"seqbox: {path} ")
-        assert res.stderr.count("\n") == 1, res.stderr
-        assert res.stdout == ""
+        assert res.returncode == 0, res
+        first = res.stdout.splitlines()[0]
+        assert first.startswith(f"{there} is there already, left as it is"), res.stdout
+        assert ("mem = '1G'" in first) == (name == "seqbox.toml" or "profiles" not in content), first
+        assert ("profiles: ci" in first) == ("profiles" in content), first
+        assert "pre-commit" in res.stdout
+        assert res.stderr == ""
         assert path.read_text() == content
     assert {p.name for p in sbx.project.iterdir()} == {name}
 
@@ -141,6 +146,8 @@ def test_recipe_writes_the_installed_scripts(sbx: SeqboxRunner) -> None:
     again = _init(sbx, "--recipe")
     assert again.returncode == 0, again
     assert "wrote" not in again.stdout
+    assert "there already" in again.stdout
+    assert "--force" in again.stdout
 
 
 def test_recipe_into_a_folder_and_force(sbx: SeqboxRunner) -> None:

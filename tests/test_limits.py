@@ -312,7 +312,7 @@ def test_timeout(sbx: SeqboxRunner, backend: str) -> None:
     assert doc["exit_code"] == 124
     assert 0.4 <= res.duration < slack(5), res
     assert 0.4 <= doc["wall_s"] < slack(5)  # type: ignore[operator]
-    assert len(res.seqbox_lines()) == 1, res
+    assert res.seqbox_lines() == ["seqbox: timeout: stopped after 0.5s"], res  # TERM was enough
 
 
 def test_grace_then_sigkill(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> None:
@@ -328,6 +328,8 @@ def test_grace_then_sigkill(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> 
     assert doc["status"] == "timeout"
     assert doc["signal"] == signal.SIGKILL
     assert timeout + 0.9 <= res.duration < timeout + slack(5), res
+    (line,) = res.seqbox_lines()
+    assert line.endswith("; the tree ignored SIGTERM and was SIGKILLed after the 1.0s grace"), res
 
 
 def test_grace_does_not_delay_a_command_that_stops(sbx: SeqboxRunner, backend: str) -> None:

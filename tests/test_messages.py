@@ -146,16 +146,17 @@ def test_api_runs_are_named_by_their_command_not_the_interpreter(sbx: SeqboxRunn
     assert re.fullmatch(
         rf'seqbox: waiting for lock "default": 2 ahead; held by pid {pids[0]} {agent[0]} for \S+', cli_line
     ), cli_line
-    # status and monitor name the holder and the waiters, each on its line
+    # status and monitor name the holder and the waiters, each on its line, whole on a pipe
+    whole = [rf'"{python} -c "import os, time while .*" agent-{i}" in \.' for i in (0, 1)]
     lines = status.splitlines()
     assert len(lines) == 4, status
-    assert re.match(rf"  running  pid {pids[0]} {agent[0]} for ", lines[1]), status
-    assert re.match(rf"  waiting  1\. pid {pids[1]} {agent[1]} for ", lines[2]), status
-    assert re.match(rf'  waiting  2\. pid {pids[2]} "true" for ', lines[3]), status
-    assert re.search(agent[0], monitor), monitor
-    assert re.search(agent[1], monitor), monitor
+    assert re.match(rf"  running  pid {pids[0]} {whole[0]} for ", lines[1]), status
+    assert re.match(rf"  waiting  1\. pid {pids[1]} {whole[1]} for ", lines[2]), status
+    assert re.match(rf'  waiting  2\. pid {pids[2]} "true" in \. for ', lines[3]), status
+    assert re.search(whole[0], monitor), monitor
+    assert re.search(whole[1], monitor), monitor
     # the runs table: the program by its name
-    rows = [line.split(maxsplit=2)[2] for line in logs.splitlines()[1:]]
+    rows = [line.split(maxsplit=4)[4] for line in logs.splitlines()[1:]]
     assert rows[0].startswith("true "), logs
     assert re.match(rf"{python} -c ", rows[1]), logs
     assert re.match(rf"{python} -c ", rows[2]), logs
@@ -219,7 +220,7 @@ def test_nested_runs_warn_once(sbx: SeqboxRunner) -> None:
     """Issue 9 item 10: the inner run's tree is the outer's, against the same
     limit: one warning, not one per level."""
     inner = sbx.argv(["run", "--", *prog("hog", "--total", "120", "--chunk", "40", "--hold", "1.2")])
-    res = sbx.run("--mem", "200M", "--", *inner, timeout=60)
+    res = sbx.run("--mem", "200M", "--", *inner, timeout=60, env={"SEQBOX_WARN_AT": "0.5"})
     assert res.returncode == 0, res
     warnings = [line for line in res.seqbox_lines() if "memory at" in line]
     assert len(warnings) == 1, res
@@ -240,7 +241,7 @@ def test_messages_start_on_a_fresh_line_on_a_terminal(
     script = (
         f"printf .........; {shlex.join(prog('hog', '--total', '100', '--chunk', '100', '--hold', '1.5'))}"
     )
-    command = shlex.join(sbx.argv(["run", "--mem", "128M", "--", "sh", "-c", script]))
+    command = shlex.join(sbx.argv(["run", "--mem", "128M", "--warn-at", "0.5", "--", "sh", "-c", script]))
     socket = str(tmp_path / "tmux.sock")
     subprocess.run(
         ["tmux", "-S", socket, "new-session", "-d", "-x", "120", "-y", "20", "-s", "t", "sh", "-c",
@@ -266,3 +267,63 @@ def test_commands_are_quoted_as_a_person_writes_them() -> None:
     assert describe_command(["/usr/bin/python3", "-c", "print('ok')"]) == "python3 -c \"print('ok')\""
     for argv in (["echo", "it's"], ["echo", "a'$b"], ["echo", "a\"b'c"], ["echo", "a'`b`"], ["x", "", "a b"]):
         assert shlex.split(command_line(argv)) == argv, command_line(argv)
+
+
+def _printf_then_hog(text: str, mib: int) -> list[str]:
+    """A command that prints TEXT (perhaps leaving its line unfinished, as pytest's
+    dots do), then holds MIB mebibytes for 1.5 s."""
+    hog = shlex.join(prog("hog", "--total", mib, "--chunk", mib, "--hold", "1.5"))
+    return ["sh", "-c", f"printf {shlex.quote(text)}; exec {hog}"]
+
+
+def _memory_warnings(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "seqbox: warning: memory at" in line]
+
+
+def test_the_default_warning_is_at_80_percent(sbx: SeqboxRunner) -> None:
+    """--warn-at 0.5 warned on every healthy run; the default is 0.8."""
+    healthy = sbx.run("--mem", "256M", "--", *prog("hog", "--total", "150", "--chunk", "50", "--hold", "1.5"))
+    assert healthy.returncode == 0, healthy
+    assert _memory_warnings(healthy.stderr) == [], healthy  # about 62 % of the limit
+    near = sbx.run("--mem", "256M", "--", *prog("hog", "--total", "215", "--chunk", "43", "--hold", "1.5"))
+    assert near.returncode == 0, near
+    assert len(_memory_warnings(near.stderr)) == 1, near  # about 88 %
+
+
+def test_the_warning_starts_its_own_line_in_a_piped_log(sbx: SeqboxRunner) -> None:
+    """stdout and stderr into one pipe (a CI log): the command's unfinished line is
+    not glued to seqbox's warning."""
+    proc = sbx.start(
+        "--mem", "128M", "--warn-at", "0.5", "--", *_printf_then_hog("........", 80), stderr=subprocess.STDOUT
+    )
+    out, _ = proc.communicate(timeout=slack(60))
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "........\n" in text, text
+    assert len(_memory_warnings(text)) == 1, text
+    assert _memory_warnings(text)[0].startswith("seqbox: warning: memory at"), text
+
+
+@pytest.mark.parametrize("printed", ["........", "done\n"], ids=["mid-line", "whole-line"])
+def test_the_warning_starts_its_own_line_in_a_log_file(
+    sbx: SeqboxRunner, tmp_path: Path, printed: str
+) -> None:
+    """stdout and stderr into one file (> log 2>&1): seqbox reads the file's last
+    byte, so the warning starts a line of its own, without an empty line before it."""
+    log = tmp_path / "ci.log"
+    with open(log, "wb") as f:  # write-only, as a shell's > opens it
+        proc = sbx.start(
+            "--mem",
+            "128M",
+            "--warn-at",
+            "0.5",
+            "--",
+            *_printf_then_hog(printed, 80),
+            stdout=f.fileno(),
+            stderr=f.fileno(),
+        )
+        proc.communicate(timeout=slack(60))
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert text.startswith(printed.rstrip("\n") + "\nseqbox: warning: memory at"), text
+    assert "\n\n" not in text, text

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from seqbox.project import project_key
 from tests.capabilities import needs
-from tests.helpers import TOKEN_ENV, SeqboxRunner, wait_dead
+from tests.helpers import TOKEN_ENV, SeqboxRunner, slack, wait_dead
 from tests.helpers import crash_a_holder as _crash_a_holder
 
 V1 = "/sys/fs/cgroup"
@@ -83,3 +83,21 @@ def test_clean_removes_every_hierarchys_cgroup_of_a_leftover(
                     break
                 except OSError:
                     time.sleep(0.02)
+
+
+def test_clean_shows_commands_as_a_person_writes_them(sbx: SeqboxRunner, backend: str) -> None:
+    """A leftover's command line read from /proc was split at spaces:
+    `"sh -c sleep 300 '&' sleep 300"`; it reads as it was typed."""
+    proc = sbx.start("--", "sh", "-c", "sleep 300 & sleep 300", backend=backend)
+    deadline = time.monotonic() + slack(15)
+    while time.monotonic() < deadline:  # the shell and both sleeps
+        doc = json.loads(sbx.cli("status", "--json").stdout)
+        if any((run["procs"] or 0) >= 3 for lock in doc["locks"] for run in lock["running"]):
+            break
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait(timeout=10)
+    cleaned = sbx.cli("clean")
+    assert cleaned.returncode == 0, cleaned
+    assert "\"sh -c 'sleep 300 & sleep 300'\"" in cleaned.stdout, cleaned
+    assert '"sleep 300"' in cleaned.stdout, cleaned

@@ -1,4 +1,4 @@
-"""Every snippet in README.md runs as written, here or elsewhere named below.
+"""Every snippet in README.md and docs/ runs as written, here or elsewhere named below.
 
 * console lines (``$ ...``): run here, in an isolated project, with the exit status
   given in RUN; or listed in ELSEWHERE with the test or CI step that runs them. A
@@ -25,7 +25,16 @@ from seqbox.summary import FIELDS
 from tests.helpers import SeqboxRunner, slack
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
+#: the README and the docs with snippets (docs/reference.md is generated: tests/test_docs.py)
+DOCUMENTS = (
+    "README.md",
+    "docs/guide.md",
+    "docs/containers-and-laptops.md",
+    "docs/design.md",
+    "docs/comparison.md",
+    "docs/development.md",
+)
+README = "\n".join((ROOT / name).read_text() for name in DOCUMENTS)
 
 #: command -> the exit statuses it may have here (run in this order)
 RUN: dict[str, set[int]] = {
@@ -33,6 +42,7 @@ RUN: dict[str, set[int]] = {
     "seqbox init": {0},
     "seqbox run -- python -m pytest -q": {0},
     "seqbox run --mem 2G --timeout 30m -- pytest -x": {0},
+    "seqbox logs -n 5": {0},
     "seqbox run --json --mem 256M -- ./build.sh": {0},
     "seqbox run --lock gpu --slots 2 -- python train.py": {0},
     "seqbox run --lock agents --budget auto --mem 1G -- python train.py": {0},
@@ -52,8 +62,9 @@ ELSEWHERE: dict[str, str] = {
     "python3 -m venv .venv && . .venv/bin/activate && pip install . && seqbox run --mem 256M -- python3 -c "
     "\"print('hello from inside the sandbox')\"": ".ci/run (the quick start)",
     "pip install '.[test]' && python -m pytest": ".ci/run (the quick start)",
-    "pip install seqbox": "tests/test_ecosystem.py::test_pip_install (the built wheel and sdist)",
-    "uv tool install seqbox": "tests/test_ecosystem.py::test_uv_tool_install (the built wheel)",
+    "pip install seqbox-cli": "tests/test_ecosystem.py::test_pip_install (the built wheel and sdist)",
+    "uv tool install seqbox-cli": "tests/test_ecosystem.py::test_uv_tool_install (the built wheel)",
+    "pipx install seqbox-cli": "not run (pipx installs the same wheel into its own venv, as uv tool does)",
     "pip install -e '.[test]'": "the development set-up; .ci/run installs '.[test]'",
     "python -m pytest": ".ci/run",
     'python -m pytest -m "not slow"': "a part of .ci/run's suite",
@@ -153,4 +164,7 @@ def test_toml_block_is_a_valid_config(tmp_path: Path) -> None:
 
 def test_yaml_blocks_are_the_tested_configs() -> None:
     found = blocks("yaml")
-    assert found == [PRE_COMMIT, GITHUB_ACTIONS, GITLAB_CI]
+    assert set(found) == {PRE_COMMIT, GITHUB_ACTIONS, GITLAB_CI}
+    readme = (ROOT / "README.md").read_text()
+    assert PRE_COMMIT in readme
+    assert GITHUB_ACTIONS in readme

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -178,7 +179,9 @@ def test_logs_lists_recent_runs(sbx: SeqboxRunner) -> None:
     res = sbx.cli("logs")
     assert res.returncode == 0, res
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ["#", "started", "command", "status", "peak", "limit", "duration"]
+    assert lines[0].split() == [
+        "#", "started", "waited", "where", "command", "status", "peak", "limit", "duration"
+    ]  # fmt: skip
     assert "echo hello-logs" in lines[1]
     assert "ok (0)" in lines[1]
     assert "100.0 MiB" in lines[1]
@@ -339,3 +342,118 @@ def test_monitor_under_tmux(sbx: SeqboxRunner, project: Path, tmp_path: Path) ->
         for proc in (waiter, holder):  # SIGTERM: seqbox ends its tree, then exits
             proc.terminate()
             proc.wait(timeout=slack(10))
+
+
+# -- what a pipe gets, where runs ran, when they started (issue 17 items 5-7, 9) ----------
+
+#: an argument long enough that an 80-column layout cut the marker after it
+LONG = "x" * 90
+
+
+def _running(sbx: SeqboxRunner, count: int = 1) -> bool:
+    doc = json.loads(sbx.cli("status", "--json").stdout)
+    return sum(len(lock["running"]) for lock in doc["locks"]) >= count
+
+
+def _stop(*procs: subprocess.Popen[bytes]) -> None:
+    for proc in procs:  # SIGTERM: seqbox ends its tree, then exits
+        if proc.poll() is None:
+            proc.terminate()
+        proc.communicate(timeout=slack(30))
+
+
+def test_nothing_is_cut_to_80_columns_on_a_pipe(sbx: SeqboxRunner) -> None:
+    """`seqbox logs -n 50 | grep -c memhog` found nothing: piped, logs, status,
+    monitor --once and report show every command and path whole."""
+    assert sbx.run("--", "sh", "-c", "true", LONG, "memhog").returncode == 0
+    holder = sbx.start("--", "sh", "-c", "sleep 30", LONG, "memhog-running")
+    try:
+        _wait_for(lambda: _running(sbx), 10)
+        logs = sbx.cli("logs", "-n", "50")
+        assert [line for line in logs.stdout.splitlines() if "memhog" in line and LONG in line], logs
+        assert not any(line != line.rstrip() for line in logs.stdout.splitlines()), logs  # no padding
+        status = sbx.cli("status")
+        assert f"{LONG} memhog-running" in status.stdout, status
+        monitor = sbx.cli("monitor", "--once")
+        assert f"{LONG} memhog-running" in monitor.stdout, monitor
+        assert "q quits" not in monitor.stdout, monitor  # one frame: nothing to quit
+    finally:
+        _stop(holder)
+    report = sbx.cli("report", "2")
+    (path,) = [
+        row["log"] for row in map(json.loads, sbx.cli("logs", "--json", "-n", "2").stdout.splitlines())
+    ][1:]
+    assert f"\n{path}\n" in re.sub(r"\nlog +", "\n", report.stdout), report  # the path to copy, whole
+    assert f"{LONG} memhog" in report.stdout, report
+
+
+def test_the_working_directory_tells_two_runs_apart(sbx: SeqboxRunner, project: Path) -> None:
+    """The same command from two directories of one project: status, status --json,
+    monitor and logs say where each runs."""
+    for name in ("wt-a", "wt-b"):
+        (project / name).mkdir()
+    holder = sbx.start("--cwd", str(project / "wt-a"), "--", "sleep", "30")
+    try:
+        _wait_for(lambda: _running(sbx), 10)
+        waiter = sbx.start("--cwd", str(project / "wt-b"), "--", "sleep", "30")
+        try:
+            _wait_for(lambda: "waiting" in sbx.cli("status").stdout, 10)
+            status = sbx.cli("status").stdout
+            assert '"sleep 30" in wt-a for' in status, status
+            assert '"sleep 30" in wt-b for' in status, status
+            (lock,) = json.loads(sbx.cli("status", "--json").stdout)["locks"]
+            assert [run["cwd"] for run in lock["running"]] == ["wt-a"], lock
+            assert [waiting["cwd"] for waiting in lock["waiting"]] == ["wt-b"], lock
+            monitor = sbx.cli("monitor", "--once").stdout
+            assert '"sleep 30" in wt-a' in monitor, monitor
+            assert '"sleep 30" in wt-b' in monitor, monitor
+        finally:
+            _stop(waiter)
+    finally:
+        _stop(holder)
+    rows = [json.loads(line) for line in sbx.cli("logs", "--json").stdout.splitlines()]
+    assert sorted(row["cwd"] for row in rows) == ["wt-a", "wt-b"], rows
+    table = sbx.cli("logs").stdout.splitlines()
+    assert [line.split()[3] for line in table[1:]] == ["wt-b", "wt-a"], table
+
+
+def test_logs_shows_when_the_command_started_and_how_long_it_waited(
+    sbx: SeqboxRunner, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    holder = sbx.start("--", "sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.05; done', str(gate))
+    _wait_for(lambda: _running(sbx), 10)
+    queued_run = sbx.start("--", "echo", "queued")
+    _wait_for(lambda: "waiting" in sbx.cli("status").stdout, 10)
+    time.sleep(1)
+    gate.touch()
+    assert queued_run.wait(timeout=slack(30)) == 0
+    _stop(holder, queued_run)
+    rows = [json.loads(line) for line in sbx.cli("logs", "--json").stdout.splitlines()]
+    queued = next(row for row in rows if row["command"] == ["echo", "queued"])
+    assert "duration_s" not in queued  # the summary's name for it
+    assert queued["wall_s"] < 1, queued
+    assert queued["lock_wait_s"] >= 1, queued
+    assert queued["started"] - queued["invoked"] == pytest.approx(queued["lock_wait_s"], abs=0.3), queued
+    line = next(line for line in sbx.cli("logs").stdout.splitlines() if "echo queued" in line)
+    waited = line.split()[2]
+    assert waited.endswith("s"), line  # the wait, not "-"
+    assert "seqbox started" in sbx.cli("report", "1").stdout
+
+
+def test_monitor_shows_the_budget_and_what_the_head_waits_for(sbx: SeqboxRunner) -> None:
+    args = ("--lock", "agents", "--budget", "300M", "--mem", "200M", "--", "sleep", "30")
+    holder = sbx.start(*args)
+    try:
+        _wait_for(lambda: _running(sbx), 10)
+        waiter = sbx.start(*args)
+        try:
+            _wait_for(lambda: "waiting for memory" in sbx.cli("status").stdout, 10)
+            monitor = sbx.cli("monitor", "--once").stdout
+            assert "budget 300.0 MiB, 200.0 MiB reserved" in monitor, monitor
+            assert "reserves 200.0 MiB" in monitor, monitor
+            assert "(waiting for memory" in monitor, monitor
+        finally:
+            _stop(waiter)
+    finally:
+        _stop(holder)

@@ -49,7 +49,7 @@ def test_nothing_outlives_the_main_process(
     assert res.duration < slack(10), res
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=needs("sigint")), signal.SIGTERM])
 def test_seqbox_interrupted_tears_the_tree_down(
     sbx: SeqboxRunner, backend: str, tmp_path: Path, sig: signal.Signals
 ) -> None:
@@ -73,6 +73,7 @@ def test_seqbox_interrupted_tears_the_tree_down(
     assert took < slack(4), f"took {took:.1f}s with --grace 1"
 
 
+@needs("sigint")
 def test_second_interrupt_kills_at_once(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> None:
     pidfile = tmp_path / "family"
     proc = sbx.start(
@@ -196,7 +197,9 @@ def _run_held_at(
 
 @needs("strace")
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+@pytest.mark.parametrize(
+    "sig", [pytest.param(signal.SIGINT, marks=needs("sigint")), signal.SIGTERM], ids=["INT", "TERM"]
+)
 def test_stop_signal_while_preparing_is_not_lost(
     sbx: SeqboxRunner, procs: Tracker, tmp_path: Path, sig: signal.Signals
 ) -> None:
@@ -227,7 +230,9 @@ def _hold_the_lock(sbx: SeqboxRunner, tmp_path: Path, backend: str) -> subproces
     return holder
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+@pytest.mark.parametrize(
+    "sig", [pytest.param(signal.SIGINT, marks=needs("sigint")), signal.SIGTERM], ids=["INT", "TERM"]
+)
 def test_interrupted_while_waiting_for_the_lock(
     sbx: SeqboxRunner, backend: str, tmp_path: Path, sig: signal.Signals
 ) -> None:

@@ -26,11 +26,12 @@ def status_main(as_json: bool) -> int:
         sys.stdout.write(json.dumps(data) + "\n")
         return 0
     locks = data["locks"]
+    width = 60 if sys.stdout.isatty() else None  # a pipe or a file gets every command whole
     for orphan in data["orphaned"]:
         first = orphan["commands"][0] if orphan["commands"] else "?"
         sys.stdout.write(
             f"orphaned  {_processes(orphan['processes'])} left running by a crashed run "
-            f'({orphan["name"]}), first "{describe_command(first, 60)}"; '
+            f'({orphan["name"]}), first "{describe_command(first, width)}"; '
             "end them with 'seqbox clean'\n"
         )
     if not locks and not data["orphaned"]:
@@ -48,15 +49,17 @@ def status_main(as_json: bool) -> int:
             reserves = ""
             if run["reservation_bytes"] is not None:
                 reserves = f", reserves {format_size(run['reservation_bytes'])}"
+            where = f" in {run['cwd']}" if run["cwd"] else ""
             sys.stdout.write(
-                f'  running  pid {run["pid"]} "{describe_command(run["command"], 60)}" '
+                f'  running  pid {run["pid"]} "{describe_command(run["command"], width)}"{where} '
                 f"for {elapsed}, {mem}{reserves}, {_processes(run['procs'])}, {run['backend']}\n"
             )
         for waiter in lock["waiting"]:
             why = f" ({waiter['waiting_for']})" if waiter["waiting_for"] else ""
+            where = f" in {waiter['cwd']}" if waiter["cwd"] else ""
             sys.stdout.write(
                 f"  waiting  {waiter['position']}. pid {waiter['pid']} "
-                f'"{describe_command(waiter["command"], 60)}" '
+                f'"{describe_command(waiter["command"], width)}"{where} '
                 f"for {format_duration(waiter['waiting_s'])}{why}\n"
             )
     return 0
@@ -65,14 +68,15 @@ def status_main(as_json: bool) -> int:
 def kill_main(lock: str | None, cancel_all: bool) -> int:
     key, root = _project()
     killed, cancelled = kill(key, lock, cancel_all)
+    width = 60 if sys.stdout.isatty() else None
     for waiter in cancelled:
         sys.stdout.write(
-            f'cancelled pid {waiter.get("pid")} "{describe_command(waiter.get("command"), 60)}" '
+            f'cancelled pid {waiter.get("pid")} "{describe_command(waiter.get("command"), width)}" '
             f'(waiting for lock "{waiter.get("lock")}")\n'
         )
     for holder in killed:
         sys.stdout.write(
-            f'killed pid {holder.get("pid")} "{describe_command(holder.get("command"), 60)}" '
+            f'killed pid {holder.get("pid")} "{describe_command(holder.get("command"), width)}" '
             f'(lock "{holder.get("lock")}") and its whole tree\n'
         )
     if not killed and not cancelled:

@@ -15,12 +15,14 @@ from seqbox.cli.report import report_main
 from seqbox.cli.run import run_main
 from seqbox.errors import EXIT_SEQBOX_FAILED
 from seqbox.mcp_server import Ceilings, serve
+from seqbox.options import DOCS_URL
 from seqbox.output import Output
 
 app = typer.Typer(
     name="seqbox",
     help="Run commands one at a time per project, with memory, process and time limits "
     "on the whole process tree.",
+    epilog=f"Documentation: {DOCS_URL}",
     no_args_is_help=True,
     add_completion=True,
     rich_markup_mode=None,  # plain help: flags without a "<bool>" type column
@@ -234,6 +236,13 @@ def mcp(
             debug=False,
         )
     )
+
+
+# The command list shows each command's first paragraph whole (click cuts a docstring's
+# to the width left over, at 80 columns when not on a terminal).
+for _info in app.registered_commands:
+    if _info.short_help is None and _info.callback is not None and _info.callback.__doc__:
+        _info.short_help = " ".join(_info.callback.__doc__.split("\n\n")[0].split())
 
 
 def app_main(args: list[str]) -> int:

@@ -6,7 +6,16 @@ import os
 import sys
 
 from seqbox.errors import UsageError
-from seqbox.init import ACTIVE, GITHUB_ACTIONS, GITLAB_CI, PRE_COMMIT, write_config, write_recipe
+from seqbox.init import (
+    ACTIVE,
+    GITHUB_ACTIONS,
+    GITLAB_CI,
+    PRE_COMMIT,
+    describe_config,
+    existing_config,
+    write_config,
+    write_recipe,
+)
 from seqbox.project import project_root
 
 
@@ -17,8 +26,9 @@ def _indent(text: str) -> str:
 def wiring() -> str:
     """How to use seqbox from pre-commit and CI (the README shows the same)."""
     return (
-        "\npre-commit: in .pre-commit-config.yaml (the first hook runs mypy under seqbox on the\n"
-        "staged files; the second runs your tests, with seqbox installed in your environment):\n\n"
+        "\npre-commit: in .pre-commit-config.yaml (the first hook installs seqbox-cli and mypy in\n"
+        "pre-commit's own environment and runs mypy under seqbox on the staged files; the second\n"
+        "runs your tests with the seqbox and pytest of your environment):\n\n"
         + _indent(PRE_COMMIT)
         + "\nGitHub Actions: in .github/workflows/test.yml (CI=true selects the `ci` profile):\n\n"
         + _indent(GITHUB_ACTIONS)
@@ -40,11 +50,22 @@ def init_main(toml: bool, recipe: bool, folder: str | None, force: bool) -> int:
         for path in written:
             sys.stdout.write(f"wrote {path}\n")
         if not written:
-            sys.stdout.write(f"{target}: the recipe's scripts are there already\n")
+            sys.stdout.write(
+                f"{target}: the recipe's scripts are there already, as this seqbox ships them"
+                " (--force replaces ones you edited)\n"
+            )
         sys.stdout.write(
             "Each calls seqbox (which must be on PATH), e.g. scripts/seq pytest -x; the old\n"
             "MEMORY_LIMIT_MB, TIMEOUT, KILL_TIMEOUT and CHECK_INTERVAL variables still apply.\n"
         )
+        return 0
+    there = existing_config(root)
+    if there is not None:
+        sys.stdout.write(
+            f"{there} is there already, left as it is (edit it to change seqbox's settings):"
+            f" {describe_config(root)}\n"
+        )
+        sys.stdout.write(wiring())
         return 0
     path = write_config(root, toml=toml)
     where = "[tool.seqbox] in " if path.endswith("pyproject.toml") else ""

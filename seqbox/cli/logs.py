@@ -11,7 +11,8 @@ from rich.console import Console
 
 from seqbox import history
 from seqbox.backends import procinfo
-from seqbox.render import event_line, runs_table
+from seqbox.project import project_root
+from seqbox.render import command_started, event_line, lock_wait, plain, run_dir, runs_table
 
 FOLLOW_POLL_S = 0.25
 
@@ -23,29 +24,37 @@ def logs_main(ref: str | None, follow: bool, limit: int, as_json: bool) -> int:
     if ref is not None:
         return _show(history.load(history.find(log_dir, ref)), as_json)
     records = list(history.recent(log_dir, limit))
+    root = project_root(os.getcwd())
     if as_json:
         for record in records:
-            sys.stdout.write(json.dumps(_row(record)) + "\n")
+            sys.stdout.write(json.dumps(_row(record, root)) + "\n")
         return 0
     if not records:
         sys.stdout.write(f"no runs logged in {log_dir} yet (each 'seqbox run' adds one)\n")
         return 0
 
     console = Console(highlight=False)
-    console.print(runs_table(records))
+    if console.is_terminal:
+        console.print(runs_table(records, root))
+    else:  # a pipe or a file: every command whole (`seqbox logs | grep` finds it)
+        sys.stdout.write(plain(runs_table(records, root, fit=False)))
     return 0
 
 
-def _row(record: history.RunRecord) -> dict[str, object]:
+def _row(record: history.RunRecord, root: str) -> dict[str, object]:
+    """One run in `logs --json`: the summary's names where the summary has the field."""
     return {
         "run_id": record.run_id,
-        "started": record.started_at,
+        "invoked": record.started_at,  # when seqbox started
+        "started": command_started(record),  # when the command started (after the lock)
+        "lock_wait_s": lock_wait(record),
+        "cwd": run_dir(record, root),
         "command": record.command,
         "status": record.status,
         "exit_code": record.exit_code,
         "peak_mem_bytes": record.peak_mem,
         "mem_limit_bytes": record.mem_limit,
-        "duration_s": record.duration,
+        "wall_s": record.duration,
         "log": record.path,
     }
 

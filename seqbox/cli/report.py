@@ -9,7 +9,8 @@ from rich.console import Console
 
 from seqbox import history
 from seqbox.errors import SeqboxError
-from seqbox.render import report
+from seqbox.project import project_root
+from seqbox.render import plain, report
 from seqbox.stepsummary import of_record
 
 WIDTH = 100
@@ -20,8 +21,12 @@ def report_main(ref: str | None, svg: str | None, markdown: bool = False) -> int
     if markdown:
         sys.stdout.write(of_record(record))
         return 0
-    picture = report(record, width=50)
-    Console(highlight=False).print(picture)
+    picture = report(record, width=50, root=project_root(os.getcwd()))
+    console = Console(highlight=False)
+    if console.is_terminal:
+        console.print(picture)
+    else:  # a pipe or a file: the log's path and the command whole
+        sys.stdout.write(plain(picture))
     if svg is not None:
         recorder = Console(record=True, width=WIDTH, file=open(os.devnull, "w"), highlight=False)  # noqa: SIM115
         recorder.print(picture)

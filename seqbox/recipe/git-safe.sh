@@ -4,5 +4,5 @@
 #   scripts/git-safe.sh commit -m 'message'
 set -u
 me=${0##*/}
-command -v seqbox >/dev/null 2>&1 || { echo "$me: seqbox is not installed or not on PATH (pip install seqbox)" >&2; exit 127; }
+command -v seqbox >/dev/null 2>&1 || { echo "$me: seqbox is not installed or not on PATH (pip install seqbox-cli)" >&2; exit 127; }
 exec seqbox run -- git "$@"

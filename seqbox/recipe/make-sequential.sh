@@ -3,5 +3,5 @@
 #   scripts/make-sequential.sh -j4 all
 set -u
 me=${0##*/}
-command -v seqbox >/dev/null 2>&1 || { echo "$me: seqbox is not installed or not on PATH (pip install seqbox)" >&2; exit 127; }
+command -v seqbox >/dev/null 2>&1 || { echo "$me: seqbox is not installed or not on PATH (pip install seqbox-cli)" >&2; exit 127; }
 exec seqbox run -- make "$@"

@@ -5,6 +5,6 @@
 #   MEMORY_LIMIT_MB=2048 TIMEOUT=600 scripts/safe-run.sh pytest -x
 set -u
 me=${0##*/}
-command -v seqbox >/dev/null 2>&1 || { echo "$me: seqbox is not installed or not on PATH (pip install seqbox)" >&2; exit 127; }
+command -v seqbox >/dev/null 2>&1 || { echo "$me: seqbox is not installed or not on PATH (pip install seqbox-cli)" >&2; exit 127; }
 [ "$#" -gt 0 ] || { echo "$me: no command given (usage: $me CMD [ARGS...])" >&2; exit 125; }
 exec seqbox run -- "$@"

@@ -49,5 +49,5 @@ while [ "$n" -gt 0 ]; do
     esac
 done
 [ "$command_seen" = 1 ] || fail "no command given"
-command -v seqbox >/dev/null 2>&1 || { echo "$me: seqbox is not installed or not on PATH (pip install seqbox)" >&2; exit 127; }
+command -v seqbox >/dev/null 2>&1 || { echo "$me: seqbox is not installed or not on PATH (pip install seqbox-cli)" >&2; exit 127; }
 exec seqbox run "$@"

@@ -7,6 +7,7 @@ finds and removes its own project's leftovers with backends/cgroup/leftovers.py.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 
 from seqbox.backends import procinfo
@@ -61,11 +62,12 @@ def _mount_of(path: str) -> cgroupfs.Mount | None:
 
 
 def command_of(pid: int) -> str | None:
-    """A process's command line, or None when it is gone."""
+    """A process's command line (its words quoted as a shell takes them), or None
+    when it is gone."""
     text = cgroupfs.try_read(f"/proc/{pid}/cmdline")
     if not text:
         return None
-    return " ".join(text.rstrip("\0").split("\0"))
+    return shlex.join(text.rstrip("\0").split("\0"))  # as a shell takes it: describe.py splits it back
 
 
 def _search(root: str, depth: int) -> list[str]:
