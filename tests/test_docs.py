@@ -3,6 +3,7 @@ the code and current, links that lead somewhere, and --help that points to the d
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -77,3 +78,14 @@ def test_top_level_help_does_not_cut_command_descriptions() -> None:
     flat = " ".join(commands.split())
     assert "then run CMD under limits (see 'seqbox run --help')." in flat
     assert "Refreshed every second; q quits." in flat
+
+
+def _host_config(path: Path) -> object:
+    block = re.search(r"<!-- mcp-host-config -->\s*```json\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
+    assert block, f"{path.name} has no MCP host configuration block"
+    return json.loads(block.group(1))
+
+
+def test_the_mcp_host_config_is_the_same_in_the_readme_and_docs() -> None:
+    """tests/test_mcp.py starts the server from the README's block; docs/mcp.md shows it too."""
+    assert _host_config(ROOT / "README.md") == _host_config(ROOT / "docs" / "mcp.md")

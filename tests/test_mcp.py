@@ -28,14 +28,15 @@ anyio = pytest.importorskip("anyio")
 from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "mcp.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def host_config() -> dict[str, Any]:
-    """The ``mcpServers`` JSON block of docs/mcp.md, as a host reads it."""
-    text = DOCS.read_text()
+    """The ``mcpServers`` JSON block of the README, as a host reads it (docs/mcp.md
+    shows the same: tests/test_docs.py)."""
+    text = README.read_text()
     block = re.search(r"<!-- mcp-host-config -->\s*```json\n(.*?)```", text, re.S)
-    assert block, "docs/mcp.md has no host configuration block"
+    assert block, "README.md has no host configuration block"
     config: dict[str, Any] = json.loads(block.group(1))
     return config
 
