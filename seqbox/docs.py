@@ -1,6 +1,6 @@
 """docs/reference.md, generated from the option table and the summary's fields, so
 the reference cannot drift from the code: ``python -m seqbox.docs > docs/reference.md``
-(tests/test_docs.py checks the file is current)."""
+(tests/project/test_docs.py checks the file is current)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ they use no ``typing``, ``dataclasses``, ``re`` of their own, ``subprocess``,
 ``psutil``, ``typer`` or ``rich`` at run time. Every other module of the
 package is ordinary Python.
 
-``tests/test_hotpath.py`` runs a real ``seqbox run`` in a fresh interpreter on
+``tests/project/test_hotpath.py`` runs a real ``seqbox run`` in a fresh interpreter on
 each path (no lock, the queue, every backend) and holds what it imports to
 these lists, and the PLC0415 exceptions to :data:`MODULES`.
 

@@ -61,7 +61,7 @@ def _main_worktree(dotgit: str, worktree: str) -> str:
 
 
 def fnv1a64(data: bytes) -> int:
-    """The 64-bit FNV-1a hash (a published standard: tests/test_project.py
+    """The 64-bit FNV-1a hash (a published standard: tests/queue/test_project.py
     checks its test vectors). It names every project's state on disk, so it
     stays: hashlib would cost each run ~4 ms of imports, and zlib's crc32 is
     cheap but 32 bits and a different value (the queue of a project would

@@ -3,7 +3,7 @@ validator for them.
 
 Each record (a queue entry, a run log event with its limits and summary, the
 summary) is a table of ``key: kind``; its typed form is a TypedDict or class
-in :mod:`seqbox.records` / :mod:`seqbox.summary`, and ``tests/test_schema.py``
+in :mod:`seqbox.records` / :mod:`seqbox.summary`, and ``tests/project/test_schema.py``
 holds the two to the same keys and types. What another process wrote is
 checked once, by :func:`check`, where it is read (the queue's files, a run
 log): a key of the wrong type is dropped, so readers need not look again.

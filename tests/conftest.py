@@ -122,8 +122,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _backend_param(name: str) -> object:
-    if name in caps.VARIANTS:
-        return pytest.param(caps.Variant(name), id=name)
+    if name in caps.VARIANTS:  # the same backend read another way: with the slow tests, in CI
+        return pytest.param(caps.Variant(name), id=name, marks=pytest.mark.slow)
     return name
 
 

@@ -3,7 +3,7 @@
 a real Unix socket: the SASL exchange, the call seqbox sends, and each way the
 answer can go wrong. That systemd itself accepts the call, moves seqbox and
 removes the scope afterwards is tested in the laptop lane
-(tests/test_laptop_scenarios.py)."""
+(tests/backends/test_laptop_scenarios.py)."""
 
 from __future__ import annotations
 

@@ -315,6 +315,7 @@ def test_timeout(sbx: SeqboxRunner, backend: str) -> None:
     assert res.seqbox_lines() == ["seqbox: timeout: stopped after 0.5s"], res  # TERM was enough
 
 
+@pytest.mark.slow
 def test_grace_then_sigkill(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> None:
     """A command that ignores SIGTERM is SIGKILLed --grace after the timeout."""
     timeout = slack(0.5)  # time enough for the command to start ignoring SIGTERM

@@ -5,7 +5,7 @@
   README command in neither table fails this test, and so does a stale entry.
 * python blocks run; the JSON block has the summary's fields; the TOML block is a
   valid config; each YAML block is one of the configs `seqbox init` prints, which
-  tests/test_ecosystem.py runs (pre-commit for real, the CI steps' commands).
+  tests/project/test_ecosystem.py runs (pre-commit for real, the CI steps' commands).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from seqbox.init import GITHUB_ACTIONS, GITLAB_CI, PRE_COMMIT
 from seqbox.summary import FIELDS
 from tests.helpers import SeqboxRunner, slack
 
-ROOT = Path(__file__).resolve().parent.parent
-#: the README and the docs with snippets (docs/reference.md is generated: tests/test_docs.py)
+ROOT = Path(__file__).resolve().parents[2]
+#: the README and the docs with snippets (docs/reference.md is generated: tests/project/test_docs.py)
 DOCUMENTS = (
     "README.md",
     "docs/guide.md",
@@ -62,8 +62,8 @@ ELSEWHERE: dict[str, str] = {
     "python3 -m venv .venv && . .venv/bin/activate && pip install . && seqbox run --mem 256M -- python3 -c "
     "\"print('hello from inside the sandbox')\"": ".ci/run (the quick start)",
     "pip install '.[test]' && python -m pytest": ".ci/run (the quick start)",
-    "pip install seqbox-cli": "tests/test_ecosystem.py::test_pip_install (the built wheel and sdist)",
-    "uv tool install seqbox-cli": "tests/test_ecosystem.py::test_uv_tool_install (the built wheel)",
+    "pip install seqbox-cli": "tests/project/test_ecosystem.py::test_pip_install (the built wheel and sdist)",
+    "uv tool install seqbox-cli": "tests/project/test_ecosystem.py::test_uv_tool_install (the built wheel)",
     "pipx install seqbox-cli": "not run (pipx installs the same wheel into its own venv, as uv tool does)",
     "pip install -e '.[test]'": "the development set-up; .ci/run installs '.[test]'",
     "python -m pytest": ".ci/run",
@@ -72,8 +72,8 @@ ELSEWHERE: dict[str, str] = {
     "scripts/vm-test --container -- -k cgroup2 tests": ".ci/run (the cgroup v2 lane with its container part)",
     "scripts/vm-laptop": ".ci/run (the laptop lane)",
     "python bench/launch_overhead.py": "a benchmark (prints numbers; bench/)",
-    "seqbox logs --follow": "tests/test_runlog.py::test_logs_follow_prints_the_running_commands_events",
-    "seqbox monitor": "tests/test_runlog.py::test_monitor_under_tmux (full screen until q)",
+    "seqbox logs --follow": "tests/cli/test_runlog.py::test_logs_follow_prints_the_running_commands_events",
+    "seqbox monitor": "tests/cli/test_runlog.py::test_monitor_under_tmux (full screen until q)",
 }
 FILES = {
     "test_ok.py": "def test_ok() -> None:\n    assert True\n",
@@ -151,7 +151,7 @@ def test_python_blocks_run(sbx: SeqboxRunner) -> None:
 
 
 def test_json_block_is_the_summary() -> None:
-    # the other JSON block is the MCP host configuration (tests/test_mcp.py runs it)
+    # the other JSON block is the MCP host configuration (tests/api/test_mcp.py runs it)
     (summary,) = [block for block in blocks("json") if '"mcpServers"' not in block]
     assert tuple(json.loads(summary)) == FIELDS
 

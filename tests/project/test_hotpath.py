@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 #: the paths of ``seqbox run``: no lock, the queue (the backend auto picks), each backend
 #: by name (a backend this host cannot use still loads its module to find that out)

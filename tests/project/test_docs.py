@@ -13,7 +13,7 @@ from seqbox.docs import DOCS_URL, FIELD_HELP, reference
 from seqbox.options import OPTIONS
 from seqbox.summary import FIELDS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 
 
@@ -43,11 +43,14 @@ def test_the_readme_is_short_and_links_every_doc() -> None:
     assert len(readme.splitlines()) <= 200
     docs = sorted(path.name for path in DOCS.glob("*.md"))
     assert docs == [
+        "admission.md",
         "comparison.md",
         "containers-and-laptops.md",
         "design.md",
         "development.md",
+        "github-action.md",
         "guide.md",
+        "mcp.md",
         "reference.md",
     ]
     for name in docs:
@@ -87,5 +90,5 @@ def _host_config(path: Path) -> object:
 
 
 def test_the_mcp_host_config_is_the_same_in_the_readme_and_docs() -> None:
-    """tests/test_mcp.py starts the server from the README's block; docs/mcp.md shows it too."""
+    """tests/api/test_mcp.py starts the server from the README's block; docs/mcp.md shows it too."""
     assert _host_config(ROOT / "README.md") == _host_config(ROOT / "docs" / "mcp.md")

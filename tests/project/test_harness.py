@@ -19,7 +19,7 @@ from tests import capabilities as caps
 from tests.capabilities import needs
 from tests.helpers import slack
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]
 
 
 @needs("cgroup1")

@@ -1,6 +1,6 @@
 """The Python API is typed: every option of ``seqbox run`` is an explicit keyword
 of ``seqbox.run`` and ``seqbox.run_async`` with its type (checked against the
-option table), and ``mypy --strict`` rejects each misuse in tests/typing_misuse.py."""
+option table), and ``mypy --strict`` rejects each misuse in tests/api/typing_misuse.py."""
 
 from __future__ import annotations
 

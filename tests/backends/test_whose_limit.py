@@ -4,7 +4,7 @@ enclosing run's cgroup, and a nested run held to its enclosing run's limit.
 
 The poll backend makes no cgroup: a limit above it is the kernel's to enforce,
 and the run must still be status ``memory`` with a line naming the limit (the
-container case, on cgroup v2, is in tests/test_cgroup2_container.py).
+container case, on cgroup v2, is in tests/backends/test_cgroup2_container.py).
 """
 
 from __future__ import annotations

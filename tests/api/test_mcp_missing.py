@@ -1,5 +1,5 @@
 """``seqbox mcp`` without the MCP SDK: one line saying how to get it, exit 125
-(the server itself is tested with the SDK in tests/test_mcp.py)."""
+(the server itself is tested with the SDK in tests/api/test_mcp.py)."""
 
 from __future__ import annotations
 

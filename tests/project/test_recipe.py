@@ -15,7 +15,7 @@ import pytest
 from seqbox.init import RECIPE_SCRIPTS, recipe_sources
 from tests.helpers import prog, slack
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "seqbox" / "recipe"
 SHELLS = [name for name in ("dash", "bash") if shutil.which(name)]
 NEEDS_COMMAND = ("seq", "safe-run.sh", "sequential-executor.sh", "wait_all.sh")

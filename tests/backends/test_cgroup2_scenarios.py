@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends.test_fallback import nobody
 from tests.capabilities import needs
 from tests.conftest import Tracker
 from tests.helpers import FORCED_CHARGES, TOKEN_ENV, Completed, SeqboxRunner, prog, slack
 from tests.helpers import own_v2_cgroup as _own_cgroup
 from tests.helpers import write_file as _write
 from tests.nobody import NOBODY
-from tests.test_fallback import nobody
 
 pytestmark = [needs("cgroup2", "root"), pytest.mark.vm_top]
 

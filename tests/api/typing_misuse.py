@@ -1,5 +1,5 @@
 """Misuses of the Python API that ``mypy --strict`` must reject, one per line
-marked as an error; tests/test_api_typing.py checks that mypy reports exactly
+marked as an error; tests/api/test_api_typing.py checks that mypy reports exactly
 those lines. The lines not marked are correct uses, which must pass.
 
 Not a test module and not checked with the rest of the code (see [tool.mypy]

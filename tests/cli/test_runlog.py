@@ -231,6 +231,7 @@ def test_logs_with_nothing_logged_and_a_bad_ref(sbx: SeqboxRunner) -> None:
     assert "seqbox logs" in res.one_line()
 
 
+@pytest.mark.slow
 def test_logs_follow_prints_the_running_commands_events(sbx: SeqboxRunner) -> None:
     runner = sbx.start("--mem", "256M", "--", "sh", "-c", "sleep 2.2; exit 0")
     follower = sbx.start("logs", "--follow", cli=True)
@@ -362,6 +363,7 @@ def _stop(*procs: subprocess.Popen[bytes]) -> None:
         proc.communicate(timeout=slack(30))
 
 
+@pytest.mark.slow
 def test_nothing_is_cut_to_80_columns_on_a_pipe(sbx: SeqboxRunner) -> None:
     """`seqbox logs -n 50 | grep -c memhog` found nothing: piped, logs, status,
     monitor --once and report show every command and path whole."""
@@ -387,6 +389,7 @@ def test_nothing_is_cut_to_80_columns_on_a_pipe(sbx: SeqboxRunner) -> None:
     assert f"{LONG} memhog" in report.stdout, report
 
 
+@pytest.mark.slow
 def test_the_working_directory_tells_two_runs_apart(sbx: SeqboxRunner, project: Path) -> None:
     """The same command from two directories of one project: status, status --json,
     monitor and logs say where each runs."""

@@ -106,6 +106,7 @@ def test_the_one_that_grows_is_named(sbx: SeqboxRunner, backend: str, tmp_path: 
     assert f"biggest: pid {grower} (" in logs.stdout, logs
 
 
+@pytest.mark.slow
 def test_near_the_limit_names_them_too(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     res = sbx.run(

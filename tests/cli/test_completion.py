@@ -1,5 +1,5 @@
 """Shell completion comes from typer, which ``seqbox run`` never imports (it is on
-the start-up path of every wrapped command: tests/test_hotpath.py holds it to that)."""
+the start-up path of every wrapped command: tests/project/test_hotpath.py holds it to that)."""
 
 from __future__ import annotations
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from seqbox.describe import command_line, describe_command
+from tests.backends.test_fallback import _run_as_nobody
 from tests.capabilities import needs
 from tests.helpers import SeqboxRunner, prog, slack, wait_for_file
-from tests.test_fallback import _run_as_nobody
 
 
 def test_plain_seqbox_prints_the_help_and_nothing_else(sbx: SeqboxRunner) -> None:
@@ -107,6 +107,7 @@ def _status_until(
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_api_runs_are_named_by_their_command_not_the_interpreter(sbx: SeqboxRunner, tmp_path: Path) -> None:
     """An API run of "python3 -c SCRIPT agent-0" is named so everywhere (its
     arguments too, on one line), not by the interpreter's path: a waiting line
@@ -280,6 +281,7 @@ def _memory_warnings(text: str) -> list[str]:
     return [line for line in text.splitlines() if "seqbox: warning: memory at" in line]
 
 
+@pytest.mark.slow
 def test_the_default_warning_is_at_80_percent(sbx: SeqboxRunner) -> None:
     """--warn-at 0.5 warned on every healthy run; the default is 0.8."""
     healthy = sbx.run("--mem", "256M", "--", *prog("hog", "--total", "150", "--chunk", "50", "--hold", "1.5"))
@@ -304,6 +306,7 @@ def test_the_warning_starts_its_own_line_in_a_piped_log(sbx: SeqboxRunner) -> No
     assert _memory_warnings(text)[0].startswith("seqbox: warning: memory at"), text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("printed", ["........", "done\n"], ids=["mid-line", "whole-line"])
 def test_the_warning_starts_its_own_line_in_a_log_file(
     sbx: SeqboxRunner, tmp_path: Path, printed: str

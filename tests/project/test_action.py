@@ -17,7 +17,7 @@ import pytest
 from seqbox.init import GITHUB_ACTIONS
 from tests.helpers import SeqboxRunner, prog
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ACTION = ROOT / "action.yml"
 DOCS = ROOT / "docs" / "github-action.md"
 

@@ -99,6 +99,7 @@ def finish(*procs: subprocess.Popen[bytes], timeout: float = 60) -> list[int]:
     return [proc.returncode for proc in procs]
 
 
+@pytest.mark.slow
 def test_runs_never_reserve_more_than_the_budget(sbx: SeqboxRunner, backend: str, tmp_path: Path) -> None:
     """Seven allocators of 100 or 200 MiB under a 300 MiB budget: at no moment
     do the running ones reserve more than 300 MiB, yet more than one runs."""

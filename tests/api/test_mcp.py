@@ -28,12 +28,12 @@ anyio = pytest.importorskip("anyio")
 from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def host_config() -> dict[str, Any]:
     """The ``mcpServers`` JSON block of the README, as a host reads it (docs/mcp.md
-    shows the same: tests/test_docs.py)."""
+    shows the same: tests/project/test_docs.py)."""
     text = README.read_text()
     block = re.search(r"<!-- mcp-host-config -->\s*```json\n(.*?)```", text, re.S)
     assert block, "README.md has no host configuration block"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.helpers import SeqboxRunner, slack
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_agents(sbx: SeqboxRunner) -> None:

@@ -31,7 +31,7 @@ from seqbox import __version__
 from seqbox.init import GITHUB_ACTIONS, GITLAB_CI, PRE_COMMIT
 from tests.helpers import slack
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TAG = f"v{__version__}"
 PUBLIC_URL = "https://github.com/seqbox/seqbox"
 GIT_ID = {
