@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 import seqbox
 from seqbox.errors import StateError
 from seqbox.project import project_key
