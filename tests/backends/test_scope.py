@@ -19,6 +19,7 @@ from seqbox.backends import candidates, select
 from seqbox.backends.cgroup.v2 import Cgroup2Backend
 from seqbox.backends.systemd import rerun
 from seqbox.backends.systemd.scope import FAILED, NONE, DelegationPlan, Scope, delegation_plan, user_manager
+from tests.capabilities import needs
 from tests.helpers import read_pids, wait_dead
 
 DELEGABLE = {"delegation": True, "user_manager": True, "user_manager_reason": "it answers"}
@@ -114,14 +115,14 @@ def test_a_failed_scope_reaches_the_choice() -> None:
         assert made["cgroup2"].scope_failure == failed.failure
 
 
+@needs("user_manager")
 def test_a_failed_scope_is_the_reason_cgroup2_gives() -> None:
     """Where a delegated scope would give cgroup2 (the laptop lane), the probe
     says why there is none, and the fallback's cause is it."""
     failed = Scope(FAILED, rerun.failure(1))
     selection = select("auto", failed)
     cgroup2 = next((p for p in selection.rejected if p.name == "cgroup2"), None)
-    if cgroup2 is None or not cgroup2.details.get("delegation"):
-        pytest.skip("cgroup2 here needs no delegated scope")
+    assert cgroup2 is not None and cgroup2.details.get("delegation"), selection.rejected
     assert (
         cgroup2.details["user_manager_reason"]
         == "systemd-run could not start a delegated scope (it exited 1)"
