@@ -122,7 +122,8 @@ def test_a_failed_scope_is_the_reason_cgroup2_gives() -> None:
     failed = Scope(FAILED, rerun.failure(1))
     selection = select("auto", failed)
     cgroup2 = next((p for p in selection.rejected if p.name == "cgroup2"), None)
-    assert cgroup2 is not None and cgroup2.details.get("delegation"), selection.rejected
+    assert cgroup2 is not None, selection.rejected
+    assert cgroup2.details.get("delegation"), cgroup2.details
     assert (
         cgroup2.details["user_manager_reason"]
         == "systemd-run could not start a delegated scope (it exited 1)"
