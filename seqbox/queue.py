@@ -185,6 +185,7 @@ _ENTRY_TYPES: dict[str, tuple[type, ...]] = {
     "tree": (str,),
     "reservation": (int,),
     "budget": (int,),
+    "reserved_how": (str,),
     "waiting_for": (str,),
 }
 

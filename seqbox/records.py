@@ -54,6 +54,8 @@ class Entry(TypedDict, total=False):
     #: with --budget: the memory this run reserves, and the budget it counts against
     reservation: int
     budget: int
+    #: how the reservation was chosen: given, learned or mem (section 3b)
+    reserved_how: str
     #: what the head of a lock with a budget waits for (in its ticket)
     waiting_for: str
 

@@ -115,8 +115,10 @@ class RunLog:
         limits: Limits,
         retry: int,
         output_log: str | None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
-        """The first event: what runs, where, how and with which limits."""
+        """The first event: what runs, where, how and with which limits
+        (``extra``: under a budget, the key and the reservation)."""
         keys = ("mem", "mem_high", "warn_at", "pids", "cpus", "timeout", "grace", "signal")
         self.event(
             "start",
@@ -129,6 +131,7 @@ class RunLog:
             nested=nested,
             limits={**{key: getattr(limits, key) for key in keys}, "retry": retry},
             output_log=output_log,
+            **(extra or {}),
         )
 
     def end(self, summary: Mapping[str, object], keep: int) -> None:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
     from seqbox.capture import Capture
+    from seqbox.lockbudget import BudgetRun
     from seqbox.queue import NoTurn, Turn
     from seqbox.records import Entry
     from seqbox.runlog import RunLog
@@ -123,6 +124,7 @@ def execute(
     try:
         key = project_key(root)
         run = Run(argv, options, out, environ, key, f"{leftovers.run_stamp()}-{os.getpid()}")
+        run.root = root
         run.log = runlog.for_run(options.log_dir, options.keep_logs, root, key, run.run_id, out, environ)
         try:
             # join first, so arrival order is start order; the rest happens while waiting
@@ -171,6 +173,9 @@ class Run:
         self.trees = trees_dir(environ)
         #: with --budget: (our reservation, the budget), recorded in our entries
         self.reserved: tuple[int, int] | None = None
+        #: with --budget: what we reserve and why, our suspension (seqbox/lockbudget.py)
+        self.budget_run: BudgetRun | None = None
+        self.root = os.getcwd()
 
     def me(self) -> Entry:
         """What this run writes in its ticket, and later in its slot."""
@@ -190,6 +195,8 @@ class Run:
         }
         if self.reserved is not None:
             entry["reservation"], entry["budget"] = self.reserved
+        if self.budget_run is not None:
+            entry["reserved_how"] = self.budget_run.how
         return entry
 
     def join_queue(self) -> Turn | NoTurn:
@@ -223,6 +230,11 @@ class Run:
             from seqbox.admission import gate_for
 
             gate = gate_for(self.options.lock, self.limits.mem, self.options.budget)
+            from seqbox.lockbudget import plan  # --reserve, learned, or --mem (section 3b)
+
+            log_dir = os.path.dirname(self.log.path) if self.log is not None else None
+            self.budget_run = plan(gate, self.options, self.limits, self.argv, self.key, self.root, log_dir,
+                                   self.environ)  # fmt: skip
             self.reserved = (gate.need, gate.budget)
         turn = queue.arrive(
             self.key, self.options.lock, self.options.slots, {**self.me(), "arrived": time.time()}, gate=gate
@@ -282,6 +294,8 @@ class Run:
         summary.attempts = attempts
         summary.run_id = self.run_id
         summary.log = self.log_path()
+        summary.reserved_bytes = self.reserved[0] if self.reserved is not None else None
+        summary.frozen_s = round(self.budget_run.frozen_s, 3) if self.budget_run is not None else 0.0
         document = summary.as_json()
         self.close_log(summary=document)
         if self.out.level >= VERBOSE:
@@ -319,6 +333,8 @@ class Run:
         sandbox, note = selection.make_sandbox(self.limits, name, self.trees)
         if note:
             self.out.note(note)
+        if self.budget_run is not None:  # suspend, don't kill (section 3b)
+            sandbox = self.budget_run.wrap(sandbox, self.run_id, self.out, self.log)
         described = sandbox.describe()
         turn.describe(described)
         capture = _capture(options, log)
@@ -432,6 +448,7 @@ class Run:
                 limits=self.limits,
                 retry=options.retry,
                 output_log=os.path.abspath(options.log) if options.log else None,
+                extra=self.budget_run.log_fields() if self.budget_run is not None else None,
             )
 
     def log_lock(self, waited: float, got: bool) -> None:
@@ -470,6 +487,10 @@ class Run:
         for path in leftovers.find(self.key, self.trees):
             self.out.info(f"removing {path}, left by a crashed run")
             leftovers.remove(path)
+        if self.options.budget is not None:  # the lock parents crashed runs left empty
+            from seqbox.ceiling import sweep
+
+            sweep(self.key)
 
     def clean_after_crash(self, previous: Entry | None) -> None:
         """If the run that held our slot before us did not hand it over in

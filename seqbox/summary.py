@@ -31,6 +31,10 @@ class Summary:
     attempts: int
     run_id: str
     log: str | None
+    #: what the run reserved under a budget (section 3b), else None
+    reserved_bytes: int | None
+    #: seconds its tree spent frozen for the lock's budget
+    frozen_s: float
 
     __slots__ = tuple(__annotations__)
 

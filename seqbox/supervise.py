@@ -121,6 +121,7 @@ class Supervisor:
             started(pid)
         skip_pgrp = os.getpgrp() if foreground else None
         deadline = start + limits.timeout if limits.timeout else None
+        frozen = 0.0  # time frozen for a budget (section 3b) does not count toward the timeout
         # Sleep until something happens: a signal (a child exited, seqbox was asked
         # to stop), a kernel memory notification, or the next deadline. Cgroup
         # backends sample rarely: the kernel enforces and notifies.
@@ -140,6 +141,8 @@ class Supervisor:
                 break
             self._handle_signals(skip_pgrp)
             now = time.monotonic()
+            if deadline is not None and sandbox.frozen_s != frozen:
+                deadline, frozen = deadline + sandbox.frozen_s - frozen, sandbox.frozen_s
             if arm_at is not None and now >= arm_at:  # the command runs for a while: look closer
                 arm_at = None
                 for fd, mask in sandbox.watch_later():

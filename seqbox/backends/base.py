@@ -17,6 +17,7 @@ from seqbox.spawn import reap
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from seqbox.backends.enclosing import LimitHit
+    from seqbox.ceiling import Ceiling
     from seqbox.records import SandboxInfo
     from seqbox.spawn import Prepared, Stdio
 
@@ -36,6 +37,7 @@ class Limits:
     """
 
     __slots__ = (
+        "ceiling",
         "cpus",
         "grace",
         "mem",
@@ -61,6 +63,7 @@ class Limits:
         signal: int = 15,
         poll_interval: float = 0.1,
         mem_from_enclosing: bool = False,
+        ceiling: Ceiling | None = None,
     ) -> None:
         self.mem = mem
         self.mem_high = mem_high
@@ -74,6 +77,8 @@ class Limits:
         #: ``mem`` is an enclosing run's limit, lower than what this run asked
         #: for (see :meth:`nested_in`): a kill at it names the enclosing run's
         self.mem_from_enclosing = mem_from_enclosing
+        #: with --budget on a cgroup backend: the lock's parent cgroup (seqbox/ceiling.py)
+        self.ceiling = ceiling
 
     @property
     def notify_at(self) -> tuple[int, ...]:
@@ -85,6 +90,7 @@ class Limits:
         """These limits inside a run that has ``mem`` and ``pids``: never more than it."""
         nested = Limits(**{name: getattr(self, name) for name in Limits.__slots__})
         nested.mem, nested.pids = _at_most(self.mem, mem), _at_most(self.pids, pids)
+        nested.ceiling = None  # a nested run lives in its parent's reservation
         if mem is not None and (self.mem is None or self.mem > mem):  # the enclosing run's limit is lower
             nested.mem_from_enclosing = True
         if nested.mem_high is not None and nested.mem is not None and nested.mem_high > nested.mem:
@@ -139,6 +145,12 @@ class Sandbox(abc.ABC):
     #: the cgroup directories this sandbox made (removed by :meth:`close`; the
     #: next run removes them if the supervisor dies)
     cgroups: list[str]
+
+    @property
+    def frozen_s(self) -> float:
+        """Seconds the tree spent frozen by suspension (seqbox/suspend.py), the
+        current freeze included: they do not count toward the timeout."""
+        return 0.0
 
     @abc.abstractmethod
     def prepare(

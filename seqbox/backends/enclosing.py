@@ -34,6 +34,9 @@ PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 #: kinds of limit, nearest first
 RUN, ENCLOSING_RUN, CONTAINER, CGROUP, MACHINE = "run", "enclosing-run", "container", "cgroup", "machine"
+#: the parent cgroup of a lock with a budget (seqbox/ceiling.py)
+LOCK_BUDGET = "lock-budget"
+LOCK_PREFIX = "seqboxlock-"
 
 
 class LimitHit:
@@ -64,6 +67,9 @@ class LimitHit:
             return f"the container's memory limit{size}"
         if self.kind == MACHINE:
             return "the machine's memory"
+        if self.kind == LOCK_BUDGET and self.path is not None:
+            lock = os.path.basename(self.path)[len(LOCK_PREFIX) :].split("@", 1)[0]
+            return f'the budget{size} of lock "{lock}"'
         return f"the memory limit{size} of cgroup {self.path} (above seqbox)"
 
     def __repr__(self) -> str:
@@ -88,6 +94,8 @@ def classify(path: str, run_node: str | None, top: str, top_is_root: bool) -> st
     name = os.path.basename(path.rstrip("/"))
     if run_node is not None and path == run_node:
         return RUN
+    if name.startswith(LOCK_PREFIX):
+        return LOCK_BUDGET
     if name.startswith(NODE_PREFIX) and not name.startswith(SUPERVISOR_PREFIX):
         return ENCLOSING_RUN
     if path.rstrip("/") == top.rstrip("/") and not top_is_root:

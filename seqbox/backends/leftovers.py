@@ -135,7 +135,10 @@ def find(project_key: str | None = None, trees: str | None = None) -> list[str]:
     """Leftover cgroup directories and poll tree records (of one project, or
     of any); ``trees`` is the directory of the records."""
     found = []
-    for place in places():
+    spots = places()
+    from seqbox.ceiling import parents_in  # runs of a lock with a budget live in its parent
+
+    for place in [*spots, *parents_in(spots, project_key)]:
         try:
             names = os.listdir(place)
         except OSError:
@@ -192,6 +195,9 @@ def remove(path: str) -> bool:
         except OSError:
             return False
         return True
+    from seqbox.suspend import thaw_cgroup
+
+    thaw_cgroup(path)  # a tree its crashed run had frozen cannot die frozen
     kill = os.path.join(path, "cgroup.kill")
     if os.path.exists(kill):
         try:
@@ -306,6 +312,10 @@ def remove_whole(leftover: Leftover) -> tuple[list[str], list[str]]:
     removed, each with the reason)."""
     pids = leftover.pids()
     commands = [c for c in (command_of(pid) for pid in pids) if c]
+    from seqbox.suspend import thaw_cgroup
+
+    for path in leftover.paths:
+        thaw_cgroup(path)  # a frozen tree cannot die
     for path in leftover.paths:  # first kill everywhere: a process is in all of them
         kill = os.path.join(path, "cgroup.kill")
         if os.path.exists(kill):
