@@ -59,14 +59,22 @@ def clean(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str
     there), dead tickets, idle lock files. Returns (what was done, what could
     not be removed)."""
     done, failed = [], []
+    from seqbox.ceiling import is_parent, leave
+
     for leftover in leftovers.find_whole(everywhere=True):
         commands, not_removed = leftovers.remove_whole(leftover)
+        for parent in {os.path.dirname(p) for p in leftover.paths if is_parent(os.path.dirname(p))}:
+            if leave(parent):  # the lock's parent it was the last run in (section 3b)
+                done.append(f"removed the lock's cgroup {parent}")
         if commands:
             done.append(_killed(commands))
         if not_removed:
             failed.append(f"cgroup {leftover.name}: could not remove {'; '.join(not_removed)}")
         else:
             done.append(f"removed cgroup {leftover.name} ({leftover.where()})")
+    from seqbox.ceiling import sweep
+
+    done += [f"removed the lock's cgroup {path}" for path in sweep()]  # emptied above (section 3b)
     from seqbox.state import trees_dir
 
     trees = trees_dir(environ)

@@ -124,6 +124,9 @@ class RunningStatus(TypedDict):
     procs: int | None
     backend: str | None
     reservation_bytes: int | None
+    #: how the reservation was chosen (given, learned, mem), and frozen for the budget (section 3b)
+    reservation_how: str | None
+    frozen: bool
     run_id: str | None
 
 

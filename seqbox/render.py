@@ -155,6 +155,8 @@ def event_line(event: RunEvent) -> str:
         detail += "?" if procs is None else plural(procs, "process")
         if cpu is not None:
             detail += f", cpu {cpu:.2f}s"
+    elif kind in ("freeze", "thaw"):  # section 3b
+        detail = str(event.get("message") or f"thawed after {event.get('frozen_s')}s frozen")
     elif kind in ("warn", "kill", "error"):
         detail = str(event.get("message"))
         if kind == "kill":
@@ -315,6 +317,12 @@ def monitor_screen(data: Status, history: dict[str, list[int]], width: int = 40)
                 f'"{describe_command(run["command"], 60)}"',
             )
             grid.add_row("memory", bar(run["mem_bytes"], limit))
+            if run.get("reservation_bytes") is not None:  # under a budget (section 3b)
+                how = run.get("reservation_how")
+                reserved = size(run["reservation_bytes"]) + (
+                    f" ({'--mem' if how == 'mem' else how})" if how else ""
+                )
+                grid.add_row("reserves", reserved + (", frozen (budget)" if run.get("frozen") else ""))
             spark = sparkline(history.get(str(run["run_id"]), []), width, limit)
             grid.add_row("history", Text(spark or "-", style="cyan"))
             grid.add_row("processes", "?" if run["procs"] is None else str(run["procs"]))

@@ -24,11 +24,18 @@ def collect(project_key: str, project_root: str, environ: Mapping[str, str] | No
             lockdir.close()
         if not queue.holders and not queue.waiters:
             continue
+        from seqbox.suspend import frozen_runs
+
+        frozen = (
+            frozen_runs(project_key, lockdir.lock, environ)
+            if _budget(queue.holders, [])["budget_bytes"]
+            else {}
+        )
         locks.append(
             {
                 "lock": lockdir.lock,
                 **_budget(queue.holders, queue.waiters),
-                "running": [_holder(h, now) for h in queue.holders],
+                "running": [_holder(h, now, frozen) for h in queue.holders],
                 "waiting": [
                     {
                         "position": i,
@@ -68,7 +75,7 @@ def _budget(holders: list[Entry], waiters: list[Entry]) -> BudgetStatus:
     return {"budget_bytes": budgets[-1], "reserved_bytes": sum(e.get("reservation", 0) for e in holders)}
 
 
-def _holder(entry: Entry, now: float) -> RunningStatus:
+def _holder(entry: Entry, now: float, frozen: Mapping[str, float]) -> RunningStatus:
     from seqbox.backends import usage_of
 
     mem, procs = usage_of(entry)
@@ -82,5 +89,7 @@ def _holder(entry: Entry, now: float) -> RunningStatus:
         "procs": procs,
         "backend": entry.get("backend"),
         "reservation_bytes": entry.get("reservation"),
+        "reservation_how": entry.get("reserved_how"),
+        "frozen": entry.get("run_id") in frozen,
         "run_id": entry.get("run_id"),
     }

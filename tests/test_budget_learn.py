@@ -126,6 +126,14 @@ def test_budget_a_run_over_its_reservation_freezes_then_finishes(
     scene = Scene(sbx, backend, tmp_path)
     if backend != "poll":
         assert len(parents(sbx)) == 1  # both runs live in the lock's parent cgroup
+    status = sbx.cli("status").stdout
+    assert "reserves 100.0 MiB (given), frozen (budget)" in status, status
+    assert (
+        "reserves 120.0 MiB (given), 2 processes" in status
+        or "reserves 120.0 MiB (given), 1 process" in status
+    )
+    running = json.loads(sbx.cli("status", "--json").stdout)["locks"][0]["running"]
+    assert sorted(run["frozen"] for run in running) == [False, True]
     time.sleep(0.3)
     scene.open_gate()
     a, b = summary(scene.a), summary(scene.b)
@@ -206,6 +214,23 @@ def test_budget_parent_cgroup_goes_after_a_sigkilled_frozen_holder(
     done = sbx.run(*BUDGET, "--", "true", backend=backend)
     assert done.returncode == 0, done
     wait_until("A's tree to end", lambda: alive([a_pid]) == [], timeout=10)
+    assert parents(sbx) == []
+
+
+def test_budget_clean_removes_the_parent_a_sigkilled_holder_left(
+    sbx: SeqboxRunner, cgroup_backend: str, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    holder = sbx.start(*BUDGET, "--", "sh", "-c", 'echo $$ > "$1"; exec sleep 300', "sh", str(pidfile),
+                       backend=cgroup_backend)  # fmt: skip
+    pid = read_pids(pidfile)["0"]
+    holder.kill()
+    holder.wait(timeout=slack(10))
+    assert len(parents(sbx)) == 1
+    done = sbx.cli("clean")
+    assert done.returncode == 0, done
+    assert "removed the lock's cgroup" in done.stdout, done
+    assert alive([pid]) == []
     assert parents(sbx) == []
 
 
