@@ -234,6 +234,30 @@ def test_budget_clean_removes_the_parent_a_sigkilled_holder_left(
     assert parents(sbx) == []
 
 
+def test_budget_a_kill_at_the_lock_ceiling_names_the_budget(
+    sbx: SeqboxRunner, cgroup_backend: str, tmp_path: Path
+) -> None:
+    """B (250 MiB, reserved 50) freezes as the run furthest over its reservation;
+    A, the last one running, outgrows the rest: the lock's parent cgroup stops
+    the pair at the budget. The run the kernel kills is a memory kill that
+    names the lock's budget."""
+    gate, ready = tmp_path / "gate", tmp_path / "ready-b"
+    options = ["--budget", "300M", "--mem", "300M", "--reserve", "50M", "--json"]
+    b = sbx.start(*options, *grow(tmp_path, 250, 250, 0, ready, gate, 0), backend=cgroup_backend)
+    read_pids(ready, timeout=slack(30))
+    a = sbx.start(
+        *options, *grow(tmp_path, 120, 20, 0.05, tmp_path / "ready-a", None, 0.5), backend=cgroup_backend
+    )
+    first = summary(a)
+    gate.touch()
+    second = summary(b)
+    killed = [doc for doc in (first, second) if doc["status"] == "memory"]
+    assert killed, (first, second)
+    assert 'seqbox: killed: the budget 300.0 MiB of lock "default" was reached' in str(killed[0]["_stderr"])
+    assert killed[0]["exit_code"] == 137
+    assert parents(sbx) == []
+
+
 def test_budget_reserve_above_mem_is_refused(sbx: SeqboxRunner) -> None:
     done = sbx.run("--budget", "1G", "--mem", "100M", "--reserve", "200M", "--", "true")
     assert done.returncode == 125
