@@ -93,18 +93,20 @@ def within(base: str, ceiling: Ceiling, v2: bool, build: Callable[[str], T]) -> 
 
 def make(base: str, ceiling: Ceiling, v2: bool) -> str:
     """The parent under ``base``, made with its limit if it was not there."""
-
     parent = os.path.join(base, ceiling.name)
+    control = os.path.join(base, "cgroup.subtree_control")
     try:
         os.mkdir(parent)
     except FileExistsError:
+        if v2:  # this run may need a controller (cpu) the parent's first run did not
+            _enable(parent, control)
         return parent
     except OSError as err:
         raise BackendError(f"cannot create the lock's cgroup {parent}: {err.strerror}") from None
     try:
         set_limit(parent, ceiling.budget, v2)
         if v2:
-            _enable(parent, os.path.join(base, "cgroup.subtree_control"))
+            _enable(parent, control)
     except BaseException:
         leave(parent)
         raise
@@ -132,9 +134,11 @@ def _enable(parent: str, base_control: str) -> None:
     """Give the parent's children the controllers its own parent gives it."""
     from seqbox.backends import cgroupfs
 
-    wanted = (cgroupfs.try_read(base_control) or "").split()
-    if wanted:
-        cgroupfs.write(os.path.join(parent, "cgroup.subtree_control"), " ".join("+" + c for c in wanted))
+    wanted = set((cgroupfs.try_read(base_control) or "").split())
+    mine = os.path.join(parent, "cgroup.subtree_control")
+    missing = wanted - set((cgroupfs.try_read(mine) or "").split())
+    if missing:
+        cgroupfs.write(mine, " ".join("+" + c for c in sorted(missing)))
 
 
 def leave(parent: str) -> bool:

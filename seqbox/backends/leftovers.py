@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 PREFIX = "seqbox-"
 SUP_PREFIX = "seqbox-sup-"
+#: the parent cgroup of a lock with a budget (seqbox/ceiling.py), its runs' cgroups inside
+LOCK_PREFIX = "seqboxlock-"
 TIME_FORMAT = "%Y%m%dT%H%M%S"
 CLOCK_SLACK_S = 2.0
 
@@ -136,15 +138,15 @@ def find(project_key: str | None = None, trees: str | None = None) -> list[str]:
     of any); ``trees`` is the directory of the records."""
     found = []
     spots = places()
-    from seqbox.ceiling import parents_in  # runs of a lock with a budget live in its parent
-
-    for place in [*spots, *parents_in(spots, project_key)]:
+    for place in spots:  # grows: a lock's parent is looked into too
         try:
             names = os.listdir(place)
         except OSError:
             continue
         for name in names:
-            if name.startswith("seqbox-") and is_leftover(name, project_key):
+            if name.startswith(LOCK_PREFIX) and (project_key is None or name.endswith("@" + project_key)):
+                spots.append(os.path.join(place, name))  # runs of a lock with a budget (seqbox/ceiling.py)
+            elif name.startswith("seqbox-") and is_leftover(name, project_key):
                 path = os.path.join(place, name)
                 if os.path.isdir(path):
                     found.append(path)
