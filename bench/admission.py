@@ -105,10 +105,13 @@ class Cgroup:
         return int(text) if text.isdigit() else None
 
     def failcnt(self) -> int | None:
-        """How often the limit was reached (v1 memory.failcnt; v2 the ``max`` events)."""
-        if not self.v2:
-            text = _read(os.path.join(self.path, "memory.failcnt")).strip()
-            return int(text) if text.isdigit() else None
+        """How often the limit was reached (v1 memory.failcnt plus memory.memsw.failcnt; v2 the ``max`` events)."""
+        if not self.v2:  # memory, and memory+swap (its limit is the same: it may be the one hit)
+            counts = [
+                _read(os.path.join(self.path, name)).strip()
+                for name in ("memory.failcnt", "memory.memsw.failcnt")
+            ]
+            return sum(int(text) for text in counts if text.isdigit()) if counts[0].isdigit() else None
         return _keyed(_read(os.path.join(self.path, "memory.events"))).get("max")
 
     def oom_kills(self) -> int:

@@ -27,8 +27,9 @@ import signal
 import time
 
 from seqbox.backends.base import Sandbox
+from seqbox.ceiling import usage
 from seqbox.jsontext import dumps, loads
-from seqbox.learn import Holding, to_freeze, to_thaw
+from seqbox.learn import FREEZE_AT, Holding, to_freeze, to_thaw
 from seqbox.units import format_size
 
 TYPE_CHECKING = False
@@ -46,6 +47,11 @@ if TYPE_CHECKING:
 SAMPLE_S = 0.1
 #: how long a freeze may take to settle before the run goes on anyway
 FREEZE_SETTLE_S = 1.0
+#: how often a run refreshes its record on the board while there is nothing to decide
+PUBLISH_S = 1.0
+#: who freezes is decided only on records this fresh (every holder refreshes its
+#: own at each sample once the total nears the budget)
+FRESH_S = 0.5
 #: a board entry not refreshed for this long belongs to a stuck or dead supervisor
 STALE_S = 30.0
 
@@ -270,6 +276,7 @@ class Suspendable(Sandbox):
         self._record: dict[str, object] = {}
         self._freezer: tuple[str, str] | bool | None = False  # not looked up yet
         self._watch: list[int] = []
+        self._published_at = -PUBLISH_S
 
     # what suspension adds ------------------------------------------------------
 
@@ -281,6 +288,7 @@ class Suspendable(Sandbox):
     def _publish(self) -> None:
         from seqbox.backends import procinfo
 
+        self._published_at = time.monotonic()
         if not self._record:
             pid = os.getpid()
             self._record = {"pid": pid, "start": procinfo.start_time(pid), "since": self.since}
@@ -289,20 +297,27 @@ class Suspendable(Sandbox):
         self.board.publish(self.name, {**self._record, **now})
 
     def look(self) -> None:
-        """Read the board and the lock's total; freeze or thaw ourselves by the rules."""
+        """Read the board and the lock's total; freeze or thaw ourselves by the rules.
+        While the lock's parent says the total is under the freezing line and we
+        run, there is nothing to decide: one file read, and our record refreshed
+        about once a second (the others read it when they have a decision to make)."""
+        total = None
+        if self.parent is not None:
+            total = usage(self.parent)
+            if total is not None and self.frozen_at is None and total <= FREEZE_AT * self.budget:
+                if time.monotonic() - self._published_at >= PUBLISH_S:
+                    self._publish()
+                return
         self._publish()
         records = self.board.read()
         now = time.time()
         board = [h for h in holdings(records) if isinstance(records[h.name].get("t"), (int, float))
                  and now - float(records[h.name]["t"]) < STALE_S]  # type: ignore[arg-type]  # fmt: skip
-        total = None
-        if self.parent is not None:
-            from seqbox.ceiling import usage
-
-            total = usage(self.parent)
         if total is None:
             total = sum(h.usage for h in board)
         if self.frozen_at is None:
+            if any(now - float(records[h.name]["t"]) > FRESH_S for h in board):  # type: ignore[arg-type]
+                return  # a holder's record is older than its usage now: it refreshes it within a sample
             if to_freeze(board, total, self.budget) == self.name:
                 self.freeze(total)
         elif to_thaw(board, total, self.budget) == self.name:
@@ -384,8 +399,6 @@ class Suspendable(Sandbox):
             usage = os.path.join(self.parent, "memory.usage_in_bytes")
             if os.path.exists(control) and os.path.exists(usage):
                 import select
-
-                from seqbox.learn import FREEZE_AT
 
                 efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
                 ufd = os.open(usage, os.O_RDONLY | os.O_CLOEXEC)
