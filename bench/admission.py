@@ -105,7 +105,7 @@ class Cgroup:
         return int(text) if text.isdigit() else None
 
     def failcnt(self) -> int | None:
-        """How often the limit was reached (v1 memory.failcnt plus memory.memsw.failcnt; v2 the ``max`` events)."""
+        """How often the limit was reached (v1 memory.failcnt + memsw.failcnt; v2 the ``max`` events)."""
         if not self.v2:  # memory, and memory+swap (its limit is the same: it may be the one hit)
             counts = [
                 _read(os.path.join(self.path, name)).strip()
