@@ -9,7 +9,7 @@ removal is a plain ``rmdir``, which the kernel refuses (EBUSY) while a run's
 cgroup is still inside, and a run that finds the parent gone between making it
 and making its own cgroup in it makes it again. So no lock is needed between
 concurrent runs. A crashed run's cgroup inside a parent is found by the
-leftover search (seqbox/backends/leftovers.py looks inside parents), and an
+leftover search (seqbox/backends/cgroup/leftovers.py looks inside parents), and an
 empty parent is removed by the next run and by ``seqbox clean``.
 
 The poll backend has no parent: suspension alone keeps its runs in budget.

@@ -42,11 +42,14 @@ def test_the_readme_is_short_and_links_every_doc() -> None:
     assert len(readme.splitlines()) <= 200
     docs = sorted(path.name for path in DOCS.glob("*.md"))
     assert docs == [
+        "admission.md",
         "comparison.md",
         "containers-and-laptops.md",
         "design.md",
         "development.md",
+        "github-action.md",
         "guide.md",
+        "mcp.md",
         "reference.md",
     ]
     for name in docs:
