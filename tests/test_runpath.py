@@ -56,9 +56,9 @@ def test_an_alarm_is_due_once() -> None:
 def test_limits_from_options_and_as_recorded(tmp_path: Any) -> None:
     options = resolve({"mem": "64M", "pids": "10", "timeout": "5s", "retry": "2"}, str(tmp_path), {})
     limits = Limits.from_options(options)
-    assert (limits.mem, limits.pids, limits.timeout, limits.warn_at) == (64 * MIB, 10, 5.0, 0.5)
+    assert (limits.mem, limits.pids, limits.timeout, limits.warn_at) == (64 * MIB, 10, 5.0, 0.8)
     record = limits.record(options.retry)
-    assert record == {"mem": 64 * MIB, "mem_high": None, "warn_at": 0.5, "pids": 10, "cpus": None,
+    assert record == {"mem": 64 * MIB, "mem_high": None, "warn_at": 0.8, "pids": 10, "cpus": None,
                       "timeout": 5.0, "grace": 10.0, "signal": 15, "retry": 2}  # fmt: skip
 
 
