@@ -79,9 +79,8 @@ def within(base: str, ceiling: Ceiling, v2: bool, build: Callable[[str], T]) -> 
     """Make (or join) the lock's parent under ``base`` and ``build`` the run's
     sandbox in it; again if another run removed the parent meanwhile."""
     for attempt in range(ATTEMPTS):
-        parent = make(base, ceiling, v2)
         try:
-            return build(parent)
+            return build(make(base, ceiling, v2))
         except BackendError:
             # gone (another run's last rmdir), or not set up yet (made by
             # another run a moment ago): look again
@@ -134,7 +133,11 @@ def _enable(parent: str, base_control: str) -> None:
     mine = os.path.join(parent, "cgroup.subtree_control")
     missing = wanted - set((cgroupfs.try_read(mine) or "").split())
     if missing:
-        cgroupfs.write(mine, " ".join("+" + c for c in sorted(missing)))
+        try:
+            cgroupfs.write(mine, " ".join("+" + c for c in sorted(missing)))
+        except BackendError:  # another run of the lock enabled them meanwhile, or the parent went
+            if wanted - set((cgroupfs.try_read(mine) or "").split()):
+                raise
 
 
 def leave(parent: str) -> bool:
