@@ -1,77 +1,76 @@
-"""Memory admission: 12 jobs, each allocating 1.5 GiB (every page touched) and
-holding it 2 s, under ``--mem 2G``.
+"""Memory admission that learns (issue 18): a mixed workload in a 6 GiB cgroup.
 
-1. Inside a cgroup limited to 8 GiB that the benchmark creates (and puts the
-   shell that starts the jobs into): ``seqbox run --slots 1`` (one at a time)
-   vs ``--budget auto`` (7.6 GiB here: 3 at once) vs ``--budget 8G`` (4 at
-   once) vs GNU parallel ``--memfree 2G -j 12`` vs ``xargs -P 12``. For each:
-   wall time, jobs completed, job attempts killed (by the kernel or by the
-   tool), the cgroup's peak usage, and for seqbox how long after a job ended
-   the next one started.
-2. On the bare machine: ``--slots 1`` vs ``--budget 8G``.
+12 jobs under ``--mem 2G``: 10 fill 400 MiB and 2 fill 1.6 GiB (every page
+touched), each then holds its memory 3 s mostly asleep (as agents wait on a
+model and test suites on I/O). Every variant runs in the same fresh cgroup
+limited to 6 GiB that the benchmark creates (the shell that starts the jobs is
+put into it):
 
-The ideal packing is measured, not assumed: ``xargs -P K`` with the K that
-fits (3 for auto's 7.6 GiB, 4 for 8 GiB) is a scheduler that knows the answer
-in advance and adds nothing (no queue, no sandbox). It is run beside the
-others, in the same cgroup, and on the bare machine.
+1. ``seqbox run --slots 1`` (one at a time, the recipe's way);
+2. ``--budget auto`` with an empty history (each run reserves its ``--mem``);
+3. ``--budget auto`` after that round (learned reservations);
+4. GNU parallel ``--memfree 1G -j 12`` and ``--memsuspend 1G -j 12``;
+5. ``xargs -P 12``;
+6. the overshoot: variant 3 again, but 2 of the small jobs now fill 1.6 GiB
+   (their command line is the same: they share the small jobs' learned
+   reservation and outgrow it). GNU parallel ``--memsuspend`` and xargs are run
+   on it too, for comparison.
 
-Targets (issue 11), for the ``--budget`` rows: 0 jobs killed, the cgroup's peak
-within its limit, wall time within 15 % of the ideal packing for that budget,
-and at least 3.5x faster than --slots 1. The issue's own ideal is rounds x one
-job's time (from the --slots 1 row), which assumes the jobs do not slow each
-other down; it is printed too. On a machine with fewer cores than jobs at
-once, touching the pages (kernel time) competes for the CPU, and the oracle
-row shows what is possible there: if it is not 3.5x faster than --slots 1,
-no scheduler is.
+For each: wall time, jobs completed, jobs killed (started but never finished:
+by the kernel or by the tool), total frozen seconds (seqbox's summaries), the
+cgroup's peak and ``memory.failcnt`` (v2: the ``max`` events).
 
-Needs root and a writable cgroup memory controller (v1 or v2); installs GNU
-parallel with apt-get when it is missing. Removes its cgroups afterwards.
+Targets: variant 3 at least 2.5x faster than variant 2 and 5x faster than
+variant 1, and within 10 % of GNU parallel ``--memsuspend``; variants 2, 3 and
+6 with 0 jobs killed and the cgroup's limit never reached (failcnt 0).
 
-    sudo python bench/admission.py [--jobs 12] [--json]
+Needs root and a writable cgroup memory controller (v1 or v2). GNU parallel
+rows are left out when it is not installed. Removes its cgroups afterwards.
+
+    sudo python bench/admission.py [--json] [--only NAME ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from benchlib import Report, bench_env, loadavg, remove_dir, scratch_dir
+
 GIB = 1 << 30
 MIB = 1 << 20
-JOB_BYTES = 3 * GIB // 2
-HOLD_S = 2.0
+JOBS = 12
+BIG = (3, 9)  # the 1.6 GiB jobs (1-based positions in the line)
+SMALL_MIB, BIG_MIB = 400, 1600
+HOLD_S = 3.0
 MEM = "2G"
-LIMIT = 8 * GIB
-SLOTS1 = "seqbox --slots 1"
-#: one job: note the attempt, allocate and touch 1.5 GiB (bytes * n is a memset), hold, note it finished
+LIMIT = 6 * GIB
+#: one job: note the attempt, fill its size (bytes * n is a memset: every page
+#: touched), hold it mostly asleep, note that it finished. Its kind (small or
+#: big) is on the command line (what seqbox learns by); the size it really
+#: fills comes from FILL_MIB when set (the overshoot).
 JOB = (
-    "import sys, time; f = sys.argv[1]; open(f, 'a').write(f'start {time.time()}\\n'); "
-    f"b = b'\\1' * {JOB_BYTES}; time.sleep({HOLD_S}); open(f, 'a').write(f'done {{time.time()}}\\n')"
+    "import os, sys, time; f = sys.argv[1]; open(f, 'a').write(f'start {time.time()}\\n'); "
+    f"mib = int(os.environ.get('FILL_MIB') or ({SMALL_MIB} if sys.argv[2] == 'small' else {BIG_MIB})); "
+    f"b = b'\\1' * (mib << 20); time.sleep({HOLD_S}); open(f, 'a').write(f'done {{time.time()}}\\n')"
 )
 
 
-def seqbox_command() -> list[str]:
-    script = Path(sys.executable).parent / "seqbox"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "seqbox"]
-
-
-def job_argv(record: str) -> list[str]:
-    return [sys.executable, "-c", JOB, record]
+def job_argv(record: str, kind: str) -> list[str]:
+    return [sys.executable, "-c", JOB, record, kind]
 
 
 class Cgroup:
     """A memory cgroup limited to ``limit`` bytes (v2 where the unified
-    hierarchy has the memory controller, else v1)."""
+    hierarchy has the memory controller, else v1), swap closed."""
 
     def __init__(self, name: str, limit: int) -> None:
         v2_root = "/sys/fs/cgroup"
@@ -93,6 +92,9 @@ class Cgroup:
             _write(os.path.join(self.path, "memory.swap.max"), "0")
         else:
             _write(os.path.join(self.path, "memory.limit_in_bytes"), str(limit))
+            memsw = os.path.join(self.path, "memory.memsw.limit_in_bytes")
+            if os.path.exists(memsw):
+                _write(memsw, str(limit))
 
     def procs_file(self) -> str:
         return os.path.join(self.path, "cgroup.procs")
@@ -102,16 +104,36 @@ class Cgroup:
         text = _read(os.path.join(self.path, name)).strip()
         return int(text) if text.isdigit() else None
 
+    def failcnt(self) -> int | None:
+        """How often the limit was reached (v1 memory.failcnt + memsw.failcnt; v2 the ``max`` events)."""
+        if not self.v2:  # memory, and memory+swap (its limit is the same: it may be the one hit)
+            counts = [
+                _read(os.path.join(self.path, name)).strip()
+                for name in ("memory.failcnt", "memory.memsw.failcnt")
+            ]
+            return sum(int(text) for text in counts if text.isdigit()) if counts[0].isdigit() else None
+        return _keyed(_read(os.path.join(self.path, "memory.events"))).get("max")
+
     def oom_kills(self) -> int:
         name = "memory.events" if self.v2 else "memory.oom_control"
-        for line in _read(os.path.join(self.path, name)).splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-        return 0
+        return _keyed(_read(os.path.join(self.path, name))).get("oom_kill", 0)
+
+    def lock_parents(self) -> list[str]:
+        """seqbox's lock parents left inside (there should be none)."""
+        try:
+            return [name for name in os.listdir(self.path) if name.startswith("seqboxlock-")]
+        except OSError:
+            return []
 
     def remove(self) -> None:
         """Kill whatever is left inside (only what this benchmark started), then rmdir bottom up."""
+        for dirpath, _, _ in os.walk(self.path):  # a frozen leftover cannot die
+            for name, value in (("cgroup.freeze", "0"), ("freezer.state", "THAWED")):
+                if os.path.exists(os.path.join(dirpath, name)):
+                    try:
+                        _write(os.path.join(dirpath, name), value)
+                    except OSError:
+                        pass
         for _ in range(100):
             pids = []
             for dirpath, _, _ in os.walk(self.path):
@@ -120,7 +142,7 @@ class Cgroup:
                 break
             for pid in pids:
                 try:
-                    os.kill(int(pid), 9)
+                    os.kill(int(pid), signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             time.sleep(0.05)
@@ -133,6 +155,15 @@ class Cgroup:
                     break
                 except OSError:
                     time.sleep(0.05)
+
+
+def _keyed(text: str) -> dict[str, int]:
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            out[key] = int(value)
+    return out
 
 
 def _read(path: str) -> str:
@@ -148,75 +179,62 @@ def _write(path: str, value: str) -> None:
         f.write(value)
 
 
-def ensure_parallel() -> str | None:
-    found = shutil.which("parallel")
-    if found is None and os.getuid() == 0 and shutil.which("apt-get"):
-        print("installing GNU parallel (apt-get install parallel)...")
-        install = ["apt-get", "install", "-y", "parallel"]
-        if subprocess.run(install, check=False, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update"], check=False, capture_output=True)
-            subprocess.run(install, check=False, capture_output=True)
-        found = shutil.which("parallel")
-    return found
+def kinds(overshoot: bool) -> list[tuple[str, dict[str, str]]]:
+    """Each job's kind and extra environment, in the order they are started."""
+    jobs: list[tuple[str, dict[str, str]]] = [
+        ("big", {}) if i in BIG else ("small", {}) for i in range(1, JOBS + 1)
+    ]
+    if overshoot:  # two small jobs (same command line) now fill what a big one does
+        for i in (1, 6):
+            jobs[i - 1] = ("small", {"FILL_MIB": str(BIG_MIB)})
+    return jobs
 
 
-def variants(jobs: int, record: str, parallel: str | None) -> dict[str, str]:
-    """Shell command lines that start ``jobs`` jobs and wait for them all."""
-    one = shlex.join(job_argv(record))
-    seqbox = shlex.join(seqbox_command())
-
-    def under_seqbox(options: str) -> str:
-        run = f"{seqbox} run -q --lock bench --mem {MEM} {options} -- {one}"
-        return f"for i in $(seq {jobs}); do {run} & done; wait"
-
-    lines = {
-        SLOTS1: under_seqbox("--slots 1"),
-        "seqbox --budget auto": under_seqbox("--budget auto"),
-        oracle(3): f"seq {jobs} | xargs -P 3 -I{{}} {one}",
-        "seqbox --budget 8G": under_seqbox("--budget 8G"),
-        oracle(4): f"seq {jobs} | xargs -P 4 -I{{}} {one}",
-    }
-    if parallel is not None:
-        lines[f"parallel --memfree {MEM} -j {jobs}"] = (
-            f"seq {jobs} | {parallel} --will-cite -q --memfree {MEM} -j {jobs} {one}"
-        )
-    lines[f"xargs -P {jobs}"] = f"seq {jobs} | xargs -P {jobs} -I{{}} {one}"
-    return lines
-
-
-def oracle(at_once: int) -> str:
-    """The row of the scheduler that knows ``at_once`` jobs fit (the ideal packing)."""
-    return f"xargs -P {at_once} (knows {at_once} fit)"
+def line_for(tool: str, options: str, work: str, seqbox: list[str], overshoot: bool) -> str:
+    """A shell command line that starts the 12 jobs with ``tool`` and waits for them all."""
+    record, reports = os.path.join(work, "record"), os.path.join(work, "reports")
+    jobs = kinds(overshoot)
+    if tool == "seqbox":
+        runs = []
+        for i, (kind, env) in enumerate(jobs, 1):
+            prefix = "".join(f"{k}={v} " for k, v in env.items())
+            report = os.path.join(reports, f"job-{i}.json")
+            run = f"{shlex.join(seqbox)} run -q --lock bench --mem {MEM} {options} --report {report} -- "
+            runs.append(f"{prefix}{run}{shlex.join(job_argv(record, kind))} &")
+        return " ".join(runs) + " wait"
+    script = os.path.join(work, "job.sh")  # job.sh KIND [FILL_MIB]
+    Path(script).write_text(f'FILL_MIB="$2" exec {shlex.join(job_argv(record, "")[:-1])} "$1"\n')
+    lines = "".join(f"{kind} {env.get('FILL_MIB', '')}".strip() + "\\n" for kind, env in jobs)
+    if tool == "xargs":
+        return f"printf '{lines}' | xargs -P {JOBS} -L 1 sh {script}"
+    return f"printf '{lines}' | {tool} --will-cite {options} -j {JOBS} --colsep ' ' sh {script} {{1}} {{2}}"
 
 
 class Result:
     """How one variant went."""
 
-    def __init__(self, variant: str, wall_s: float, events: list[tuple[float, str]], stderr: str) -> None:
+    def __init__(self, variant: str, wall_s: float, record: str, stderr: str) -> None:
         self.variant = variant
         self.wall_s = wall_s
-        kinds = [kind for _, kind in events]
-        self.completed = kinds.count("done")
+        events = [line.split() for line in Path(record).read_text().splitlines() if line.strip()]
+        starts = sum(1 for e in events if e[0] == "start")
+        self.completed = sum(1 for e in events if e[0] == "done")
         #: attempts that started and never finished: killed by the kernel or the tool
-        self.killed = kinds.count("start") - self.completed
-        self.handoffs = handoff_delays(events)
+        self.killed = starts - self.completed
+        self.frozen_s: float | None = None
+        self.seqbox_memory_kills = 0
         self.peak: int | None = None
+        self.failcnt: int | None = None
         self.oom_kills: int | None = None
         self.stderr = [line for line in stderr.splitlines() if line.strip()][-2:]
 
     def show(self) -> None:
-        extra = ""
-        if self.oom_kills is not None:
-            peak = "?" if self.peak is None else f"{self.peak / GIB:.2f} GiB"
-            extra = f", cgroup peak {peak}, kernel OOM kills {self.oom_kills}"
-        if self.handoffs:
-            extra += (
-                f"; a job's end to the next start: median {statistics.median(self.handoffs) * 1000:.0f} ms,"
-                f" max {max(self.handoffs) * 1000:.0f} ms"
-            )
+        peak = "?" if self.peak is None else f"{self.peak / GIB:.2f} GiB"
+        frozen = "" if self.frozen_s is None else f", frozen {self.frozen_s:5.1f} s"
         print(
-            f"  {self.variant:<28} wall {self.wall_s:6.2f} s, completed {self.completed:2}, "
-            f"killed {self.killed:2}{extra}"
+            f"  {self.variant:<40} wall {self.wall_s:6.2f} s, completed {self.completed:2}, "
+            f"killed {self.killed:2}{frozen}, cgroup peak {peak}, failcnt {self.failcnt}, "
+            f"OOM kills {self.oom_kills}"
         )
         for line in self.stderr:
             print(f"      stderr: {line[:150]}")
@@ -227,162 +245,176 @@ class Result:
             "wall_s": round(self.wall_s, 2),
             "completed": self.completed,
             "killed": self.killed,
+            "frozen_s": self.frozen_s,
             "peak_bytes": self.peak,
+            "failcnt": self.failcnt,
             "kernel_oom_kills": self.oom_kills,
-            "handoff_median_s": statistics.median(self.handoffs) if self.handoffs else None,
         }
 
 
-def handoff_delays(events: list[tuple[float, str]]) -> list[float]:
-    """For each job that ended while others had not started yet: how long until
-    the next job started (what admission adds on top of the jobs themselves)."""
-    events = sorted(events)
-    total = sum(1 for _, kind in events if kind == "start")
-    delays, started = [], 0
-    for i, (when, kind) in enumerate(events):
-        if kind == "start":
-            started += 1
-        elif started < total:
-            later = [t for t, k in events[i + 1 :] if k == "start"]
-            if later:
-                delays.append(later[0] - when)
-    return delays
-
-
-def run_variant(name: str, line: str, record: str, cgroup: Cgroup | None) -> Result:
+def run_variant(name: str, tool: str, options: str, work: str, seqbox: list[str], overshoot: bool) -> Result:
+    record = os.path.join(work, "record")
+    reports = os.path.join(work, "reports")
     Path(record).write_text("")
-    into = None if cgroup is None else cgroup.procs_file()
+    shutil.rmtree(reports, ignore_errors=True)
+    os.makedirs(reports)
+    line = line_for(tool, options, work, seqbox, overshoot)
+    cgroup = Cgroup(f"sbxbench-admission-{os.getpid()}", LIMIT)
+    into = cgroup.procs_file()
 
     def join_cgroup() -> None:
-        if into is not None:
-            with open(into, "w") as f:
-                f.write("0")
+        with open(into, "w") as f:
+            f.write("0")
 
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        ["sh", "-c", line],
-        preexec_fn=join_cgroup,  # noqa: PLW1509 - this script starts no threads
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     try:
-        _, stderr = proc.communicate()
-    except BaseException:  # interrupted: every seqbox tears its tree down on SIGTERM
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait()
-        raise
-    wall = time.monotonic() - start
-    events = []
-    for text in Path(record).read_text().splitlines():
-        kind, _, when = text.partition(" ")
-        events.append((float(when), kind))
-    result = Result(name, wall, events, stderr)
-    if cgroup is not None:
-        result.peak = cgroup.peak()
-        result.oom_kills = cgroup.oom_kills()
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            ["sh", "-c", line],
+            preexec_fn=join_cgroup,  # noqa: PLW1509 - this script starts no threads
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=work,
+            env=bench_env({"SEQBOX_STATE_DIR": os.path.join(work, "state"), "SEQBOX_PROJECT": work}),
+        )
+        try:
+            _, stderr = proc.communicate()
+        except BaseException:  # interrupted: every seqbox tears its tree down on SIGTERM
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            raise
+        wall = time.monotonic() - start
+        result = Result(name, wall, record, stderr)
+        result.peak, result.failcnt, result.oom_kills = cgroup.peak(), cgroup.failcnt(), cgroup.oom_kills()
+        left = cgroup.lock_parents()
+        if left:
+            result.stderr.append(f"[bench] lock parents left behind: {left}")
+    finally:
+        cgroup.remove()
+    if tool == "seqbox":
+        frozen = 0.0
+        for path in Path(reports).glob("*.json"):
+            doc = json.loads(path.read_text())
+            frozen += doc.get("frozen_s") or 0.0
+            result.seqbox_memory_kills += doc.get("status") == "memory"
+        result.frozen_s = frozen
+    result.show()
     return result
 
 
-def budget_checks(
-    rows: list[Result], jobs: int, where: str, limit: int | None
-) -> list[tuple[str, bool, str]]:
-    """The issue's targets for the ``--budget`` rows. The ideal packing is the
-    oracle row's wall time (see the module's doc); the issue's estimate, rounds
-    x one job's time as measured one at a time, is printed beside it."""
-    by_name = {r.variant: r for r in rows}
-    serial = by_name[SLOTS1].wall_s
-    per_job = serial / jobs
-    auto = LIMIT - max(int(LIMIT * 0.05), 256 * MIB)  # what --budget auto makes of the cgroup's limit
-    checks = []
-    for name, budget in (("seqbox --budget auto", auto), ("seqbox --budget 8G", 8 * GIB)):
-        row = by_name.get(name)
+SLOTS1 = "1. seqbox --slots 1"
+COLD = "2. seqbox --budget auto (empty history)"
+LEARNED = "3. seqbox --budget auto (learned)"
+MEMFREE = "4. parallel --memfree 1G -j 12"
+MEMSUSPEND = "4. parallel --memsuspend 1G -j 12"
+XARGS = "5. xargs -P 12"
+OVERSHOOT = "6. overshoot: seqbox --budget auto (learned)"
+OVER_SUSPEND = "6. overshoot: parallel --memsuspend 1G"
+OVER_XARGS = "6. overshoot: xargs -P 12"
+
+
+def measure(work: str, seqbox: list[str], parallel: str | None, only: list[str] | None) -> dict[str, Result]:
+    """Every variant, in an order where each seqbox variant has the history it
+    needs: 2 (cold) then 3 (learned from 2) then 6 share one project."""
+    rows: dict[str, Result] = {}
+    slots1_dir = os.path.join(work, "slots1")
+    budget_dir = os.path.join(work, "budget")  # one project: its history carries over from 2 to 3 and 6
+    tools_dir = os.path.join(work, "tools")
+    for path in (slots1_dir, budget_dir, tools_dir):
+        os.makedirs(path, exist_ok=True)
+    plan: list[tuple[str, str, str, str, bool]] = [
+        (COLD, "seqbox", "--budget auto", budget_dir, False),
+        (LEARNED, "seqbox", "--budget auto", budget_dir, False),
+    ]
+    if parallel is not None:
+        plan += [
+            (MEMSUSPEND, parallel, "--memsuspend 1G", tools_dir, False),
+            (MEMFREE, parallel, "--memfree 1G", tools_dir, False),
+        ]
+    plan += [(XARGS, "xargs", "", tools_dir, False), (OVERSHOOT, "seqbox", "--budget auto", budget_dir, True)]
+    if parallel is not None:
+        plan.append((OVER_SUSPEND, parallel, "--memsuspend 1G", tools_dir, True))
+    plan += [(OVER_XARGS, "xargs", "", tools_dir, True), (SLOTS1, "seqbox", "--slots 1", slots1_dir, False)]
+    for name, tool, options, where, overshoot in plan:
+        if only and not any(word in name for word in only) and name not in (COLD,):
+            continue
+        rows[name] = run_variant(name, tool, options, where, seqbox, overshoot)
+    return rows
+
+
+def checks(report: Report, rows: dict[str, Result]) -> None:
+    slots1, cold, learned = rows.get(SLOTS1), rows.get(COLD), rows.get(LEARNED)
+    suspend = rows.get(MEMSUSPEND)
+    if learned is not None and cold is not None:
+        x = cold.wall_s / learned.wall_s
+        report.check(
+            "variant 3 vs variant 2",
+            x >= 2.5,
+            f"{x:.2f}x ({learned.wall_s:.1f} s vs {cold.wall_s:.1f} s)",
+            ">= 2.5x faster",
+        )
+    if learned is not None and slots1 is not None:
+        x = slots1.wall_s / learned.wall_s
+        report.check(
+            "variant 3 vs variant 1",
+            x >= 5,
+            f"{x:.2f}x ({learned.wall_s:.1f} s vs {slots1.wall_s:.1f} s)",
+            ">= 5x faster",
+        )
+    if learned is not None and suspend is not None:
+        ratio = learned.wall_s / suspend.wall_s
+        report.check(
+            "variant 3 vs parallel --memsuspend",
+            ratio <= 1.10,
+            f"{ratio:.2f}x ({learned.wall_s:.1f} s vs {suspend.wall_s:.1f} s)",
+            "within 10 %",
+        )
+    for name in (COLD, LEARNED, OVERSHOOT):
+        row = rows.get(name)
         if row is None:
             continue
-        at_once = budget // (2 * GIB)
-        rounds = math.ceil(jobs / at_once)
-        estimate = rounds * per_job
-        best = by_name.get(oracle(at_once))
-        ideal = estimate if best is None else best.wall_s
-        label = f"{where}, {name} ({at_once} at once, {rounds} rounds)"
-        checks.append((f"{label}: 0 killed", row.killed == 0 and row.completed == jobs,
-                       f"{row.killed} killed, {row.completed} completed"))  # fmt: skip
-        if limit is not None:
-            within = row.peak is not None and row.peak <= limit
-            checks.append(
-                (f"{label}: peak within {limit / GIB:.0f} GiB", within, f"{(row.peak or 0) / GIB:.2f} GiB")
-            )
-        packing = (
-            f"{row.wall_s:.2f} s = {row.wall_s / ideal:.2f}x ideal"
-            f" (the issue's estimate, {rounds} x {per_job:.2f} s = {estimate:.1f} s:"
-            f" {row.wall_s / estimate:.2f}x)"
+        report.check(
+            f"{name}: nothing killed",
+            row.killed == 0 and row.completed == JOBS,
+            f"{row.killed} killed, {row.completed} completed",
+            f"0 killed, {JOBS} completed",
         )
-        named = "the oracle's" if best is not None else "estimated"
-        checks.append((f"{label}: within 15 % of ideal packing ({named} {ideal:.1f} s)",
-                       row.wall_s <= 1.15 * ideal, packing))  # fmt: skip
-        possible = "" if best is None else f"; the oracle: {serial / best.wall_s:.2f}x"
-        checks.append((f"{label}: >= 3.5x faster than --slots 1 ({serial:.1f} s)", serial / row.wall_s >= 3.5,
-                       f"{serial / row.wall_s:.2f}x{possible}"))  # fmt: skip
-    return checks
-
-
-def measure(jobs: int, record: str, parallel: str | None) -> tuple[list[Result], list[Result]]:
-    print(f"\n1. inside a cgroup limited to {LIMIT / GIB:.0f} GiB, {jobs} jobs, --mem {MEM}:")
-    inside = []
-    for name, line in variants(jobs, record, parallel).items():
-        cgroup = Cgroup(f"sbxbench-admission-{os.getpid()}", LIMIT)
-        try:
-            inside.append(run_variant(name, line, record, cgroup))
-        finally:
-            cgroup.remove()
-        inside[-1].show()
-
-    print(f"\n2. on the bare machine, {jobs} jobs, --mem {MEM}:")
-    lines = variants(jobs, record, None)
-    bare = []
-    for name in (SLOTS1, "seqbox --budget 8G", oracle(4)):
-        bare.append(run_variant(name, lines[name], record, None))
-        bare[-1].show()
-    return inside, bare
+        report.check(
+            f"{name}: the cgroup's limit never reached",
+            row.failcnt == 0,
+            f"failcnt {row.failcnt}, peak {(row.peak or 0) / GIB:.2f} GiB",
+            "failcnt 0",
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only", nargs="*", help="run only the variants whose name has one of these words")
     args = parser.parse_args()
     if not sys.platform.startswith("linux") or os.getuid() != 0:
         print("SKIP admission: needs root on Linux (it makes a memory cgroup)")
         return 0
-    parallel = ensure_parallel()
+    report = Report("admission")
+    parallel = shutil.which("parallel")
     if parallel is None:
-        print("note: GNU parallel is not installed and could not be; its row is left out")
-    print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
+        print("note: GNU parallel is not installed: its rows are left out")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with tempfile.TemporaryDirectory(prefix="seqbox-admission-") as tmp:
-        os.environ.update(SEQBOX_STATE_DIR=os.path.join(tmp, "state"), SEQBOX_PROJECT=tmp)
-        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-        try:
-            inside, bare = measure(args.jobs, os.path.join(tmp, "record"), parallel)
-        finally:  # what interrupted runs left (their other cgroup hierarchies, tickets)
-            subprocess.run([*seqbox_command(), "clean"], check=False, capture_output=True)
-
-    print(f"load average at end: {os.getloadavg()[0]:.1f}")
-
-    checks = budget_checks(inside, args.jobs, "cgroup", LIMIT) + budget_checks(bare, args.jobs, "bare", None)
-    print()
-    for name, ok, measured in checks:
-        print(f"{'PASS' if ok else 'FAIL'}: {name}: {measured}")
-    if args.json:
-        doc = {
-            "inside_cgroup": [r.as_json() for r in inside],
-            "bare": [r.as_json() for r in bare],
-            "checks": [{"name": n, "pass": ok, "measured": m} for n, ok, m in checks],
-        }
-        print(json.dumps(doc))
-    return 0
+    work = scratch_dir("admission")
+    print(
+        f"\n{JOBS} jobs (10 x {SMALL_MIB} MiB, 2 x {BIG_MIB} MiB, each held {HOLD_S:g} s), --mem {MEM}, "
+        f"each variant in a fresh cgroup limited to {LIMIT / GIB:.0f} GiB:"
+    )
+    try:
+        rows = measure(work, report.argv, parallel, args.only)
+    finally:
+        remove_dir(work)
+    print(f"load average after the variants: {loadavg()}")
+    report.results = {name: row.as_json() for name, row in rows.items()}
+    checks(report, rows)
+    return report.finish(args.json)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 from seqbox.backends import memory
 from seqbox.backends.usage import usage_of
 from seqbox.errors import UsageError
+from seqbox.learn import MEM
 from seqbox.units import format_size
 
 TYPE_CHECKING = False
@@ -171,6 +172,10 @@ class Gate:
         self.budget = budget
         self.machine = machine
         self.usage_of = usage_of
+        #: how ``need`` was chosen (seqbox/learn.py: given, learned, mem)
+        self.how: str | None = None
+        #: True while a holder of the lock is frozen for the budget: nobody starts then
+        self.suspended: Callable[[], bool] | None = None
 
     def holder(self, entry: Entry) -> Holder:
         """A slot entry as admission sees it. A holder that recorded no
@@ -182,13 +187,21 @@ class Gate:
 
     def check(self, entries: Sequence[Entry]) -> Verdict:
         holders = [self.holder(entry) for entry in entries]
+        if self.suspended is not None and self.suspended():  # a run is frozen: no newcomer (3b)
+            return Verdict(False, self.need, 0, foreign=True, wait_on=_helps_first(holders, 0))
         available = pressure = None
         if self.machine is not None:
             available, pressure = self.machine()
         return decide(self.need, holders, self.budget, available=available, pressure=pressure)
 
     def text(self, verdict: Verdict) -> str:
-        return waiting_text(self.lock, verdict, self.budget)
+        text = waiting_text(self.lock, verdict, self.budget)
+        if self.how is not None:  # what the run reserved, and why (section 3b)
+            need = f"needs {format_size(verdict.need)}"
+            text = text.replace(need, f"{need} ({'--mem' if self.how == MEM else self.how})", 1)
+            if verdict.foreign and verdict.free == 0 and self.suspended is not None:
+                text += "; a run is frozen for the budget"
+        return text
 
 
 def gate_for(lock: str, mem: int | None, budget: int | str) -> Gate:

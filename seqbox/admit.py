@@ -23,6 +23,7 @@ from seqbox.turn import FreeTurn
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from seqbox.limits import Limits
+    from seqbox.lockbudget import BudgetRun
     from seqbox.records import Entry, SandboxInfo
     from seqbox.runner import Run
     from seqbox.spawn import Prepared
@@ -47,6 +48,8 @@ class Admission:
         self.nested = False
         #: with --budget: (our reservation, the budget), recorded in our entries
         self.reserved: tuple[int, int] | None = None
+        #: with --budget: what we reserve and why, our suspension (seqbox/lockbudget.py)
+        self.budget_run: BudgetRun | None = None
         #: seconds spent waiting for the turn (0 when nothing was queued for)
         self.waited = 0.0
         self.turn: Turn | FreeTurn = FreeTurn()
@@ -71,10 +74,12 @@ class Admission:
         if options.no_lock or self._nest():
             return FreeTurn()
         gate = None
-        if options.budget is not None:  # memory admission: reserve our --mem
+        if options.budget is not None:  # memory admission: --reserve, learned, or --mem (section 3b)
             from seqbox.admission import gate_for
+            from seqbox.lockbudget import plan
 
             gate = gate_for(options.lock, self.limits.mem, options.budget)
+            self.budget_run = plan(gate, run, self.limits)
             self.reserved = (gate.need, gate.budget)
         from seqbox.policies import for_lock
         from seqbox.tickets import arrive
@@ -120,6 +125,8 @@ class Admission:
         }
         if self.reserved is not None:
             entry["reservation"], entry["budget"] = self.reserved
+        if self.budget_run is not None:
+            entry["reserved_how"] = self.budget_run.how
         return entry
 
     # -- while the first try's command is parked --------------------------------

@@ -181,6 +181,8 @@ def run(
     no_lock: bool | None = None,
     slots: int | None = None,
     budget: Size | None = None,
+    reserve: Size | None = None,
+    key: str | None = None,
     wait_timeout: Duration | None = None,
     backend: BackendName | None = None,
     log: PathText | None = None,
@@ -202,6 +204,8 @@ def run(
     ``retry`` and ``retry_on_oom`` run it again after a failure.
     The queue: ``lock`` (a name), ``no_lock``, ``slots``, ``budget`` (a size or
     ``"auto"``: runs of the lock start only while their ``mem`` fits in it),
+    ``reserve`` (what this run reserves under ``budget``; default learned from
+    the runs of the same ``key``, a name a program's agents can share),
     ``wait_timeout``.
     ``backend`` forces ``"cgroup2"``, ``"cgroup1"`` or ``"poll"``; ``log`` appends
     the output to a file; ``quiet`` silences seqbox's lines (only its own
@@ -238,6 +242,8 @@ async def run_async(
     no_lock: bool | None = None,
     slots: int | None = None,
     budget: Size | None = None,
+    reserve: Size | None = None,
+    key: str | None = None,
     wait_timeout: Duration | None = None,
     backend: BackendName | None = None,
     log: PathText | None = None,

@@ -47,6 +47,8 @@ def run_attempts(
             sandbox, note = selection.make_sandbox(admission.limits, name, run.trees)
             if note:
                 run.out.note(note)
+            if admission.budget_run is not None:  # suspend, don't kill (section 3b)
+                sandbox = admission.budget_run.wrap(sandbox, run.run_id, run.out, run.log)
             outcome, captured = one_try(run, admission, sandbox, interrupts, transcript, attempt)
             outcomes.append(outcome)
             if transcript is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from seqbox import housekeeping, queue
+from seqbox import ceiling, housekeeping, queue
 from seqbox.backends import procinfo
 from seqbox.backends.cgroup import crashed, leftovers
 from seqbox.describe import describe_command, plural
@@ -64,12 +64,16 @@ def clean(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str
     done, failed = [], []
     for leftover in crashed.find_whole(everywhere=True):
         commands, not_removed = crashed.remove_whole(leftover)
+        for parent in {os.path.dirname(p) for p in leftover.paths if ceiling.is_parent(os.path.dirname(p))}:
+            if ceiling.leave(parent):  # the lock's parent it was the last run in (section 3b)
+                done.append(f"removed the lock's cgroup {parent}")
         if commands:
             done.append(_killed(commands))
         if not_removed:
             failed.append(f"cgroup {leftover.name}: could not remove {'; '.join(not_removed)}")
         else:
             done.append(f"removed cgroup {leftover.name} ({leftover.where()})")
+    done += [f"removed the lock's cgroup {path}" for path in ceiling.sweep()]  # emptied above (section 3b)
 
     trees = trees_dir(environ)
     for path in leftovers.find(None, trees):  # the poll backend's records of crashed runs

@@ -43,8 +43,8 @@ FIELD_HELP = {
     "attempts": "how many tries ran (`--retry`)",
     "run_id": "the run's id (`seqbox logs RUN`, `seqbox report RUN`)",
     "log": "the run's JSON Lines log, null when none was written",
-    "reserved_bytes": "what the run reserved under `--budget`, else null",
-    "frozen_s": "seconds the run spent frozen",
+    "reserved_bytes": "what the run reserved under `--budget` (`--reserve`, learned, or `--mem`), else null",
+    "frozen_s": "seconds its tree spent frozen for the lock's budget (not counted toward `--timeout`)",
     "culprit": "when stopped for memory or peaking within 10 % of the limit: up to 3 of the tree's "
     "biggest processes (`pid`, `command`, `rss_bytes`), else null",
 }

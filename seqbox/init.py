@@ -25,6 +25,8 @@ EXAMPLES: dict[str, object] = {
     "slots": 2,
     "wait_timeout": "1h",
     "budget": "auto",
+    "reserve": "512M",
+    "key": "agent",
     "log_dir": "logs",
 }
 #: keys written active (not commented out), with these values

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from seqbox.ceiling import Ceiling
     from seqbox.records import LimitsRecord
     from seqbox.runoptions import RunOptions
 
@@ -22,6 +23,7 @@ class Limits:
     """
 
     __slots__ = (
+        "ceiling",
         "cpus",
         "grace",
         "mem",
@@ -47,6 +49,7 @@ class Limits:
         signal: int = 15,
         poll_interval: float = 0.1,
         mem_from_enclosing: bool = False,
+        ceiling: Ceiling | None = None,
     ) -> None:
         self.mem = mem
         self.mem_high = mem_high
@@ -60,6 +63,8 @@ class Limits:
         #: ``mem`` is an enclosing run's limit, lower than what this run asked
         #: for (see :meth:`nested_in`): a kill at it names the enclosing run's
         self.mem_from_enclosing = mem_from_enclosing
+        #: with --budget on a cgroup backend: the lock's parent cgroup (seqbox/ceiling.py)
+        self.ceiling = ceiling
 
     @property
     def notify_at(self) -> tuple[int, ...]:
@@ -100,6 +105,7 @@ class Limits:
         """These limits inside a run that has ``mem`` and ``pids``: never more than it."""
         nested = Limits(**{name: getattr(self, name) for name in Limits.__slots__})
         nested.mem, nested.pids = _at_most(self.mem, mem), _at_most(self.pids, pids)
+        nested.ceiling = None  # a nested run lives in its parent's reservation
         if mem is not None and (self.mem is None or self.mem > mem):  # the enclosing run's limit is lower
             nested.mem_from_enclosing = True
         if nested.mem_high is not None and nested.mem is not None and nested.mem_high > nested.mem:

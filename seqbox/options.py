@@ -205,6 +205,22 @@ OPTIONS: tuple[Option, ...] = (
         "start runs of this lock only while the sum of their --mem fits in SIZE (or auto)",
     ),
     Option(
+        "reserve",
+        ("--reserve",),
+        "SIZE",
+        units.parse_size,
+        None,
+        "under --budget: what this run reserves (at most --mem) [default: learned, else --mem]",
+    ),
+    Option(
+        "key",
+        ("--key",),
+        "NAME",
+        _text,
+        None,
+        "which runs share a learned reservation [default: the command line and its directory]",
+    ),
+    Option(
         "wait_timeout",
         ("--wait-timeout",),
         "DURATION",

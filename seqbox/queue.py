@@ -116,8 +116,8 @@ class LockDir:
 def _open_lock_dir(project_key: str, lock: str, environ: Mapping[str, str] | None, create: bool) -> int:
     state = open_state_dir(environ)
     path = "<state>"
+    fd = state
     try:
-        fd = state
         for part in ("projects", project_key, "locks", lock):
             path = f"{path}/{part}"
             if not create:
@@ -137,10 +137,13 @@ def _open_lock_dir(project_key: str, lock: str, environ: Mapping[str, str] | Non
             if fd != state:
                 os.close(fd)
             fd = nxt
-        return fd
+    except BaseException:  # a part missing (create=False): nothing opened so far stays open
+        if fd != state:
+            os.close(fd)
+        raise
     finally:
-        if state != fd:
-            os.close(state)
+        os.close(state)
+    return fd
 
 
 # -- reading entries --------------------------------------------------------------

@@ -57,6 +57,8 @@ class Entry(TypedDict, total=False):
     #: with --budget: the memory this run reserves, and the budget it counts against
     reservation: int
     budget: int
+    #: how the reservation was chosen: given, learned or mem (section 3b)
+    reserved_how: str
     #: what the head of a lock with a budget waits for (in its ticket)
     waiting_for: str
 
@@ -127,6 +129,9 @@ class RunningStatus(TypedDict):
     procs: int | None
     backend: str | None
     reservation_bytes: int | None
+    #: how the reservation was chosen (given, learned, mem), and frozen for the budget (section 3b)
+    reservation_how: str | None
+    frozen: bool
     run_id: str | None
 
 
@@ -230,6 +235,11 @@ class RunEvent(TypedDict, total=False):
     nested: bool | None
     limits: LimitsRecord
     output_log: str | None
+    # start, under a budget (section 3b): the learning key, the reservation and why
+    key: str | None
+    reserved: int | None
+    reserved_how: str | None
+    budget: int | None
     # lock
     waited_s: float | None
     got: bool | None
@@ -240,6 +250,9 @@ class RunEvent(TypedDict, total=False):
     # warn, kill, error
     message: str | None
     reason: str | None
+    # freeze, thaw (section 3b): the lock's total; how long the thawed tree was frozen
+    total: int | None
+    frozen_s: float | None
     # exit
     summary: SummaryRecord
     # error

@@ -186,6 +186,8 @@ def event_line(event: RunEvent) -> str:
         detail += "?" if procs is None else plural(procs, "process")
         if cpu is not None:
             detail += f", cpu {cpu:.2f}s"
+    elif kind in ("freeze", "thaw"):  # section 3b
+        detail = str(event.get("message") or f"thawed after {event.get('frozen_s')}s frozen")
     elif kind in ("warn", "kill", "error"):
         detail = str(event.get("message"))
         if kind == "kill":
@@ -363,6 +365,9 @@ def monitor_screen(
             limit = run["mem_limit_bytes"]
             reserved = run["reservation_bytes"]
             reserves = "" if reserved is None else f", reserves {size(reserved)}"
+            how = run.get("reservation_how")  # under a budget: why, and frozen (section 3b)
+            reserves += f" ({'--mem' if how == 'mem' else how})" if reserved is not None and how else ""
+            reserves += ", frozen (budget)" if run.get("frozen") else ""
             grid.add_row(
                 "running",
                 f"pid {run['pid']}, for {duration(run['elapsed_s'])}, {run['backend']}{reserves}: "

@@ -113,8 +113,10 @@ class RunLog:
         nested: bool,
         limits: LimitsRecord,
         output_log: str | None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
-        """The first event: what runs, where, how and with which limits."""
+        """The first event: what runs, where, how and with which limits
+        (``extra``: under a budget, the key and the reservation)."""
         self.event(
             "start",
             run_id=run_id,
@@ -126,6 +128,7 @@ class RunLog:
             nested=nested,
             limits=limits,
             output_log=output_log,
+            **(extra or {}),
         )
 
     def end(self, summary: Mapping[str, object], keep: int) -> None:

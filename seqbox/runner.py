@@ -130,7 +130,7 @@ class Run:
     """What every step of one ``seqbox run`` shares: the command, its options,
     where its output and records go."""
 
-    __slots__ = ("argv", "env", "environ", "key", "log", "options", "out", "run_id", "trees")
+    __slots__ = ("argv", "env", "environ", "key", "log", "options", "out", "root", "run_id", "trees")
 
     def __init__(
         self,
@@ -150,6 +150,8 @@ class Run:
         self.out = out
         self.environ = environ
         self.key = key
+        #: the project's root (a learned reservation's default key is relative to it)
+        self.root = root
         self.run_id = f"{leftovers.run_stamp()}-{os.getpid()}"
         #: the command's environment
         self.env = {**environ, **options.extra_env(), RUN_ID_ENV: self.run_id}
@@ -172,6 +174,7 @@ class Run:
                 nested=admission.nested,
                 limits=admission.limits.record(options.retry),
                 output_log=os.path.abspath(options.log) if options.log else None,
+                extra=admission.budget_run.log_fields() if admission.budget_run is not None else None,
             )
 
     def end_log(self, summary: Mapping[str, object]) -> None:
@@ -199,3 +202,7 @@ class Run:
         for path in leftovers.find(self.key, self.trees):
             self.out.info(f"removing {path}, left by a crashed run")
             leftovers.remove(path)
+        if self.options.budget is not None:  # the lock parents crashed runs left empty (section 3b)
+            from seqbox.ceiling import sweep
+
+            sweep(self.key)

@@ -36,6 +36,8 @@ class RunOptions:
     no_lock: bool
     slots: int
     budget: int | str | None
+    reserve: int | None
+    key: str | None
     wait_timeout: float | None
     backend: str
     json: bool

@@ -12,6 +12,7 @@ from seqbox.describe import where
 from seqbox.housekeeping import project_locks
 from seqbox.queue import view
 from seqbox.state import trees_dir
+from seqbox.suspend import frozen_runs
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -29,11 +30,16 @@ def collect(project_key: str, project_root: str, environ: Mapping[str, str] | No
             lockdir.close()
         if not queue.holders and not queue.waiters:
             continue
+        frozen = (
+            frozen_runs(project_key, lockdir.lock, environ)
+            if _budget(queue.holders, [])["budget_bytes"]
+            else {}
+        )
         locks.append(
             {
                 "lock": lockdir.lock,
                 **_budget(queue.holders, queue.waiters),
-                "running": [_holder(h, now, project_root) for h in queue.holders],
+                "running": [_holder(h, now, project_root, frozen) for h in queue.holders],
                 "waiting": [
                     {
                         "position": i,
@@ -71,7 +77,7 @@ def _budget(holders: list[Entry], waiters: list[Entry]) -> BudgetStatus:
     return {"budget_bytes": budgets[-1], "reserved_bytes": sum(e.get("reservation", 0) for e in holders)}
 
 
-def _holder(entry: Entry, now: float, project_root: str) -> RunningStatus:
+def _holder(entry: Entry, now: float, project_root: str, frozen: Mapping[str, float]) -> RunningStatus:
     mem, procs = usage_of(entry)
     since = entry.get("since")
     return {
@@ -84,5 +90,7 @@ def _holder(entry: Entry, now: float, project_root: str) -> RunningStatus:
         "procs": procs,
         "backend": entry.get("backend"),
         "reservation_bytes": entry.get("reservation"),
+        "reservation_how": entry.get("reserved_how"),
+        "frozen": entry.get("run_id") in frozen,
         "run_id": entry.get("run_id"),
     }

@@ -190,6 +190,7 @@ class Supervisor:
                 sandbox.acknowledge(notified)
                 self._sample()  # the kernel says memory changed: look now
         wall = time.monotonic() - start
+        self.deadline.resume()  # a tree frozen to the end: its frozen time is complete
         forget(pid)
         sandbox.command_ended(status)
         # The final kill: nothing of the tree outlives the command.
@@ -230,7 +231,11 @@ class Supervisor:
 
     def _sample(self) -> None:
         sandbox, limits = self.sandbox, self.limits
-        usage = sandbox.sample()
+        usage = sandbox.sample()  # a run of a lock with a budget may freeze or thaw itself here (3b)
+        if sandbox.frozen:  # time frozen does not count toward --timeout
+            self.deadline.pause()
+        else:
+            self.deadline.resume()
         self.procs_peak = max(self.procs_peak, usage.procs)  # the kernel's pids.peak is read once, at the end
         if self.top_at is not None and usage.mem >= self.top_at:
             self._read_top(usage.mem)

@@ -415,13 +415,13 @@ _FOREIGN_KEY_RE = re.compile(r"^seqbox-.+-[0-9a-f]{16}-")
 
 
 def seqbox_cgroups(root: str = CGROUP_ROOT, maxdepth: int = 6) -> set[str]:
-    """Every directory named ``seqbox-*`` under ``root``, at most ``maxdepth`` deep."""
+    """Every directory named ``seqbox-*`` or ``seqboxlock-*`` under ``root``, at most ``maxdepth`` deep."""
     found: set[str] = set()
     base = root.rstrip("/").count("/")
     for dirpath, dirnames, _ in os.walk(root):
         depth = dirpath.rstrip("/").count("/") - base
         for name in dirnames:
-            if name.startswith("seqbox-"):
+            if name.startswith(("seqbox-", "seqboxlock-")):  # a lock's parent (seqbox/ceiling.py) too
                 found.add(os.path.join(dirpath, name))
         if depth + 1 >= maxdepth:
             dirnames[:] = []

@@ -31,6 +31,9 @@ RUN_ID_ENV = "SEQBOX_RUN_ID"
 NAME_PREFIX = "seqbox-"
 #: a cgroup v2 supervisor's own leaf, ``seqbox-sup-<pid>``
 SUPERVISOR_PREFIX = NAME_PREFIX + "sup-"
+#: the parent cgroup of a lock with a budget, its runs' cgroups inside:
+#: ``seqboxlock-<lock>@<project key>`` (seqbox/ceiling.py)
+LOCK_PREFIX = "seqboxlock-"
 
 
 class Usage:
@@ -71,6 +74,12 @@ class Sandbox(abc.ABC):
     #: the cgroup directories this sandbox made (removed by :meth:`close`; the
     #: next run removes them if the supervisor dies)
     cgroups: list[str]
+
+    @property
+    def frozen(self) -> bool:
+        """True while suspension holds the tree frozen for its lock's budget
+        (seqbox/suspend.py): the supervisor's deadline does not count then."""
+        return False
 
     @abc.abstractmethod
     def prepare(

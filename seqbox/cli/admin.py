@@ -48,7 +48,11 @@ def status_main(as_json: bool) -> int:
             elapsed = format_duration(run["elapsed_s"]) if run["elapsed_s"] is not None else "?"
             reserves = ""
             if run["reservation_bytes"] is not None:
+                how = run.get("reservation_how")
                 reserves = f", reserves {format_size(run['reservation_bytes'])}"
+                reserves += f" ({'--mem' if how == 'mem' else how})" if how else ""
+            if run.get("frozen"):
+                reserves += ", frozen (budget)"
             where = f" in {run['cwd']}" if run["cwd"] else ""
             sys.stdout.write(
                 f'  running  pid {run["pid"]} "{describe_command(run["command"], width)}"{where} '

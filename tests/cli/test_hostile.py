@@ -77,7 +77,7 @@ def _wrong_types(key: str) -> list[str]:
     kinds = ["number", "list", "table"]
     if BY_KEY[key].takes and key != "lock":  # not a flag; true is a fine lock name
         kinds.append("boolean")
-    if key != "log_dir":  # any string is a directory name
+    if key not in ("log_dir", "key"):  # any string is a directory name, or a key of learned reservations
         kinds.append("string")
     return kinds
 

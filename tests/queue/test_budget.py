@@ -232,7 +232,9 @@ def test_waiting_line_and_status_show_memory(sbx: SeqboxRunner, tmp_path: Path) 
     text = sbx.cli("status").stdout
     assert "budget 300.0 MiB, 200.0 MiB reserved" in text, text
     assert "reserves 200.0 MiB" in text, text
-    assert 'waiting for memory on lock "default": needs 150.0 MiB, 100.0 MiB of 300.0 MiB free' in text, text
+    assert (
+        'waiting for memory on lock "default": needs 150.0 MiB (--mem), 100.0 MiB of 300.0 MiB free' in text
+    ), text
     data = sbx.cli("status", "--json").stdout
     assert '"budget_bytes": 314572800, "reserved_bytes": 209715200' in data, data
     time.sleep(0.5)
@@ -241,8 +243,9 @@ def test_waiting_line_and_status_show_memory(sbx: SeqboxRunner, tmp_path: Path) 
     assert waiter.stdout is not None
     assert json.loads(waiter.stdout.read())["lock_wait_s"] >= 0.5  # the wait for memory counts
     assert waiter.stderr is not None
-    assert 'seqbox: waiting for memory on lock "default": needs 150.0 MiB, 100.0 MiB of 300.0 MiB free' in (
-        waiter.stderr.read().decode()
+    assert (
+        'seqbox: waiting for memory on lock "default": needs 150.0 MiB (--mem), 100.0 MiB of 300.0 MiB free'
+        in (waiter.stderr.read().decode())
     )
 
 

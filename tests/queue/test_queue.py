@@ -394,3 +394,18 @@ def test_a_waiter_interrupted_leaves_no_ticket(
     gate.touch()
     assert _finish(holder) == 0
     assert not ran.exists()
+
+
+def test_looking_at_a_lock_that_does_not_exist_leaks_no_descriptor(tmp_path: Path) -> None:
+    """A missing lock directory (``create=False``, as status and the tests look
+    while a run starts) closes every directory it opened on the way: a loop
+    that waits for a lock to appear must not run out of descriptors."""
+    environ = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    (tmp_path / "seqbox" / "projects" / "k" / "locks").mkdir(parents=True, mode=0o700)
+    (tmp_path / "seqbox").chmod(0o700)
+    before = len(os.listdir("/proc/self/fd"))
+    for key in ("missing", "k"):  # the first part missing; the last part missing
+        for _ in range(50):
+            with pytest.raises(StateError):
+                LockDir(key, "default", environ, create=False)
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from seqbox.backends.base import NAME_PREFIX, SUPERVISOR_PREFIX
+from seqbox.backends.base import LOCK_PREFIX, NAME_PREFIX, SUPERVISOR_PREFIX
 from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.units import format_size
 
@@ -27,6 +27,8 @@ PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 #: kinds of limit, nearest first
 RUN, ENCLOSING_RUN, CONTAINER, CGROUP, MACHINE = "run", "enclosing-run", "container", "cgroup", "machine"
+#: the parent cgroup of a lock with a budget (seqbox/ceiling.py)
+LOCK_BUDGET = "lock-budget"
 
 
 class LimitHit:
@@ -57,6 +59,9 @@ class LimitHit:
             return f"the container's memory limit{size}"
         if self.kind == MACHINE:
             return "the machine's memory"
+        if self.kind == LOCK_BUDGET and self.path is not None:
+            lock = os.path.basename(self.path)[len(LOCK_PREFIX) :].split("@", 1)[0]
+            return f'the budget{size} of lock "{lock}"'
         return f"the memory limit{size} of cgroup {self.path} (above seqbox)"
 
     def __repr__(self) -> str:
@@ -81,6 +86,8 @@ def classify(path: str, run_node: str | None, top: str, top_is_root: bool) -> st
     name = os.path.basename(path.rstrip("/"))
     if run_node is not None and path == run_node:
         return RUN
+    if name.startswith(LOCK_PREFIX):
+        return LOCK_BUDGET
     if name.startswith(NAME_PREFIX) and not name.startswith(SUPERVISOR_PREFIX):
         return ENCLOSING_RUN
     if path.rstrip("/") == top.rstrip("/") and not top_is_root:

@@ -20,7 +20,7 @@ import os
 import time
 
 from seqbox.backends import procinfo
-from seqbox.backends.base import NAME_PREFIX, SUPERVISOR_PREFIX
+from seqbox.backends.base import LOCK_PREFIX, NAME_PREFIX, SUPERVISOR_PREFIX
 from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.backends.poll import treerecord
 from seqbox.errors import BackendError
@@ -136,13 +136,16 @@ def find(project_key: str | None = None, trees: str | None = None) -> list[str]:
     """Leftover cgroup directories and poll tree records (of one project, or
     of any); ``trees`` is the directory of the records."""
     found = []
-    for place in places():
+    spots = places()
+    for place in spots:  # grows: a lock's parent is looked into too
         try:
             names = os.listdir(place)
         except OSError:
             continue
         for name in names:
-            if name.startswith(NAME_PREFIX) and is_leftover(name, project_key):
+            if name.startswith(LOCK_PREFIX) and (project_key is None or name.endswith("@" + project_key)):
+                spots.append(os.path.join(place, name))  # runs of a lock with a budget (seqbox/ceiling.py)
+            elif name.startswith(NAME_PREFIX) and is_leftover(name, project_key):
                 path = os.path.join(place, name)
                 if os.path.isdir(path):
                     found.append(path)
@@ -196,11 +199,24 @@ def remove(path: str) -> bool:
     return not remove_cgroups([path])
 
 
+def thaw(path: str) -> None:
+    """Thaw a cgroup its run froze for the lock's budget (the v1 freezer or v2
+    ``cgroup.freeze``, see seqbox/suspend.py): a frozen task cannot die."""
+    for name, value in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+        target = os.path.join(path, name)
+        if os.path.exists(target):
+            try:
+                cgroupfs.write(target, value)
+            except BackendError:  # gone meanwhile, or not ours: the kill says what is left
+                pass
+
+
 def remove_cgroups(paths: list[str]) -> list[str]:
     """Kill what runs in each cgroup tree of ``paths`` (all of them first: a
     process of a run is in each of its hierarchies), then remove them. The
     ones that could not be removed, each with the reason."""
     for path in paths:
+        thaw(path)  # a tree its crashed run froze for a budget cannot die frozen
         cgroupfs.kill_at_once(path)
         cgroupfs.kill_until_empty(path, rounds=50, pause=0.01)  # and wait until they are gone
     failed = []

@@ -87,7 +87,16 @@ class Cgroup1Backend(Backend):
         return Probe(self.name, True, f"cgroup v1 memory controller writable at {memory}", details)
 
     def create(self, limits: Limits, name: str, records: str | None = None) -> Sandbox:
-        return Cgroup1Sandbox(Cgroup1Layout.current(), limits, name)
+        layout = Cgroup1Layout.current()
+        if limits.ceiling is None or "memory" not in layout.dirs:
+            return Cgroup1Sandbox(layout, limits, name)
+        from seqbox.ceiling import within  # the lock's parent: its memory cgroup goes in there
+
+        def build(parent: str) -> Sandbox:
+            layout.dirs["memory"] = parent
+            return Cgroup1Sandbox(layout, limits, name)
+
+        return within(layout.dirs["memory"], limits.ceiling, False, build)
 
 
 class Cgroup1Sandbox(Sandbox):

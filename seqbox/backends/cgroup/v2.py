@@ -302,6 +302,12 @@ class Cgroup2Backend(Backend):
             return Cgroup2Sandbox(placement.base, limits, name, None, layout)
         try:
             _enable_controllers(placement.base, limits)
+            if limits.ceiling is not None:  # the lock's parent: the run's node goes in there
+                from seqbox.ceiling import within
+
+                leaf = supervisor_leaf
+                return within(placement.base, limits.ceiling, True,
+                              lambda into: Cgroup2Sandbox(into, limits, name, leaf, layout))  # fmt: skip
             return Cgroup2Sandbox(placement.base, limits, name, supervisor_leaf, layout)
         except BaseException:
             if supervisor_leaf is not None:

@@ -1,0 +1,206 @@
+"""Admission that learns (section 3b): pure decisions over plain numbers.
+
+* what a run reserves under ``--budget``: ``--reserve``, else what the
+  project's history says runs of the same key really used, else ``--mem``;
+* the key runs share a learned reservation under (``--key``, by default the
+  command line and its directory relative to the project);
+* which running holder of a lock freezes when the lock's total nears its
+  budget, and which frozen one thaws first when it has room again.
+
+The facts come in as numbers (see seqbox/suspend.py and seqbox/ceiling.py for
+where they are read and what is done with the answers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+
+from seqbox.errors import UsageError
+from seqbox.history import log_paths
+from seqbox.units import format_size
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+MIB = 1 << 20
+#: a learned reservation needs this many finished runs of the key...
+MIN_RUNS = 3
+#: ...among the project's newest this many
+WINDOW = 20
+#: on top of the largest peak
+MARGIN = 0.20
+#: a learned reservation is never below this
+FLOOR = 64 * MIB
+#: the lock's total above this share of its budget freezes a run
+FREEZE_AT = 0.90
+#: and below this share the first frozen run thaws
+THAW_BELOW = 0.75
+
+GIVEN = "given"
+LEARNED = "learned"
+MEM = "mem"
+
+
+class Past:
+    """A finished run of the project, as learning sees it."""
+
+    __slots__ = ("key", "limit", "peak", "status")
+
+    def __init__(self, key: str | None, peak: int | None, limit: int | None, status: str | None) -> None:
+        self.key = key
+        self.peak = peak
+        self.limit = limit
+        self.status = status
+
+    def needed(self) -> int | None:
+        """What the run needed: its peak; its limit when it was killed for memory."""
+        if self.status == "memory" and self.limit is not None:
+            return max(self.limit, self.peak or 0)
+        return self.peak
+
+    def __repr__(self) -> str:
+        return f"Past({self.key!r}, peak={self.peak}, limit={self.limit}, status={self.status!r})"
+
+
+def learned(key: str, history: Sequence[Past], mem: int | None) -> int | None:
+    """The reservation the history teaches for ``key``, or None when it does
+    not know enough: at least :data:`MIN_RUNS` finished runs of the key among
+    the newest :data:`WINDOW` (``history`` is newest first); their largest need
+    plus :data:`MARGIN`, at least :data:`FLOOR`, at most ``mem``."""
+    needs = [n for past in history[:WINDOW] if past.key == key and (n := past.needed()) is not None]
+    if len(needs) < MIN_RUNS:
+        return None
+    size = max(int(max(needs) * (1 + MARGIN)), FLOOR)
+    return size if mem is None else min(size, mem)
+
+
+def reservation(
+    mem: int | None, budget: int, reserve: int | None, key: str, history: Sequence[Past]
+) -> tuple[int, str]:
+    """(what the run reserves, how it was chosen: ``given``, ``learned`` or ``mem``).
+    A run with no ``--mem`` reserves the whole budget unless told or taught less."""
+    if reserve is not None:
+        return reserve, GIVEN
+    size = learned(key, history, mem)
+    if size is not None:
+        return min(size, budget), LEARNED
+    return (budget if mem is None else mem), MEM
+
+
+def check_reserve(reserve: int | None, mem: int | None) -> None:
+    """``--reserve`` above ``--mem`` is refused."""
+    if reserve is not None and mem is not None and reserve > mem:
+        raise UsageError(
+            f"--reserve {format_size(reserve)} is above --mem {format_size(mem)}",
+            hint="a run can never use more than its --mem: reserve at most that",
+        )
+
+
+def default_key(argv: Sequence[str], cwd: str, root: str) -> str:
+    """The command line and its working directory relative to the project
+    (``.`` at its root): the same command from another folder learns apart."""
+    where = os.path.relpath(os.path.abspath(cwd), os.path.abspath(root))
+    if where.startswith(".."):  # outside the project (SEQBOX_PROJECT elsewhere): the full path
+        where = os.path.abspath(cwd)
+    return " ".join(argv) + " @ " + where
+
+
+def how_text(size: int, how: str) -> str:
+    """``reserves 480.0 MiB (learned)``, for the waiting line, status and the log."""
+    return f"{format_size(size)} ({'--mem' if how == MEM else how})"
+
+
+# -- suspension ------------------------------------------------------------------
+
+
+class Holding:
+    """A running holder of a lock with a budget, as suspension sees it."""
+
+    __slots__ = ("frozen_since", "name", "reservation", "since", "usage")
+
+    def __init__(
+        self,
+        name: str,
+        usage: int,
+        reservation: int,
+        *,
+        frozen_since: float | None = None,
+        since: float = 0.0,
+    ) -> None:
+        self.name = name
+        self.usage = usage
+        self.reservation = reservation
+        #: when it was frozen (epoch seconds), None while it runs
+        self.frozen_since = frozen_since
+        self.since = since
+
+    def __repr__(self) -> str:
+        return f"Holding({self.name!r}, {self.usage}, {self.reservation}, frozen={self.frozen_since})"
+
+
+def to_freeze(holdings: Sequence[Holding], total: int, budget: int) -> str | None:
+    """The holder to freeze now, or None: when the lock's ``total`` is above
+    :data:`FREEZE_AT` of ``budget``, the running holder furthest over its
+    reservation (the youngest among equals). The last running holder is never
+    frozen: someone must go on to free memory."""
+    if total <= FREEZE_AT * budget:
+        return None
+    running = [h for h in holdings if h.frozen_since is None]
+    if len(running) < 2:
+        return None
+    chosen = max(running, key=lambda h: (h.usage - h.reservation, h.since))
+    return chosen.name
+
+
+def to_thaw(holdings: Sequence[Holding], total: int, budget: int) -> str | None:
+    """The frozen holder to thaw now, or None: the first frozen, once the lock's
+    ``total`` is below :data:`THAW_BELOW` of ``budget``, or at once when none
+    runs any more (nothing else would free memory)."""
+    frozen = [h for h in holdings if h.frozen_since is not None]
+    if not frozen:
+        return None
+    running = any(h.frozen_since is None for h in holdings)
+    if running and total >= THAW_BELOW * budget:
+        return None
+    return min(frozen, key=lambda h: (h.frozen_since or 0.0, h.since)).name
+
+
+# -- the history, read from the run logs ------------------------------------------
+
+#: the end of a log read for its exit event (one line: the summary)
+TAIL_BYTES = 8192
+
+
+def read_history(log_dir: str, window: int = WINDOW) -> list[Past]:
+    """The project's newest ``window`` runs, newest first, from their run logs:
+    only the first line (the ``start`` event, with the key) and the last (the
+    ``exit`` event) of each are read. A run without an exit (running, crashed)
+    has no peak to learn from."""
+    return [past for path in log_paths(log_dir)[:window] if (past := _past(path)) is not None]
+
+
+def _past(path: str) -> Past | None:
+    try:
+        with open(path, "rb") as f:
+            first = f.readline()
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - TAIL_BYTES))
+            tail = f.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        start, end = json.loads(first.decode("utf-8", "replace")), json.loads(tail.decode("utf-8", "replace"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(start, dict) or not isinstance(end, dict) or end.get("event") != "exit":
+        return None
+    summary = end.get("summary")
+    if not isinstance(summary, dict):
+        return None
+    key = start.get("key")
+    peak, limit, status = summary.get("peak_mem_bytes"), summary.get("mem_limit_bytes"), summary.get("status")
+    return Past(
+        key if isinstance(key, str) else None,
+        peak if isinstance(peak, int) else None,
+        limit if isinstance(limit, int) else None,
+        status if isinstance(status, str) else None,
+    )
