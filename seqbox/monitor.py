@@ -76,7 +76,7 @@ def screen(
 
 def run(root: str, log_dir: str | None, *, once: bool = False) -> int:
     """Show the live view until ``q``; with ``once``, print one frame."""
-    console = Console()
+    console = Console(markup=False)
     history = History(log_dir)
     if once:
         frame = screen(root, history, live=False)

@@ -94,7 +94,7 @@ def status_text(status: str, exit_code: int | None = None) -> Text:
 def plain(renderable: RenderableType) -> str:
     """A renderable as text for a pipe or a file: nothing cut or wrapped to a
     terminal's width, no styles, no trailing spaces."""
-    console = Console(width=PLAIN_WIDTH, color_system=None, highlight=False, soft_wrap=True)
+    console = Console(width=PLAIN_WIDTH, color_system=None, highlight=False, markup=False, soft_wrap=True)
     with console.capture() as captured:
         console.print(renderable)
     return "".join(line.rstrip() + "\n" for line in captured.get().splitlines())

@@ -33,7 +33,7 @@ def logs_main(ref: str | None, follow: bool, limit: int, as_json: bool) -> int:
         sys.stdout.write(f"no runs logged in {log_dir} yet (each 'seqbox run' adds one)\n")
         return 0
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, markup=False)
     if console.is_terminal:
         console.print(runs_table(records, root))
     else:  # a pipe or a file: every command whole (`seqbox logs | grep` finds it)

@@ -22,13 +22,14 @@ def report_main(ref: str | None, svg: str | None, markdown: bool = False) -> int
         sys.stdout.write(of_record(record))
         return 0
     picture = report(record, width=50, root=project_root(os.getcwd()))
-    console = Console(highlight=False)
+    console = Console(highlight=False, markup=False)
     if console.is_terminal:
         console.print(picture)
     else:  # a pipe or a file: the log's path and the command whole
         sys.stdout.write(plain(picture))
     if svg is not None:
-        recorder = Console(record=True, width=WIDTH, file=open(os.devnull, "w"), highlight=False)  # noqa: SIM115
+        devnull = open(os.devnull, "w")  # noqa: SIM115 - the recorder's file, closed with the process
+        recorder = Console(record=True, width=WIDTH, file=devnull, highlight=False, markup=False)
         recorder.print(picture)
         try:
             recorder.save_svg(svg, title=f"seqbox report {record.run_id}")

@@ -460,3 +460,14 @@ def test_monitor_shows_the_budget_and_what_the_head_waits_for(sbx: SeqboxRunner)
             _stop(waiter)
     finally:
         _stop(holder)
+
+
+def test_brackets_in_a_command_are_shown_as_typed(sbx: SeqboxRunner) -> None:
+    """A command's text is never read as terminal markup: ``[sys.argv]`` stays
+    in ``logs`` and ``report`` (rich took ``[sys.argv]`` for a style tag and dropped it)."""
+    res = sbx.run("--mem", "64M", "--", "python3", "-c", "import sys; print([sys.argv][0])")
+    assert res.returncode == 0, res
+    for view in (["logs", "-n", "1"], ["report"]):
+        shown = sbx.cli(*view)
+        assert shown.returncode == 0, shown
+        assert "import sys; print([sys.argv][0])" in shown.stdout, shown.stdout
