@@ -19,7 +19,12 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from importlib.metadata import Distribution, PackageNotFoundError, distribution
+from importlib.metadata import (
+    Distribution,
+    PackageNotFoundError,
+    distribution,
+    packages_distributions,
+)
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -81,7 +86,7 @@ def nobody_python() -> NobodyPython | str:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     tried = []
     for base in SYSTEM_PYTHONS:
-        found = _version_of(base)
+        found = version_of(base)
         if found is None:
             continue
         if found != version:
@@ -91,7 +96,7 @@ def nobody_python() -> NobodyPython | str:
             tried.append(f"uid {NOBODY} cannot run {base}")
             continue
         try:
-            made = _make_venv(base, version)
+            made = make_venv(base, version)
         except (OSError, subprocess.SubprocessError, ImportError) as err:  # shutil.Error is an OSError
             tried.append(f"cannot make a venv from {base}: {err}")
             continue
@@ -102,7 +107,7 @@ def nobody_python() -> NobodyPython | str:
     return f"{own}; and no system python {version} it can run ({', '.join(tried) or 'none installed'})"
 
 
-def _version_of(python: str) -> str | None:
+def version_of(python: str) -> str | None:
     try:
         proc = subprocess.run(
             [python, "-c", "import sys; print(f'{sys.version_info.major}.{sys.version_info.minor}')"],
@@ -116,7 +121,7 @@ def _version_of(python: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def _make_venv(base: str, version: str) -> NobodyPython:
+def make_venv(base: str, version: str) -> NobodyPython:
     """A venv from ``base`` in a new world-readable directory, with copies of
     seqbox, its dependencies and prog.py; removed at exit."""
     top = tempfile.mkdtemp(prefix="seqbox-test-python-")
@@ -131,7 +136,7 @@ def _make_venv(base: str, version: str) -> NobodyPython:
 
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(Path(seqbox.__file__).parent, site / "seqbox", ignore=skip)
-    for dist in _dependencies("seqbox"):
+    for dist in _dependencies(own_distribution()):
         for file in dist.files or ():
             source = Path(str(dist.locate_file(file)))
             parts = Path(str(file)).parts
@@ -148,6 +153,16 @@ def _make_venv(base: str, version: str) -> NobodyPython:
             if not os.path.islink(path):
                 os.chmod(path, os.stat(path).st_mode | 0o444)
     return NobodyPython(os.path.join(env_dir, "bin", "python3"), os.path.join(top, PROG.name))
+
+
+def own_distribution() -> str:
+    """The name of the installed distribution that provides the ``seqbox``
+    package (``seqbox-cli``; read, not spelled out, so a rename cannot break
+    the copy again)."""
+    names = packages_distributions().get("seqbox")
+    if not names:
+        raise ImportError("the seqbox package is not installed as a distribution")
+    return names[0]
 
 
 def _dependencies(name: str) -> list[Distribution]:

@@ -11,11 +11,13 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import psutil
+import pytest
 
 from seqbox.backends.cgroup.v1 import Cgroup1Layout
 from seqbox.backends.cgroup.v2 import Cgroup2Layout
 from seqbox.backends.systemd.scope import plan_here
 from tests import capabilities as caps
+from tests import nobody
 from tests.capabilities import needs
 from tests.helpers import slack
 
@@ -195,3 +197,19 @@ def test_leak_guard_catches_leftovers(tmp_path: Path, cgroup_backend: str) -> No
         "test_leaves_a_cgroup": "error",
         "test_clean": "passed",
     }
+
+
+@needs("root")
+def test_nobody_gets_a_python_when_the_tests_own_is_out_of_reach() -> None:
+    # CI's checkout sits where uid 65534 cannot start the venv's interpreter; the
+    # harness then copies seqbox and its dependencies into a venv made from a
+    # system interpreter of the same version. The copy found the dependencies
+    # under the distribution's old name ("seqbox") and failed once it was
+    # renamed seqbox-cli, turning every "unprivileged" test into a skip.
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    base = next((b for b in nobody.SYSTEM_PYTHONS if nobody.version_of(b) == version), None)
+    if base is None:
+        pytest.skip(f"no system python {version} to make a venv from")
+    assert nobody.own_distribution() == "seqbox-cli"
+    made = nobody.make_venv(base, version)
+    assert nobody.runs_as_nobody(made.executable) is None
