@@ -56,8 +56,11 @@ def test_a_run_writes_its_log(sbx: SeqboxRunner, tmp_path: Path) -> None:
 
 
 def test_memory_kill_and_warning_are_logged(sbx: SeqboxRunner, backend: str) -> None:
+    # 4 MiB at a time, slowly enough that the sampler (every 0.1 s) sees the tree
+    # between the warning (80 %) and the limit at least once, also under emulation
+    pause = str(slack(0.05))
     res = sbx.run(
-        "--json", "--mem", "64M", "--", *prog("hog", "--total", "200", "--chunk", "4", "--pause", "0.02"),
+        "--json", "--mem", "64M", "--", *prog("hog", "--total", "200", "--chunk", "4", "--pause", pause),
         backend=backend,
     )  # fmt: skip
     assert res.returncode == 137, res
