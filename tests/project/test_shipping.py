@@ -81,6 +81,20 @@ def test_the_distribution_is_seqbox_cli() -> None:
         assert f"$ {line}\n" in readme
 
 
+def test_scripts_find_the_wheel_by_its_name() -> None:
+    # a wheel is named after the distribution (seqbox_cli-0.1.0-py3-none-any.whl);
+    # the laptop lane globbed seqbox-*.whl after the rename and found none
+    wheel_prefix = "seqbox_cli-"
+    globs = {
+        (name, match)
+        for name, text in _shipped_text().items()
+        if name.startswith("scripts/")
+        for match in re.findall(r"[\w*.-]*seqbox[\w*.-]*\.whl", text)
+    }
+    assert globs, "no script names a seqbox wheel"
+    assert all(match.rsplit("/", 1)[-1].startswith(wheel_prefix) for _, match in globs), globs
+
+
 def test_vm_container_part_refuses_on_the_host(tmp_path: Path) -> None:
     """Run on a host by mistake, it made /sys/fs/cgroup/lane-pod (on a hybrid
     layout's tmpfs, as plain files): it refuses in one line instead. Where this
