@@ -19,13 +19,13 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from importlib.metadata import (
-    Distribution,
-    PackageNotFoundError,
-    distribution,
-    packages_distributions,
-)
+from importlib.metadata import Distribution, PackageNotFoundError, distribution
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -156,13 +156,12 @@ def make_venv(base: str, version: str) -> NobodyPython:
 
 
 def own_distribution() -> str:
-    """The name of the installed distribution that provides the ``seqbox``
-    package (``seqbox-cli``; read, not spelled out, so a rename cannot break
-    the copy again)."""
-    names = packages_distributions().get("seqbox")
-    if not names:
-        raise ImportError("the seqbox package is not installed as a distribution")
-    return names[0]
+    """The name of the distribution that ships the ``seqbox`` package
+    (``seqbox-cli``), read from this checkout's ``pyproject.toml``, not
+    spelled out, so that a rename cannot break the copy again. (Asking
+    ``packages_distributions()`` finds nothing for an editable install.)"""
+    with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+        return str(tomllib.load(f)["project"]["name"])
 
 
 def _dependencies(name: str) -> list[Distribution]:
