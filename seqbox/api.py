@@ -14,14 +14,15 @@ switch a limit off pass ``0`` or ``"none"``.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec
 
 from seqbox.errors import UsageError
 from seqbox.options import OPTIONS, parse_value
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 BackendName = Literal["auto", "cgroup2", "cgroup1", "poll"]
 
 __all__ = ["BackendName", "Result", "run", "run_async"]
+
+_P = ParamSpec("_P")
 
 #: keywords of ``run``/``run_async`` that are not options of the table
 OWN_KEYWORDS = ("command", "capture", "env")
@@ -162,67 +165,6 @@ def _result(
     return _result_from(data, stdout=data.get("stdout"), stderr=errors)
 
 
-def run(
-    command: Command,
-    *,
-    capture: bool = False,
-    env: Mapping[str, str] | None = None,
-    mem: Size | None = None,
-    mem_high: Size | None = None,
-    warn_at: float | str | None = None,
-    timeout: Duration | None = None,
-    grace: Duration | None = None,
-    signal: str | int | None = None,
-    pids: int | None = None,
-    cpus: float | None = None,
-    retry: int | None = None,
-    retry_on_oom: bool | None = None,
-    lock: str | None = None,
-    no_lock: bool | None = None,
-    slots: int | None = None,
-    budget: Size | None = None,
-    reserve: Size | None = None,
-    key: str | None = None,
-    wait_timeout: Duration | None = None,
-    backend: BackendName | None = None,
-    log: PathText | None = None,
-    quiet: bool | None = None,
-    verbose: bool | None = None,
-    cwd: PathText | None = None,
-    profile: str | None = None,
-) -> Result:
-    """Run ``command`` (a list of strings) under seqbox and wait for it.
-
-    With ``capture`` true, its stdout and stderr are collected into the result
-    (as ``--json`` does), with seqbox's own lines after the command's in
-    ``stderr``; otherwise both are inherited. ``env`` adds environment variables.
-
-    The limits, each as ``seqbox run``'s option of the same name:
-    ``mem`` and ``mem_high`` (``"512M"``, ``"2G"`` or bytes), ``warn_at``
-    (a fraction of ``mem``), ``timeout`` and ``grace`` (``"90s"``, ``"5m"`` or
-    seconds), ``signal`` (``"TERM"``, ``"INT"``, 9), ``pids``, ``cpus``.
-    ``retry`` and ``retry_on_oom`` run it again after a failure.
-    The queue: ``lock`` (a name), ``no_lock``, ``slots``, ``budget`` (a size or
-    ``"auto"``: runs of the lock start only while their ``mem`` fits in it),
-    ``reserve`` (what this run reserves under ``budget``; default learned from
-    the runs of the same ``key``, a name a program's agents can share),
-    ``wait_timeout``.
-    ``backend`` forces ``"cgroup2"``, ``"cgroup1"`` or ``"poll"``; ``log`` appends
-    the output to a file; ``quiet`` silences seqbox's lines (only its own
-    failures are printed), ``verbose`` shows what it does; ``cwd`` is the
-    working directory; ``profile`` picks a profile from the config.
-
-    Raises ``seqbox.SeqboxError`` for bad arguments; a failing command is a Result.
-    """
-    options = _options(locals())
-    with tempfile.TemporaryDirectory(prefix="seqbox-api-") as tmp:
-        report = None if capture else os.path.join(tmp, "report.json")
-        argv = _command_line(command, capture, report, env, options)
-        pipe = subprocess.PIPE if capture else None
-        proc = subprocess.run(argv, stdout=pipe, stderr=pipe, check=False)
-        return _result(proc.returncode, proc.stdout, proc.stderr, report or "", capture, command)
-
-
 async def run_async(
     command: Command,
     *,
@@ -255,7 +197,7 @@ async def run_async(
     """``run`` for asyncio, with the same keywords. Cancelling the task stops the
     command's whole tree (seqbox gets SIGTERM and tears it down) before the
     cancellation propagates."""
-    options = _options(locals())
+    options = _options(locals())  # the keywords are declared once, here: run takes this signature
     with tempfile.TemporaryDirectory(prefix="seqbox-api-") as tmp:
         report = None if capture else os.path.join(tmp, "report.json")
         argv = _command_line(command, capture, report, env, options)
@@ -269,3 +211,61 @@ async def run_async(
                 await proc.wait()
             raise
         return _result(proc.returncode or 0, stdout, stderr, report or "", capture, command)
+
+
+def _keywords_of(
+    source: Callable[_P, Coroutine[Any, Any, Result]],
+) -> Callable[[Callable[..., Result]], Callable[_P, Result]]:
+    """Give the decorated function ``source``'s parameters: mypy checks each call
+    against them (the ParamSpec), ``help()``, ``inspect.signature`` and editors
+    show them (``__signature__``). The function binds its call with :func:`_arguments`."""
+
+    def give(function: Callable[..., Result]) -> Callable[_P, Result]:
+        function.__signature__ = inspect.signature(source)  # type: ignore[attr-defined]
+        return function
+
+    return give
+
+
+def _arguments(function: Callable[..., object], *args: object, **kwargs: object) -> dict[str, Any]:
+    """A call's arguments by name, the defaults of ``function``'s signature filled
+    in: what ``locals()`` holds on entry to a function declaring it. A keyword
+    the signature lacks raises TypeError, as Python's own call does."""
+    bound = inspect.signature(function).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return bound.arguments
+
+
+@_keywords_of(run_async)
+def run(command: Command, **keywords: Any) -> Result:
+    """Run ``command`` (a list of strings) under seqbox and wait for it.
+
+    With ``capture`` true, its stdout and stderr are collected into the result
+    (as ``--json`` does), with seqbox's own lines after the command's in
+    ``stderr``; otherwise both are inherited. ``env`` adds environment variables.
+
+    The limits, each as ``seqbox run``'s option of the same name:
+    ``mem`` and ``mem_high`` (``"512M"``, ``"2G"`` or bytes), ``warn_at``
+    (a fraction of ``mem``), ``timeout`` and ``grace`` (``"90s"``, ``"5m"`` or
+    seconds), ``signal`` (``"TERM"``, ``"INT"``, 9), ``pids``, ``cpus``.
+    ``retry`` and ``retry_on_oom`` run it again after a failure.
+    The queue: ``lock`` (a name), ``no_lock``, ``slots``, ``budget`` (a size or
+    ``"auto"``: runs of the lock start only while their ``mem`` fits in it),
+    ``reserve`` (what this run reserves under ``budget``; default learned from
+    the runs of the same ``key``, a name a program's agents can share),
+    ``wait_timeout``.
+    ``backend`` forces ``"cgroup2"``, ``"cgroup1"`` or ``"poll"``; ``log`` appends
+    the output to a file; ``quiet`` silences seqbox's lines (only its own
+    failures are printed), ``verbose`` shows what it does; ``cwd`` is the
+    working directory; ``profile`` picks a profile from the config.
+
+    Raises ``seqbox.SeqboxError`` for bad arguments; a failing command is a Result.
+    """
+    given = _arguments(run, command, **keywords)
+    capture, env, options = given["capture"], given["env"], _options(given)
+    with tempfile.TemporaryDirectory(prefix="seqbox-api-") as tmp:
+        report = None if capture else os.path.join(tmp, "report.json")
+        argv = _command_line(command, capture, report, env, options)
+        pipe = subprocess.PIPE if capture else None
+        proc = subprocess.run(argv, stdout=pipe, stderr=pipe, check=False)
+        return _result(proc.returncode, proc.stdout, proc.stderr, report or "", capture, command)

@@ -11,7 +11,7 @@ import os
 from seqbox import flocks
 from seqbox.errors import StateError
 from seqbox.queue import CANCEL, DOOR, SLOT_PREFIX, TICKET_PREFIX, LockDir, held, unlink, view
-from seqbox.state import open_state_dir
+from seqbox.state import open_path, open_state_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -125,24 +125,10 @@ def all_projects(environ: Mapping[str, str] | None = None) -> list[str]:
 
 def _listdir_at(dir_fd: int, relative: str) -> list[str]:
     """The names in ``relative`` under ``dir_fd``, following no symlink."""
-    fd = dir_fd
+    fd = open_path(dir_fd, relative.split("/"), "<state>")
+    if fd is None:
+        return []
     try:
-        for part in relative.split("/"):
-            try:
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except FileNotFoundError:
-                return []
-            except OSError as err:
-                if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise StateError(
-                        f"refusing to use <state>/{relative}: {part} is a symlink or not a directory",
-                        hint="remove it; seqbox will recreate it",
-                    ) from None
-                raise
-            if fd != dir_fd:
-                os.close(fd)
-            fd = nxt
         return os.listdir(fd)
     finally:
-        if fd != dir_fd:
-            os.close(fd)
+        os.close(fd)

@@ -34,7 +34,6 @@ a memory budget: when the head may take one), :mod:`seqbox.turn` (the wait),
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import stat
@@ -43,7 +42,7 @@ import time
 from seqbox import flocks
 from seqbox.errors import StateError
 from seqbox.schema import ENTRY, check
-from seqbox.state import open_private_dir, open_state_dir
+from seqbox.state import open_existing_dir, open_path, open_private_dir, open_state_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -114,35 +113,14 @@ class LockDir:
 
 
 def _open_lock_dir(project_key: str, lock: str, environ: Mapping[str, str] | None, create: bool) -> int:
+    parts = ("projects", project_key, "locks", lock)
     state = open_state_dir(environ)
-    path = "<state>"
-    fd = state
     try:
-        for part in ("projects", project_key, "locks", lock):
-            path = f"{path}/{part}"
-            if not create:
-                try:
-                    nxt = os.open(part, flocks.FILE_FLAGS & ~os.O_RDWR | os.O_DIRECTORY, dir_fd=fd)
-                except FileNotFoundError:
-                    raise StateError(f"no such lock directory {path}") from None
-                except OSError as err:
-                    if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise StateError(
-                            f"refusing to use {path}: it is a symlink or not a directory",
-                            hint="remove it; seqbox will recreate it",
-                        ) from None
-                    raise
-            else:
-                nxt = open_private_dir(fd, part, path)
-            if fd != state:
-                os.close(fd)
-            fd = nxt
-    except BaseException:  # a part missing (create=False): nothing opened so far stays open
-        if fd != state:
-            os.close(fd)
-        raise
+        fd = open_path(state, parts, "<state>", open_private_dir if create else open_existing_dir)
     finally:
         os.close(state)
+    if fd is None:  # create=False, and a part is missing
+        raise StateError(f"no such lock directory <state>/{'/'.join(parts)}")
     return fd
 
 

@@ -19,7 +19,11 @@ _SYSTEM_LIMITS = (errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EDQUOT, errno.
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Iterable, Mapping
+
+    #: opens one directory ``name`` under ``dir_fd`` (``shown`` names it in
+    #: messages): its fd, or None when it does not exist
+    Opener = Callable[[int, str, str], int | None]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -94,13 +98,52 @@ def open_private_dir(dir_fd: int, name: str, shown: str) -> int:
             if err.errno in _SYSTEM_LIMITS:
                 raise
             if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise StateError(
-                    f"refusing to use {shown}: it is a symlink or not a directory",
-                    hint="remove it; seqbox will recreate it",
-                ) from None
+                raise _not_a_directory(shown) from None
             raise StateError(f"cannot open {shown}: {err.strerror}") from None
         return _checked(fd, shown)
     raise StateError(f"cannot open {shown}: it keeps disappearing")
+
+
+def open_existing_dir(dir_fd: int, name: str, shown: str) -> int | None:
+    """Open the directory ``name`` under ``dir_fd`` if it exists (None if not),
+    never through a symlink."""
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _not_a_directory(shown) from None
+        raise
+
+
+def open_path(
+    dir_fd: int, parts: Iterable[str], shown: str, open_one: Opener = open_existing_dir
+) -> int | None:
+    """The directory ``parts`` (one or more names) below ``dir_fd``, opened one
+    component at a time by ``open_one``: :func:`open_existing_dir`, or
+    :func:`open_private_dir` to make what is missing. Its fd, or None where a
+    component does not exist. ``shown`` names ``dir_fd`` in messages
+    (``<state>``); what is opened on the way is closed, ``dir_fd`` is left open."""
+    fd = dir_fd
+    for part in parts:
+        shown = f"{shown}/{part}"
+        try:
+            nxt = open_one(fd, part, shown)
+        finally:
+            if fd != dir_fd:
+                os.close(fd)
+        if nxt is None:
+            return None
+        fd = nxt
+    return fd
+
+
+def _not_a_directory(shown: str) -> StateError:
+    return StateError(
+        f"refusing to use {shown}: it is a symlink or not a directory",
+        hint="remove it; seqbox will recreate it",
+    )
 
 
 def _checked(fd: int, shown: str) -> int:

@@ -46,6 +46,15 @@ def test_every_keyword_is_documented() -> None:
 def test_unknown_keywords_are_refused_at_run_time(sbx: object) -> None:
     with pytest.raises(TypeError):
         seqbox.run(["true"], memory="1G")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):  # at the call, before there is a coroutine to await
+        seqbox.run_async(["true"], memory="1G")  # type: ignore[call-arg, unused-coroutine]
+
+
+def test_run_and_run_async_have_one_signature() -> None:
+    """The keywords are declared once (on run_async); run shows and checks the same."""
+    assert inspect.signature(seqbox.run) == inspect.signature(seqbox.run_async)
+    assert not inspect.iscoroutinefunction(seqbox.run)
+    assert inspect.iscoroutinefunction(seqbox.run_async)
 
 
 def test_mypy_rejects_each_misuse(tmp_path: Path) -> None:

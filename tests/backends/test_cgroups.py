@@ -16,6 +16,10 @@ import pytest
 from seqbox.backends.base import Limits
 from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.backends.cgroup.v1 import Cgroup1Backend, Cgroup1Layout, Cgroup1Sandbox
+from seqbox.errors import StateError
+from seqbox.project import project_key
+from seqbox.queue import LockDir, holders
+from seqbox.records import Entry
 from tests.capabilities import needs
 from tests.conftest import Tracker
 from tests.helpers import MIB, PROG, SeqboxRunner, prog, slack, wait_dead, wait_for_file
@@ -176,3 +180,42 @@ def test_cgroup1_names_the_enclosing_limit_the_kernel_enforced(procs: Tracker) -
             inner.close()
         outer.kill_all()
         outer.close()
+
+
+def test_a_holders_entry_names_its_sandbox_files(
+    sbx: SeqboxRunner, cgroup_backend: str, tmp_path: Path
+) -> None:
+    """A holder's queue entry carries its sandbox's ``describe()``: the backend and
+    its cgroups (the base class's part), and the two files ``seqbox status`` reads
+    the tree's usage from, inside those cgroups."""
+    gate = tmp_path / "gate"
+    proc = sbx.start(
+        "--", "sh", "-c", 'while [ ! -e "$1" ]; do sleep 0.01; done', "sh", str(gate), backend=cgroup_backend
+    )
+    try:
+        key = project_key(os.path.realpath(sbx.project))
+        deadline = time.monotonic() + slack(20)
+        entry = Entry()
+        while "procs_file" not in entry:
+            assert time.monotonic() < deadline, entry
+            time.sleep(0.01)
+            try:
+                lockdir = LockDir(key, "default", create=False)
+            except StateError:
+                continue
+            try:
+                entry = next(iter(holders(lockdir)), Entry())
+            finally:
+                lockdir.close()
+        assert entry.get("backend") == cgroup_backend
+        cgroups = entry.get("cgroups") or []
+        assert cgroups
+        assert all("/seqbox-" in path for path in cgroups), cgroups
+        for name in ("mem_file", "procs_file"):
+            path = str(entry.get(name))
+            assert any(path.startswith(cgroup + "/") for cgroup in cgroups), path
+            assert os.path.isfile(path), path
+    finally:
+        gate.touch()
+        proc.wait(timeout=slack(20))
+    assert proc.returncode == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import select
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from seqbox.errors import StateError
+from seqbox.housekeeping import all_projects, project_locks
 from seqbox.project import project_key
 from seqbox.queue import LockDir, view
 from tests.capabilities import needs
@@ -409,3 +411,27 @@ def test_looking_at_a_lock_that_does_not_exist_leaks_no_descriptor(tmp_path: Pat
             with pytest.raises(StateError):
                 LockDir(key, "default", environ, create=False)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_listing_and_opening_walk_the_state_dir_alike(tmp_path: Path) -> None:
+    """Listing the state (``all_projects``, ``project_locks``: status, clean) and
+    opening a lock walk it the same way (state.open_path): a missing part is
+    nothing there, a planted symlink is refused in the same words, and no
+    descriptor opened on the way stays open."""
+    environ = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    (tmp_path / "seqbox" / "projects" / "k").mkdir(parents=True, mode=0o700)
+    (tmp_path / "seqbox").chmod(0o700)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / "seqbox" / "projects" / "k" / "locks").symlink_to(victim)
+    refusal = re.escape("refusing to use <state>/projects/k/locks: it is a symlink or not a directory")
+    before = len(os.listdir("/proc/self/fd"))
+    assert all_projects(environ) == ["k"]
+    assert list(project_locks("missing", environ)) == []
+    with pytest.raises(StateError, match=refusal):
+        list(project_locks("k", environ))
+    for create in (False, True):
+        with pytest.raises(StateError, match=refusal):
+            LockDir("k", "default", environ, create=create)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert list(victim.iterdir()) == []

@@ -22,12 +22,15 @@ import os
 import signal
 import sys
 
-from seqbox.backends.cgroup.fs import Into
+from seqbox.backends.cgroup.fs import Into, close_into
 from seqbox.errors import BackendError
+from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from seqbox.spawn import Prepared, Stdio
 
     #: makes the child: (its pid, or 0 in the child; the fds the child must still
     #: write ``0`` to, to join cgroups it was not created in)
@@ -137,3 +140,26 @@ def forker(into: Into | None, join_fds: tuple[int, ...] = ()) -> Fork:
         return os.fork(), join_fds
 
     return fork
+
+
+def prepare_inside(
+    into: Into | None,
+    join_fds: tuple[int, ...],
+    argv: list[str],
+    *,
+    cwd: str | None,
+    env: dict[str, str],
+    stdio: Stdio,
+    new_session: bool,
+) -> Prepared:
+    """A cgroup sandbox's ``prepare``: the command's process made by :func:`forker`
+    (in the cgroups ``into`` and ``join_fds`` lead to) and parked. The descriptors
+    are the sandbox's to hand over once: closed here whatever happens (the child
+    has joined by the time ``prepare`` returns)."""
+    fork = forker(into, join_fds)
+    try:
+        return prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session, fork=fork)
+    finally:
+        for fd in join_fds:
+            os.close(fd)
+        close_into(into)

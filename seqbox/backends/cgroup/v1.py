@@ -27,7 +27,6 @@ from seqbox.backends.cgroup.enclosing import (
     top_is_root_v1,
 )
 from seqbox.errors import BackendError
-from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -230,22 +229,14 @@ class Cgroup1Sandbox(Sandbox):
     def prepare(
         self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
     ) -> Prepared:
-        from seqbox.backends.cgroup.clone3 import forker
+        from seqbox.backends.cgroup.clone3 import prepare_inside
 
-        fork = forker(self._into, self._join_fds)
-        try:
-            return prepare(argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session, fork=fork)
-        finally:
-            for fd in self._join_fds:
-                os.close(fd)
-            self._join_fds = ()
-            cgroupfs.close_into(self._into)
-            self._into = None
+        into, join_fds, self._into, self._join_fds = self._into, self._join_fds, None, ()
+        return prepare_inside(into, join_fds, argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session)
 
     def describe(self) -> SandboxInfo:
         return {
-            "backend": self.backend,
-            "cgroups": list(self.cgroups),
+            **super().describe(),
             "mem_file": os.path.join(self.memory, "memory.usage_in_bytes"),
             "procs_file": os.path.join(self.memory, "cgroup.procs"),
         }

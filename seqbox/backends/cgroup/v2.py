@@ -61,7 +61,6 @@ from seqbox.backends.cgroup.enclosing import (
     top_is_root_v2,
 )
 from seqbox.errors import BackendError
-from seqbox.spawn import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -474,20 +473,14 @@ class Cgroup2Sandbox(Sandbox):
     def prepare(
         self, argv: list[str], *, cwd: str | None, env: dict[str, str], stdio: Stdio, new_session: bool
     ) -> Prepared:
-        from seqbox.backends.cgroup.clone3 import forker
+        from seqbox.backends.cgroup.clone3 import prepare_inside
 
-        try:
-            return prepare(
-                argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session, fork=forker(self._into)
-            )
-        finally:
-            cgroupfs.close_into(self._into)
-            self._into = None
+        into, self._into = self._into, None
+        return prepare_inside(into, (), argv, cwd=cwd, env=env, stdio=stdio, new_session=new_session)
 
     def describe(self) -> SandboxInfo:
         return {
-            "backend": self.backend,
-            "cgroups": list(self.cgroups),
+            **super().describe(),
             "mem_file": self._file("memory.current"),
             "procs_file": os.path.join(self.leaf, "cgroup.procs"),
         }
