@@ -87,6 +87,12 @@ MODULES = frozenset(
 #: systemd scope (an unprivileged user on a cgroup v2 host with systemd)
 HOST_SPECIFIC = frozenset({"seqbox.backends.systemd.bus"})
 
+#: what the scope step (:data:`HOST_SPECIFIC`) imports besides :data:`STDLIB`:
+#: the D-Bus client (jeepney, which imports ``typing``) and ``shutil.which``
+#: for systemd-run. Only an unprivileged run on a systemd host pays for them
+#: (bench/laptop_overhead.py), once per run, before the command starts.
+SCOPE_IMPORTS = ("jeepney", "shutil")
+
 #: the standard library modules the hot path imports beyond Python's own
 #: start-up (each with what it imports in turn)
 STDLIB = (
