@@ -10,6 +10,12 @@ without -X importtime, to split the overhead into start-up, imports and the
 rest (probe, cgroup setup, fork/exec, wait, teardown).
 
     python bench/launch_overhead.py [--backend all|auto|cgroup2|cgroup1|poll] [--runs 21] [--json]
+                                    [--also LABEL=PATH ...]
+
+``--also`` times another seqbox (the console script of another checkout's
+venv, say the commit before a change) in the same rounds, interleaved with
+this one, so that a machine whose speed drifts between two runs of the bench
+does not pass for a change in the code: ``--also old=../old/.venv/bin/seqbox``.
 
 Target (from the issue): overhead <= 40 ms with cgroup1 (and cgroup2).
 """
@@ -140,7 +146,20 @@ def breakdown(
 def main() -> int:
     p = parser(__doc__.splitlines()[0], ("auto", "cgroup2", "cgroup1", "poll"))
     p.add_argument("--runs", type=int, default=21, help="timed runs per variant (default 21)")
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="another seqbox console script to time in the same rounds (repeatable)",
+    )
     args = p.parse_args()
+    also: dict[str, str] = {}
+    for spec in args.also:
+        label, _, path = spec.partition("=")
+        if not label or not os.access(path, os.X_OK):
+            p.error(f"--also {spec}: expected LABEL=PATH, PATH an executable seqbox")
+        also[label] = os.path.abspath(path)
     report = Report("launch_overhead")
     doctor = Doctor()
     backends = doctor.pick(args.backend, ("cgroup2", "cgroup1", "poll", "auto"))
@@ -172,6 +191,8 @@ def main() -> int:
             kernel[0],
             *run_args,
         ]
+    for label, path in also.items():  # the same run, by another seqbox
+        variants[f"{label} {backends[0]}"] = [path, "run", "--backend", backends[0], *run_args]
     for backend, mods in profiles.items():
         statement = "import " + ", ".join(run_path_imports(mods, startup))
         variants[f"imports only, {backend}"] = [sys.executable, "-c", statement]
@@ -181,7 +202,7 @@ def main() -> int:
         for round_ in range(args.runs + 1):  # round 0 warms up (bytecode, caches)
             for name, argv in variants.items():
                 elapsed, pid, code = spawn_wait(argv, env)
-                if "seqbox" in name:
+                if "seqbox" in name or name.split(" ")[0] in also:
                     report.seqbox_pids.append(pid)
                 if code != 0:
                     failures[name] = failures.get(name, 0) + 1
