@@ -86,7 +86,7 @@ _BOOT_TIME: float | None = None
 def _boot_time() -> float:
     global _BOOT_TIME
     if _BOOT_TIME is None:
-        with open("/proc/stat", encoding="ascii") as f:
+        with open("/proc/stat", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("btime "):
                     _BOOT_TIME = float(line.split()[1])

@@ -5,6 +5,9 @@ cgroup2 runs go (plan_placement)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from seqbox.backends.cgroup import fs as cgroupfs
@@ -144,6 +147,24 @@ def test_mountinfo_unescapes_root() -> None:
     text = "50 33 0:40 /my\\040slice /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n"
     (mount,) = cgroupfs.parse_mountinfo(text)
     assert mount.root == "/my slice"
+
+
+def test_mountinfo_with_paths_in_any_encoding_is_read(tmp_path: Path) -> None:
+    """A USB stick mounted at /media/me/Données (or at a name in no encoding)
+    shows in every process's mountinfo: the cgroup mounts are still found, and
+    a path comes back as the bytes the kernel gave (os.fsencode)."""
+    lines = [
+        "22 1 253:0 / / rw,relatime - ext4 /dev/vda rw",
+        "60 22 8:1 / /media/me/Donn\xc3\xa9es rw,relatime - vfat /dev/sdb1 rw",
+        "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory",
+        "41 31 0:38 / /mnt/\xffcg rw,relatime - cgroup2 cgroup2 rw",
+    ]
+    path = tmp_path / "mountinfo"
+    path.write_bytes("\n".join(lines).encode("latin-1") + b"\n")
+    memory, unified = cgroupfs.parse_mountinfo(cgroupfs.read(str(path)))
+    assert memory.path == "/sys/fs/cgroup/memory"
+    assert os.fsencode(unified.path) == b"/mnt/\xffcg"
+    assert cgroupfs.try_read(str(path)) == cgroupfs.read(str(path))
 
 
 def test_mountinfo_ignores_garbage() -> None:

@@ -305,8 +305,11 @@ def _system_limit(err: OSError) -> None:
 
 
 def read(path: str) -> str:
+    """The file's text. The kernel's paths in it are bytes, decoded as
+    os.fsdecode does: a mount point named in UTF-8 (or in no encoding at all)
+    anywhere on the machine shows in /proc/self/mountinfo."""
     try:
-        with open(path, encoding="ascii") as f:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
             return f.read()
     except OSError as err:
         _system_limit(err)
@@ -359,9 +362,10 @@ def mounts() -> list[Mount]:
 
 
 def try_read(path: str) -> str | None:
-    """The file's text, or None when it does not exist or cannot be read."""
+    """The file's text (as :func:`read` decodes it), or None when it does not
+    exist or cannot be read."""
     try:
-        with open(path, encoding="ascii") as f:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
             return f.read()
     except OSError:
         return None
