@@ -27,6 +27,7 @@ import pytest
 import seqbox
 from seqbox.project import project_key
 from seqbox.suspend import frozen_runs
+from tests.capabilities import needs
 from tests.helpers import SeqboxRunner, alive, read_pids, seqbox_cgroups, slack
 
 MIB = 1 << 20
@@ -150,7 +151,7 @@ def test_budget_a_run_over_its_reservation_freezes_then_finishes(
     assert parents(sbx) == []  # the last run removed the lock's parent
 
 
-@pytest.mark.parametrize("how", ["timeout", "kill", "interrupt"])
+@pytest.mark.parametrize("how", ["timeout", "kill", pytest.param("interrupt", marks=needs("sigint"))])
 def test_budget_a_frozen_tree_is_thawed_and_ended(
     sbx: SeqboxRunner, backend: str, tmp_path: Path, how: str
 ) -> None:
