@@ -12,6 +12,19 @@ concurrent runs. A crashed run's cgroup inside a parent is found by the
 leftover search (seqbox/backends/cgroup/leftovers.py looks inside parents), and an
 empty parent is removed by the next run and by ``seqbox clean``.
 
+On the laptop path (an unprivileged user whose seqbox asks its systemd user
+manager for a delegated scope, seqbox/backends/systemd/scope.py) the parent
+cannot be made beside the run's own cgroup: each run has its own scope, and a
+parent made inside it would be the run's alone. There the lock's parent is a
+slice of the user manager, ``seqboxlock-<lock@project key, escaped>.slice``
+(:func:`~seqbox.backends.base.lock_slice_name`), whose ``MemoryMax`` is the
+budget and ``MemorySwapMax`` 0: the scope step asks for it and puts the run's
+scope into it (:func:`slice_dir`, :func:`slice_limit_fault`), and the backend
+is handed its directory as the lock's parent. systemd owns that directory:
+seqbox never removes it (:func:`leave`) and never stops the slice (which would
+stop every run in it). An empty slice stays, with its limit, until the user
+manager ends; it costs nothing, and the lock's next run reuses it.
+
 The poll backend has no parent: suspension alone keeps its runs in budget.
 """
 
@@ -23,6 +36,7 @@ import time
 from typing import TYPE_CHECKING, TypeVar
 
 from seqbox.backends.base import LOCK_PREFIX as PREFIX
+from seqbox.backends.base import is_lock_slice, lock_dir_parts
 from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.backends.cgroup import leftovers
 from seqbox.errors import BackendError
@@ -56,10 +70,9 @@ def dir_name(lock: str, project_key: str) -> str:
 
 
 def lock_of(name: str) -> str | None:
-    """The lock a parent's directory name belongs to, or None."""
-    if not name.startswith(PREFIX) or "@" not in name:
-        return None
-    return name[len(PREFIX) :].split("@", 1)[0] or None
+    """The lock a parent's directory name (or a lock's slice) belongs to, or None."""
+    parts = lock_dir_parts(name)
+    return None if parts is None else parts[0]
 
 
 def is_parent(path: str) -> bool:
@@ -142,7 +155,10 @@ def _enable(parent: str, base_control: str) -> None:
 
 def leave(parent: str) -> bool:
     """Remove the parent if no run's cgroup is left in it (the kernel decides:
-    rmdir of a cgroup with children fails). True when it is gone."""
+    rmdir of a cgroup with children fails). True when it is gone. A lock's
+    systemd slice stays: its directory is systemd's (False)."""
+    if is_lock_slice(parent):
+        return False
     try:
         os.rmdir(parent)
     except FileNotFoundError:
@@ -163,7 +179,8 @@ def parents_in(places: Iterable[str], project_key: str | None = None) -> list[st
         except OSError:
             continue
         for name in names:
-            if lock_of(name) is not None and (project_key is None or name.endswith("@" + project_key)):
+            parts = lock_dir_parts(name)
+            if parts is not None and (project_key is None or parts[1] == project_key):
                 found.append(os.path.join(place, name))
     return sorted(found)
 
@@ -192,3 +209,33 @@ def usage(parent: str) -> int | None:
 
 def failcnt(parent: str) -> int | None:
     return cgroupfs.read_int_or_none(os.path.join(parent, "memory.failcnt"))
+
+
+def slice_dir(scope_dir: str, unit: str) -> str | None:
+    """The lock's slice directory a run's scope sits in: ``scope_dir``'s parent
+    when that is the slice ``unit``, else None."""
+    parent = os.path.dirname(scope_dir.rstrip("/"))
+    return parent if os.path.basename(parent) == unit else None
+
+
+def slice_limit_fault(limit_text: str | None, swap_text: str | None, budget: int) -> str | None:
+    """Pure: what is wrong with a lock slice's limits (its ``memory.max`` and
+    ``memory.swap.max`` texts, None where the file is not there) for ``budget``,
+    or None when they hold the lock's runs to it: a memory limit of at most the
+    budget (the kernel rounds it down to pages), swap closed where it is counted."""
+    limit = None if limit_text is None else cgroupfs.parse_limit(limit_text)
+    if limit is None or limit > budget:
+        shown = "no memory.max" if limit_text is None else f"memory.max {limit_text.strip()}"
+        return f"its {shown} is not the budget {budget}"
+    if swap_text is not None and swap_text.strip() != "0":
+        return f"its memory.swap.max {swap_text.strip()} is not 0"
+    return None
+
+
+def slice_fault(path: str, budget: int) -> str | None:
+    """:func:`slice_limit_fault` of the slice directory ``path``."""
+    return slice_limit_fault(
+        cgroupfs.try_read(os.path.join(path, "memory.max")),
+        cgroupfs.try_read(os.path.join(path, "memory.swap.max")),
+        budget,
+    )

@@ -55,9 +55,10 @@ class BudgetRun:
         except (StateError, OSError) as err:  # no suspension, the kernel's ceiling still holds
             out.note(f"warning: cannot suspend this run for the budget: {err}")
             return sandbox
+        parent = sandbox.lock_parent or parent_of(sandbox.cgroups)
         return Suspendable(
             sandbox, board=board, name=run_id, reservation=self.reserved, budget=self.budget,
-            lock=self.lock, parent=parent_of(sandbox.cgroups), out=out, events=events,
+            lock=self.lock, parent=parent, out=out, events=events,
         )  # fmt: skip
 
 
@@ -67,13 +68,23 @@ def plan(gate: Gate, run: Run, limits: Limits) -> BudgetRun:
     options, environ = run.options, run.environ
     learn.check_reserve(options.reserve, limits.mem)
     key = options.key or learn.default_key(run.argv, options.cwd or os.getcwd(), run.root)
-    history: list[learn.Past] = []
-    if options.reserve is None and run.log is not None:
-        history = learn.read_history(os.path.dirname(run.log.path))
-    reserved, how = learn.reservation(limits.mem, gate.budget, options.reserve, key, history)
+    no_ceiling = None if run.scope is None else run.scope.no_ceiling
+    if no_ceiling is not None:
+        # in a delegated scope outside the lock's slice: no kernel ceiling holds the lock's runs
+        # together, so only reservations of their whole --mem keep them in the budget (fail closed)
+        run.out.note(
+            f'warning: no memory ceiling for lock "{options.lock}" ({no_ceiling}): '
+            "this run reserves its --mem, nothing learned"
+        )
+        reserved, how = learn.reservation(limits.mem, gate.budget, None, key, [])
+    else:
+        history: list[learn.Past] = []
+        if options.reserve is None and run.log is not None:
+            history = learn.read_history(os.path.dirname(run.log.path))
+        reserved, how = learn.reservation(limits.mem, gate.budget, options.reserve, key, history)
+        limits.ceiling = Ceiling(options.lock, run.key, gate.budget)
     gate.need = reserved
     gate.how = how
     gate.suspended = lambda: bool(frozen_runs(run.key, options.lock, environ))
-    limits.ceiling = Ceiling(options.lock, run.key, gate.budget)
     return BudgetRun(lock=options.lock, project_key=run.key, key=key, reserved=reserved, how=how,
                      budget=gate.budget, environ=environ)  # fmt: skip

@@ -102,7 +102,7 @@ def execute(
     interrupts = Interrupts()
     interrupts.raising()
     try:
-        run = Run(argv, options, out, environ, project_key(root), root)
+        run = Run(argv, options, out, environ, project_key(root), root, scope)
         try:
             # arrive first, so arrival order is start order; the rest happens while waiting
             with Admission(run, Limits.from_options(options)) as admission:
@@ -130,7 +130,7 @@ class Run:
     """What every step of one ``seqbox run`` shares: the command, its options,
     where its output and records go."""
 
-    __slots__ = ("argv", "env", "environ", "key", "log", "options", "out", "root", "run_id", "trees")
+    __slots__ = ("argv", "env", "environ", "key", "log", "options", "out", "root", "run_id", "scope", "trees")
 
     def __init__(
         self,
@@ -140,6 +140,7 @@ class Run:
         environ: Mapping[str, str],
         key: str,
         root: str,
+        scope: Scope | None = None,
     ) -> None:
         from seqbox import runlog
         from seqbox.backends.cgroup import leftovers
@@ -152,6 +153,8 @@ class Run:
         self.key = key
         #: the project's root (a learned reservation's default key is relative to it)
         self.root = root
+        #: what the scope step did (backends/systemd/scope.py), None where it was not taken
+        self.scope = scope
         self.run_id = f"{leftovers.run_stamp()}-{os.getpid()}"
         #: the command's environment
         self.env = {**environ, **options.extra_env(), RUN_ID_ENV: self.run_id}

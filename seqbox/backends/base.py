@@ -32,8 +32,86 @@ NAME_PREFIX = "seqbox-"
 #: a cgroup v2 supervisor's own leaf, ``seqbox-sup-<pid>``
 SUPERVISOR_PREFIX = NAME_PREFIX + "sup-"
 #: the parent cgroup of a lock with a budget, its runs' cgroups inside:
-#: ``seqboxlock-<lock>@<project key>`` (seqbox/ceiling.py)
+#: ``seqboxlock-<lock>@<project key>`` (seqbox/ceiling.py); on the laptop path
+#: the lock's systemd slice, ``seqboxlock-<escaped lock@project key>.slice``
+#: (see :func:`lock_slice_name`)
 LOCK_PREFIX = "seqboxlock-"
+#: the user manager's slice that holds the slices of locks (the part of their
+#: names before the one unescaped ``-``)
+LOCK_SLICES = "seqboxlock.slice"
+#: what systemd-escape leaves as it is (besides a leading ``.``)
+_UNESCAPED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789:_.")
+_HEX = frozenset("0123456789abcdef")
+#: the longest unit name systemd accepts
+UNIT_NAME_MAX = 255
+
+
+def systemd_escape(text: str) -> str:
+    """Pure: ``text`` escaped as ``systemd-escape`` does (without its ``/``
+    to ``-``): every byte of another character as ``\\xNN``, and a leading
+    ``.``. So ``-`` (which separates the levels of a slice's name) becomes
+    ``\\x2d`` and ``@`` (a template's instance) ``\\x40``."""
+    out = []
+    for i, c in enumerate(text):
+        if c in _UNESCAPED and not (i == 0 and c == "."):
+            out.append(c)
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in c.encode("utf-8", "surrogateescape"))
+    return "".join(out)
+
+
+def systemd_unescape(text: str) -> str | None:
+    """Pure: the inverse of :func:`systemd_escape`; None for a text it could not have made."""
+    raw = bytearray()
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            digits = text[i + 2 : i + 4]
+            if text[i + 1 : i + 2] != "x" or len(digits) != 2 or not set(digits) <= _HEX:
+                return None
+            raw.append(int(digits, 16))
+            i += 4
+        elif c in _UNESCAPED:
+            raw += c.encode()
+            i += 1
+        else:
+            return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def lock_slice_name(lock: str, project_key: str) -> str | None:
+    """Pure: the user manager's slice for the runs of ``lock`` in a project on
+    the laptop path (seqbox/ceiling.py): ``seqboxlock-<lock@key escaped>.slice``.
+    Its one unescaped ``-`` puts it in ``seqboxlock.slice``, so its directory's
+    name starts with :data:`LOCK_PREFIX` like a lock parent's. None when the
+    name would be too long for systemd."""
+    name = f"{LOCK_PREFIX}{systemd_escape(f'{lock}@{project_key}')}.slice"
+    return name if len(name) <= UNIT_NAME_MAX else None
+
+
+def lock_dir_parts(name: str) -> tuple[str, str] | None:
+    """Pure: (lock, project key) of a lock parent's directory name, the plain
+    ``seqboxlock-<lock>@<key>`` or a lock's slice (:func:`lock_slice_name`);
+    None for any other name. Lock names have no ``@``: it splits back
+    unambiguously."""
+    if not name.startswith(LOCK_PREFIX):
+        return None
+    rest: str | None = name[len(LOCK_PREFIX) :]
+    if rest is not None and rest.endswith(".slice"):
+        rest = systemd_unescape(rest[: -len(".slice")])
+    if rest is None:
+        return None
+    lock, at, key = rest.partition("@")
+    return (lock, key) if lock and at and key else None
+
+
+def is_lock_slice(path: str) -> bool:
+    """Whether a lock parent is the lock's systemd slice: systemd's to remove, never seqbox's."""
+    return path.rstrip("/").endswith(".slice")
 
 
 class Usage:
@@ -74,6 +152,10 @@ class Sandbox(abc.ABC):
     #: the cgroup directories this sandbox made (removed by :meth:`close`; the
     #: next run removes them if the supervisor dies)
     cgroups: list[str]
+    #: the lock's parent cgroup the sandbox lives in when it is not the parent of
+    #: one of :attr:`cgroups`: the lock's systemd slice around seqbox's scope
+    #: (seqbox/ceiling.py), which the backend was handed by the scope step
+    lock_parent: str | None = None
 
     @property
     def frozen(self) -> bool:

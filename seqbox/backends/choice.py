@@ -15,19 +15,21 @@ if TYPE_CHECKING:
     from seqbox.backends.systemd.scope import Scope
 
 
-def _cgroup2(scope_failure: str | None) -> Backend:
+def _cgroup2(scope: Scope | None) -> Backend:
     from seqbox.backends.cgroup.v2 import Cgroup2Backend
 
-    return Cgroup2Backend(scope_failure)
+    if scope is None:
+        return Cgroup2Backend()
+    return Cgroup2Backend(scope.failure, lock_slice=scope.lock_slice)
 
 
-def _cgroup1(scope_failure: str | None) -> Backend:
+def _cgroup1(scope: Scope | None) -> Backend:
     from seqbox.backends.cgroup.v1 import Cgroup1Backend
 
     return Cgroup1Backend()
 
 
-def _poll(scope_failure: str | None = None) -> Backend:
+def _poll(scope: Scope | None = None) -> Backend:
     from seqbox.backends.poll.backend import PollBackend
 
     return PollBackend(linux=LINUX)
@@ -35,16 +37,16 @@ def _poll(scope_failure: str | None = None) -> Backend:
 
 #: every backend this platform could have, best first (made on demand: each
 #: module is imported only when its backend is looked at), each made knowing
-#: why the scope step found no delegated scope, if it did not
-MAKERS: dict[str, Callable[[str | None], Backend]] = (
+#: what the scope step did: why it found no delegated scope, if it did not;
+#: the lock's slice (the lock's parent cgroup) its scope is in, if it is
+MAKERS: dict[str, Callable[[Scope | None], Backend]] = (
     {"cgroup2": _cgroup2, "cgroup1": _cgroup1, "poll": _poll} if LINUX else {"poll": _poll}
 )
 
 
 def candidates(scope: Scope | None = None) -> list[Backend]:
     """Every backend this platform could have, best first."""
-    failure = None if scope is None else scope.failure
-    return [make(failure) for make in MAKERS.values()]
+    return [make(scope) for make in MAKERS.values()]
 
 
 class Selection:
@@ -102,12 +104,11 @@ def select(name: str = "auto", scope: Scope | None = None) -> Selection:
     """The backend ``name`` (or the best usable one for ``auto``), after the
     scope step (``scope``: what :func:`~seqbox.backends.systemd.scope.enter_scope`
     returned, None where it was not taken, as for the library's callers)."""
-    failure = None if scope is None else scope.failure
     if name != "auto":
         make = MAKERS.get(name)
         if make is None:
             raise BackendError(f"backend {name} does not exist on {NAME}", hint="see 'seqbox doctor'")
-        backend = make(failure)
+        backend = make(scope)
         probe = backend.probe()
         if not probe.usable:
             raise BackendError(
@@ -116,7 +117,7 @@ def select(name: str = "auto", scope: Scope | None = None) -> Selection:
         return Selection(backend, probe, [])
     rejected: list[Probe] = []
     for make in MAKERS.values():
-        backend = make(failure)
+        backend = make(scope)
         probe = backend.probe()
         if probe.usable:
             return Selection(backend, probe, rejected, auto=True)

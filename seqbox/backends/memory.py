@@ -13,6 +13,7 @@ import os
 
 import psutil
 
+from seqbox.backends.base import LOCK_PREFIX
 from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.backends.host import LINUX
 
@@ -130,9 +131,14 @@ def _usage(read: Reader, path: str, usage_file: str) -> int | None:
 
 
 def enclosing_limits(read: Reader, dirs: list[tuple[str, tuple[str, str]]]) -> list[Enclosing]:
-    """The cgroups among ``dirs`` that set a memory limit, with their usage."""
+    """The cgroups among ``dirs`` that set a memory limit, with their usage.
+    A lock's parent (seqbox/ceiling.py; on the laptop path the lock's slice
+    around seqbox's own scope) is not one: its limit is the lock's budget
+    itself, which admission counts in its own way."""
     found = []
     for path, (limit_file, usage_file) in dirs:
+        if os.path.basename(path).startswith(LOCK_PREFIX):
+            continue
         text = read(os.path.join(path, limit_file))
         limit = None if text is None else cgroupfs.parse_limit(text)
         if limit is None:

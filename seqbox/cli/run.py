@@ -8,6 +8,10 @@ import sys
 from seqbox.cli import handle_errors
 from seqbox.output import NORMAL, QUIET, VERBOSE, Output
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seqbox.backends.systemd.scope import LockSlice
+
 
 def run_main(args: list[str]) -> int:
     out = Output()
@@ -27,8 +31,18 @@ def _run(args: list[str], out: Output) -> int:
     out.level = QUIET if options.quiet else VERBOSE if options.verbose else NORMAL
     from seqbox.backends.systemd.scope import enter_scope
 
+    lock_slice = None
+    if options.budget is not None and not options.no_lock:  # the lock's runs share its slice (section 3b)
+        budget = options.budget
+
+        def lock_slice() -> LockSlice:
+            from seqbox.backends.systemd.scope import lock_slice_for
+            from seqbox.project import project_key
+
+            return lock_slice_for(options.lock, project_key(root), budget)
+
     # an unprivileged user on systemd: run inside a delegated scope
-    scope = enter_scope(args, options.backend, out.info)
+    scope = enter_scope(args, options.backend, out.info, lock_slice)
     if scope.exit_code is not None:  # a second seqbox ran it, under systemd-run
         return scope.exit_code
 

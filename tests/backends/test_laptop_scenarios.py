@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from seqbox.backends.base import LOCK_PREFIX, LOCK_SLICES, lock_dir_parts, lock_slice_name
+from seqbox.project import project_key
 from tests.capabilities import REAL_RUNTIME_DIR, needs
 from tests.helpers import MIB, SeqboxRunner, prog, read_pids, slack, wait_dead
 
@@ -301,3 +303,124 @@ def test_doctor_agrees_with_run(sbx: SeqboxRunner, tmp_path: Path) -> None:
     assert run.json()["backend"] == "poll", run
     assert "a stale socket" in str(facts["why"])
     assert "a stale socket" in run.one_line()
+
+
+# -- a lock with a budget: its runs share the lock's slice (seqbox/ceiling.py) --------------
+
+#: write this process's cgroup (v2 path) to FILE, then wait for GATE
+WHERE_THEN_WAIT = (
+    "import os, sys, time\n"
+    "where, gate = sys.argv[1:3]\n"
+    "cgroup = open('/proc/self/cgroup').read().strip().split('::', 1)[1]\n"
+    "open(where + '.tmp', 'w').write(cgroup)\n"
+    "os.rename(where + '.tmp', where)\n"
+    "while not os.path.exists(gate):\n"
+    "    time.sleep(0.02)\n"
+)
+
+
+def _wait_for(path: Path, timeout: float = 30) -> str:
+    deadline = time.monotonic() + slack(timeout)
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never came"
+        time.sleep(0.02)
+    return path.read_text()
+
+
+def _lock_slice_of(scope: str) -> Path:
+    """The lock's slice a run's scope sits in (its parent), checked by name
+    (``scope`` as /proc/self/cgroup shows it, or under the mount)."""
+    parent = Path(scope if scope.startswith("/sys/fs/cgroup/") else "/sys/fs/cgroup" + scope).parent
+    assert parent.name.startswith(LOCK_PREFIX), parent
+    assert parent.name.endswith(".slice"), parent
+    assert parent.parent.name == LOCK_SLICES, parent
+    assert parent.parent.parent.name == f"user@{os.getuid()}.service", parent
+    return parent
+
+
+def test_two_runs_of_a_budget_lock_share_its_slice(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    """Two runs of a lock with a budget, each in its own delegated scope, land in
+    the one slice of the lock, whose memory.max is the budget (swap closed): the
+    lock's ceiling (section 3b). After them the slice stays, empty, limited."""
+    script = tmp_path / "where.py"
+    script.write_text(WHERE_THEN_WAIT)
+    gate = tmp_path / "gate"
+    options = ["--budget", "300M", "--mem", "100M", "--json"]
+    runs = [sbx.start(*options, "--", "python3", str(script), str(tmp_path / f"where-{i}"), str(gate))
+            for i in range(2)]  # fmt: skip
+    cgroups = [_wait_for(tmp_path / f"where-{i}") for i in range(2)]
+    scopes = [_scope_of(cgroup) for cgroup in cgroups]
+    assert scopes[0] != scopes[1], scopes  # a scope each
+    assert all(OVER_DBUS.fullmatch(os.path.basename(scope)) for scope in scopes), scopes
+    slices = {_lock_slice_of(scope) for scope in scopes}
+    assert len(slices) == 1, f"the runs are not in one slice: {cgroups}"
+    (lock_slice,) = slices
+    key = project_key(os.path.realpath(sbx.project))
+    assert lock_slice.name == lock_slice_name("default", key)
+    assert lock_dir_parts(lock_slice.name) == ("default", key)
+    assert int((lock_slice / "memory.max").read_text()) == 300 * MIB
+    swap = lock_slice / "memory.swap.max"
+    if swap.exists():
+        assert swap.read_text().strip() == "0"
+    gate.touch()
+    for run in runs:
+        out, err = run.communicate(timeout=slack(60))
+        assert run.returncode == 0, err
+        doc = json.loads(out)
+        assert (doc["backend"], doc["status"]) == ("cgroup2", "ok"), doc
+        assert b"no memory ceiling" not in err, err
+    assert all(_gone(f"/sys/fs/cgroup{scope}") for scope in scopes)
+    assert lock_slice.is_dir()  # systemd keeps the slice: empty, with its limit (docs/admission.md)
+    assert int((lock_slice / "memory.max").read_text()) == 300 * MIB
+    assert not [p for p in lock_slice.iterdir() if p.is_dir()], "a run is left in the lock's slice"
+
+
+def test_a_kill_at_the_slice_names_the_lock_budget(sbx: SeqboxRunner) -> None:
+    """One run over the lock's budget (its --mem above it is refused, so it has
+    none): the slice's limit stops it, and the kill names the lock's budget."""
+    res = sbx.run("--budget", "200M", "--mem", "0", "--json", "--", *HOG_400M, timeout=120)
+    assert res.returncode == 137, res
+    assert res.json()["status"] == "memory", res
+    assert 'the budget 200.0 MiB of lock "default" was reached' in res.stderr, res
+
+
+def test_systemd_run_puts_its_scope_in_the_lock_slice(
+    sbx: SeqboxRunner, tmp_path: Path, refusing_runtime: Path
+) -> None:
+    """D-Bus is refused: systemctl set-property limits the lock's slice and
+    systemd-run --slice= puts the re-run seqbox in it; it reserves what it is
+    told (a ceiling holds it)."""
+    real = f"XDG_RUNTIME_DIR={REAL_RUNTIME_DIR}"
+    env = _systemd_run_wrapper(tmp_path, f'{real} exec /usr/bin/systemd-run "$@"')
+    (tmp_path / "bin" / "systemctl").write_text(f'#!/bin/sh\n{real} exec /usr/bin/systemctl "$@"\n')
+    (tmp_path / "bin" / "systemctl").chmod(0o755)
+    env["XDG_RUNTIME_DIR"] = str(refusing_runtime)
+    res = sbx.run("-v", "--budget", "300M", "--mem", "100M", "--reserve", "50M", "--json", "--",
+                  *prog("cgroupinfo"), env=env)  # fmt: skip
+    assert res.returncode == 0, res
+    asked = [line for line in res.seqbox_lines() if "asking systemd-run" in line]
+    assert len(asked) == 1, res
+    assert "--slice=seqboxlock-" in asked[0], res
+    assert "no memory ceiling" not in res.stderr, res
+    doc = res.json()
+    assert (doc["backend"], doc["reserved_bytes"]) == ("cgroup2", 50 * MIB), res
+    lock_slice = _lock_slice_of(_scope_of(_cgroups(doc)[""]))
+    assert int((lock_slice / "memory.max").read_text()) == 300 * MIB
+
+
+def test_without_the_lock_slice_a_run_fails_closed(
+    sbx: SeqboxRunner, tmp_path: Path, refusing_runtime: Path
+) -> None:
+    """D-Bus is refused and systemctl cannot limit the lock's slice: the run
+    goes in systemd-run's scope without a shared ceiling, says so, and reserves
+    its whole --mem (nothing learned, --reserve not trusted)."""
+    env = _systemd_run_wrapper(tmp_path, f'XDG_RUNTIME_DIR={REAL_RUNTIME_DIR} exec /usr/bin/systemd-run "$@"')
+    env["XDG_RUNTIME_DIR"] = str(refusing_runtime)  # systemctl --user asks the refusing socket
+    res = sbx.run("--budget", "300M", "--mem", "100M", "--reserve", "50M", "--json", "--",
+                  *prog("cgroupinfo"), env=env)  # fmt: skip
+    assert res.returncode == 0, res
+    doc = res.json()
+    assert (doc["backend"], doc["reserved_bytes"]) == ("cgroup2", 100 * MIB), res
+    assert 'warning: no memory ceiling for lock "default"' in res.stderr, res
+    assert "this run reserves its --mem, nothing learned" in res.stderr, res
+    assert "seqboxlock-" not in _cgroups(doc)[""], res

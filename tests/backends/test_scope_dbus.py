@@ -60,8 +60,8 @@ def unit_of(call: Message) -> str:
 
 class StandIn:
     """A user manager's private socket that serves one connection: SASL
-    (``auth`` is its answer to ``AUTH``), then reads one message and sends
-    what ``answer`` makes of it."""
+    (``auth`` is its answer to ``AUTH``), then reads each message and sends
+    what ``answer`` makes of it, until seqbox hangs up."""
 
     def __init__(self, path: Path, auth: bytes, answer: Answer) -> None:
         self.path = path
@@ -69,6 +69,8 @@ class StandIn:
         self.answer = answer
         self.opening = b""
         self.call: Message | None = None
+        #: every call read, in order (``call`` is the first)
+        self.calls: list[Message] = []
         self.answered = threading.Event()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(path))
@@ -94,16 +96,24 @@ class StandIn:
                     return
                 data += chunk
             parser.add_data(data[len(b"BEGIN\r\n") :])
-            while (call := parser.get_next_message()) is None:
-                chunk = conn.recv(4096)
-                if not chunk:
+            while True:  # until seqbox hangs up
+                while (call := parser.get_next_message()) is None:
+                    try:
+                        chunk = conn.recv(4096)
+                    except OSError:
+                        return
+                    if not chunk:
+                        return
+                    parser.add_data(chunk)
+                self.calls.append(call)
+                self.call = self.calls[0]
+                try:
+                    for chunk in self.answer(call):
+                        conn.sendall(chunk)
+                except OSError:  # seqbox hung up before the last of it (it was moved)
                     return
-                parser.add_data(chunk)
-            self.call = call
-            for chunk in self.answer(self.call):
-                conn.sendall(chunk)
-            self.answered.set()
-            conn.recv(1)  # until seqbox hangs up
+                finally:
+                    self.answered.set()
 
     def close(self) -> None:
         self.listener.close()
@@ -124,9 +134,11 @@ def manager(tmp_path: Path) -> Iterator[Callable[..., StandIn]]:
 
 
 def _ask(stand_in: StandIn, moved: Callable[[str], bool], timeout: float = 5.0) -> str:
-    return bus.move_into_scope(
+    unit, no_slice = bus.move_into_scope(
         str(stand_in.path), "seqbox run -- make", pid=4321, move_timeout=timeout, moved=moved
     )
+    assert no_slice is None  # none was asked for
+    return unit
 
 
 def test_the_scope_is_asked_for_and_waited_on(manager: Callable[..., StandIn]) -> None:
@@ -249,3 +261,107 @@ def test_no_manager_at_all(tmp_path: Path) -> None:
 )
 def test_inside_the_unit_from_proc_self_cgroup(text: str, inside: bool) -> None:
     assert bus.in_unit(text, "run-seqbox-1-ab.scope") is inside
+
+
+# -- the lock's slice (seqbox/ceiling.py): limited to the budget, the scope put in it -------
+
+SLICE = "seqboxlock-default\\x40proj\\x2d0123456789abcdef.slice"
+BUDGET = 300 << 20
+LIMITS = [("MemoryMax", ("t", BUDGET)), ("MemorySwapMax", ("t", 0))]
+
+
+def member(call: Message) -> str:
+    return str(call.header.fields[HeaderFields.member])
+
+
+def _scope_answer(call: Message) -> list[bytes]:
+    return [reply(call), job_removed(unit_of(call), "done")]
+
+
+def _ask_in_slice(stand_in: StandIn) -> tuple[str, str | None]:
+    def moved(unit: str) -> bool:  # once the scope's call is answered
+        return any(unit_of(call) == unit for call in stand_in.calls) and stand_in.answered.is_set()
+
+    return bus.move_into_scope(
+        str(stand_in.path),
+        "seqbox run -- make",
+        pid=4321,
+        moved=moved,
+        lock_slice=bus.SliceAsk(SLICE, BUDGET, 'seqbox: the runs of lock "default"'),
+    )
+
+
+def _scope_call(stand_in: StandIn, unit: str) -> Message:
+    (call,) = [call for call in stand_in.calls if unit_of(call) == unit]
+    assert member(call) == "StartTransientUnit"
+    return call
+
+
+def test_a_new_lock_slice_is_started_with_the_budget_and_the_scope_goes_in(
+    manager: Callable[..., StandIn],
+) -> None:
+    def answer(call: Message) -> list[bytes]:
+        if unit_of(call) == SLICE:
+            return [reply(call, "o", ("/org/freedesktop/systemd1/job/41",))]
+        return _scope_answer(call)
+
+    stand_in = manager(answer)
+    unit, no_slice = _ask_in_slice(stand_in)
+    assert no_slice is None
+    first = stand_in.calls[0]
+    assert (member(first), first.header.fields[HeaderFields.signature]) == (
+        "StartTransientUnit",
+        "ssa(sv)a(sa(sv))",
+    )
+    assert first.body == (
+        SLICE,
+        "fail",
+        [("Description", ("s", 'seqbox: the runs of lock "default"')), *LIMITS],
+        [],
+    )
+    properties = _scope_call(stand_in, unit).body[2]
+    assert properties[-1] == ("Slice", ("s", SLICE)), properties
+    assert len(stand_in.calls) == 2
+
+
+def test_an_existing_lock_slice_gets_the_current_budget(manager: Callable[..., StandIn]) -> None:
+    """The manager answers UnitExists (another run of the lock made the slice):
+    SetUnitProperties, at runtime, sets its limit to this run's budget."""
+
+    def answer(call: Message) -> list[bytes]:
+        if member(call) == "SetUnitProperties":
+            return [reply(call, "", ())]
+        if unit_of(call) == SLICE:
+            return [error(call, bus.UNIT_EXISTS, f"Unit {SLICE} was already loaded or has a fragment file.")]
+        return _scope_answer(call)
+
+    stand_in = manager(answer)
+    unit, no_slice = _ask_in_slice(stand_in)
+    assert no_slice is None
+    second = stand_in.calls[1]
+    assert (member(second), second.header.fields[HeaderFields.signature]) == ("SetUnitProperties", "sba(sv)")
+    assert second.body == (SLICE, True, LIMITS)
+    assert _scope_call(stand_in, unit).body[2][-1] == ("Slice", ("s", SLICE))
+
+
+@pytest.mark.parametrize("refused", ["StartTransientUnit", "SetUnitProperties"])
+def test_a_slice_that_cannot_be_had_is_said_and_the_scope_goes_without(
+    manager: Callable[..., StandIn], refused: str
+) -> None:
+    """No limit on the lock's slice: the scope is still had, outside it, and the
+    caller is told why (the run then fails closed, seqbox/lockbudget.py)."""
+
+    def answer(call: Message) -> list[bytes]:
+        if member(call) == refused and unit_of(call) == SLICE:
+            return [error(call, "org.freedesktop.DBus.Error.AccessDenied", "Access denied")]
+        if unit_of(call) == SLICE:
+            return [error(call, bus.UNIT_EXISTS, "exists")]
+        return _scope_answer(call)
+
+    stand_in = manager(answer)
+    unit, no_slice = _ask_in_slice(stand_in)
+    assert no_slice is not None
+    assert SLICE in no_slice
+    assert "Access denied (org.freedesktop.DBus.Error.AccessDenied)" in no_slice
+    properties = _scope_call(stand_in, unit).body[2]
+    assert all(name != "Slice" for name, _ in properties), properties

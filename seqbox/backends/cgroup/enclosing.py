@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from seqbox.backends.base import LOCK_PREFIX, NAME_PREFIX, SUPERVISOR_PREFIX
+from seqbox.backends.base import LOCK_PREFIX, NAME_PREFIX, SUPERVISOR_PREFIX, lock_dir_parts
 from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.units import format_size
 
@@ -60,7 +60,8 @@ class LimitHit:
         if self.kind == MACHINE:
             return "the machine's memory"
         if self.kind == LOCK_BUDGET and self.path is not None:
-            lock = os.path.basename(self.path)[len(LOCK_PREFIX) :].split("@", 1)[0]
+            parts = lock_dir_parts(os.path.basename(self.path))
+            lock = "?" if parts is None else parts[0]
             return f'the budget{size} of lock "{lock}"'
         return f"the memory limit{size} of cgroup {self.path} (above seqbox)"
 

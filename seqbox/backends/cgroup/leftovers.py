@@ -20,7 +20,7 @@ import os
 import time
 
 from seqbox.backends import procinfo
-from seqbox.backends.base import LOCK_PREFIX, NAME_PREFIX, SUPERVISOR_PREFIX
+from seqbox.backends.base import LOCK_PREFIX, LOCK_SLICES, NAME_PREFIX, SUPERVISOR_PREFIX, lock_dir_parts
 from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.backends.poll import treerecord
 from seqbox.errors import BackendError
@@ -112,7 +112,9 @@ def places() -> list[str]:
 def delegated_scopes(own: str) -> list[str]:
     """The transient scopes of this user's systemd manager (where an
     unprivileged seqbox runs, see backends/systemd/scope.py), found from the user's
-    slice among this cgroup's ancestors; only those that are ours."""
+    slice among this cgroup's ancestors; only those that are ours: in
+    ``app.slice``, and in the slices of locks with a budget (seqbox/ceiling.py,
+    ``seqboxlock.slice/seqboxlock-*.slice``)."""
     uid = os.getuid()
     if uid == 0:
         return []
@@ -122,14 +124,23 @@ def delegated_scopes(own: str) -> list[str]:
         path = os.path.dirname(path)
     if os.path.basename(path) != slice_name:
         return []
-    apps = os.path.join(path, f"user@{uid}.service", "app.slice")
+    manager = os.path.join(path, f"user@{uid}.service")
+    slices = [os.path.join(manager, "app.slice")]
+    locks = os.path.join(manager, LOCK_SLICES)
     try:
-        names = os.listdir(apps)
+        slices += [os.path.join(locks, name) for name in os.listdir(locks) if name.startswith(LOCK_PREFIX)]
     except OSError:
-        return []
-    # only transient scopes (systemd-run's and seqbox's own are run-*.scope), not every app's
-    return [os.path.join(apps, name) for name in names if name.startswith("run-") and name.endswith(".scope")
-            and os.access(os.path.join(apps, name), os.W_OK)]  # fmt: skip
+        pass
+    found = []
+    for where in slices:
+        try:
+            names = os.listdir(where)
+        except OSError:
+            continue
+        # only transient scopes (systemd-run's and seqbox's own are run-*.scope), not every app's
+        found += [os.path.join(where, name) for name in names if name.startswith("run-")
+                  and name.endswith(".scope") and os.access(os.path.join(where, name), os.W_OK)]  # fmt: skip
+    return found
 
 
 def find(project_key: str | None = None, trees: str | None = None) -> list[str]:
@@ -143,7 +154,8 @@ def find(project_key: str | None = None, trees: str | None = None) -> list[str]:
         except OSError:
             continue
         for name in names:
-            if name.startswith(LOCK_PREFIX) and (project_key is None or name.endswith("@" + project_key)):
+            parts = lock_dir_parts(name) if name.startswith(LOCK_PREFIX) else None
+            if parts is not None and (project_key is None or parts[1] == project_key):
                 spots.append(os.path.join(place, name))  # runs of a lock with a budget (seqbox/ceiling.py)
             elif name.startswith(NAME_PREFIX) and is_leftover(name, project_key):
                 path = os.path.join(place, name)

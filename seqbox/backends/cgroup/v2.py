@@ -240,10 +240,13 @@ def _writable(path: str) -> bool:
 class Cgroup2Backend(Backend):
     name = "cgroup2"
 
-    def __init__(self, scope_failure: str | None = None) -> None:
+    def __init__(self, scope_failure: str | None = None, lock_slice: str | None = None) -> None:
         #: why the scope step found no delegated scope (see backends/systemd/scope.py),
         #: when it tried: the reason this backend is not usable then
         self.scope_failure = scope_failure
+        #: the lock's slice the scope step put seqbox's scope in (seqbox/ceiling.py):
+        #: the parent, limited to the budget, of the runs of a lock with a budget
+        self.lock_slice = lock_slice
 
     def probe(self) -> Probe:
         try:
@@ -301,6 +304,11 @@ class Cgroup2Backend(Backend):
             return Cgroup2Sandbox(placement.base, limits, name, None, layout)
         try:
             _enable_controllers(placement.base, limits)
+            if limits.ceiling is not None and self.lock_slice is not None:
+                # the lock's parent is the slice around our scope: the node goes in the scope
+                sandbox = Cgroup2Sandbox(placement.base, limits, name, supervisor_leaf, layout)
+                sandbox.lock_parent = self.lock_slice
+                return sandbox
             if limits.ceiling is not None:  # the lock's parent: the run's node goes in there
                 from seqbox.ceiling import within
 

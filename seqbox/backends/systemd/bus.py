@@ -16,8 +16,17 @@ socket is a peer-to-peer connection: no bus daemon answers there, so the bus's
 sent; the socket is driven here with jeepney's I/O-free parts instead
 (:class:`jeepney.auth.Authenticator`, :class:`jeepney.Parser`).
 
-Every failure raises :class:`~seqbox.errors.BackendError` with one line that
-says what went wrong; the caller then tries systemd-run.
+A run of a lock with a budget first gets the lock's slice
+(seqbox/ceiling.py): ``StartTransientUnit`` of the slice with ``MemoryMax`` the
+budget and ``MemorySwapMax`` 0, or, when it exists already (the manager answers
+``org.freedesktop.systemd1.UnitExists``), ``SetUnitProperties`` (at runtime)
+with the same, so that its limit is the current budget; the scope then asks for
+``Slice=`` that slice. A slice that cannot be had is said (the run then has no
+shared ceiling, and fails closed: see seqbox/lockbudget.py); the scope is still
+asked for, in its usual place.
+
+Every failure of the scope raises :class:`~seqbox.errors.BackendError` with one
+line that says what went wrong; the caller then tries systemd-run.
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ MOVE_POLL = 0.005
 UNIT_PREFIX = "run-seqbox-"
 DESCRIPTION_MAX = 200
 MANAGER_INTERFACE = "org.freedesktop.systemd1.Manager"
+#: the manager's error for a unit that is there already
+UNIT_EXISTS = "org.freedesktop.systemd1.UnitExists"
 MANAGER = DBusAddress(
     "/org/freedesktop/systemd1", bus_name="org.freedesktop.systemd1", interface=MANAGER_INTERFACE
 )
@@ -61,16 +72,60 @@ def unit_name(pid: int, nonce: bytes) -> str:
     return f"{UNIT_PREFIX}{pid}-{nonce.hex()}.scope"
 
 
-def start_transient_scope(unit: str, pid: int, description: str) -> Message:
-    """Pure: the StartTransientUnit call for a delegated scope holding ``pid``."""
-    # one line (a transient unit is saved as a unit file, one setting a line)
-    description = "".join(c if c.isprintable() else " " for c in description[:DESCRIPTION_MAX])
+class SliceAsk:
+    """The lock's slice a scope is to go in: its unit name, the budget (its
+    ``MemoryMax``) and a description."""
+
+    __slots__ = ("budget", "description", "unit")
+
+    def __init__(self, unit: str, budget: int, description: str) -> None:
+        self.unit = unit
+        self.budget = budget
+        self.description = description
+
+    def __repr__(self) -> str:
+        return f"SliceAsk({self.unit!r}, {self.budget})"
+
+
+def _one_line(description: str) -> str:
+    # a transient unit is saved as a unit file, one setting a line
+    return "".join(c if c.isprintable() else " " for c in description[:DESCRIPTION_MAX])
+
+
+def slice_limits(budget: int) -> list[tuple[str, tuple[str, object]]]:
+    """Pure: the properties that hold a lock's slice to its budget, swap closed."""
+    return [("MemoryMax", ("t", budget)), ("MemorySwapMax", ("t", 0))]
+
+
+def start_transient_slice(ask: SliceAsk) -> Message:
+    """Pure: the StartTransientUnit call for a lock's slice, limited to its budget."""
+    properties = [("Description", ("s", _one_line(ask.description))), *slice_limits(ask.budget)]
+    message: Message = new_method_call(
+        MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))", (ask.unit, "fail", properties, [])
+    )
+    return message
+
+
+def set_slice_limits(ask: SliceAsk) -> Message:
+    """Pure: the SetUnitProperties call (runtime only) that sets an existing
+    lock slice's limit to the current budget."""
+    message: Message = new_method_call(
+        MANAGER, "SetUnitProperties", "sba(sv)", (ask.unit, True, slice_limits(ask.budget))
+    )
+    return message
+
+
+def start_transient_scope(unit: str, pid: int, description: str, in_slice: str | None = None) -> Message:
+    """Pure: the StartTransientUnit call for a delegated scope holding ``pid``
+    (in the slice ``in_slice``, when given)."""
     properties = [
-        ("Description", ("s", description)),
+        ("Description", ("s", _one_line(description))),
         ("PIDs", ("au", [pid])),
         ("Delegate", ("b", True)),
         ("CollectMode", ("s", "inactive-or-failed")),
     ]
+    if in_slice is not None:
+        properties.append(("Slice", ("s", in_slice)))
     message: Message = new_method_call(
         MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))", (unit, "fail", properties, [])
     )
@@ -97,10 +152,14 @@ def move_into_scope(
     pid: int | None = None,
     move_timeout: float = MOVE_TIMEOUT,
     moved: Callable[[str], bool] = own_cgroup_in,
-) -> str:
+    lock_slice: SliceAsk | None = None,
+) -> tuple[str, str | None]:
     """Ask the user manager at ``socket_path`` for a delegated scope holding
-    this process, and wait until it is inside: the scope's unit name."""
+    this process (in the lock's slice ``lock_slice``, limited to its budget,
+    when given), and wait until it is inside: the scope's unit name, and why
+    the scope is not in the lock's slice (None when it is, or none was asked for)."""
     pid = os.getpid() if pid is None else pid
+    slice_failure = None
     unit = unit_name(pid, os.urandom(4))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -111,7 +170,11 @@ def move_into_scope(
             raise BackendError(f"cannot connect to {socket_path}: {err.strerror or err}") from None
         conn = _Connection(sock)
         conn.authenticate()
-        job = conn.start_scope(start_transient_scope(unit, pid, description), unit)
+        in_slice = None
+        if lock_slice is not None:
+            slice_failure = conn.limit_slice(lock_slice)
+            in_slice = lock_slice.unit if slice_failure is None else None
+        job = conn.start_scope(start_transient_scope(unit, pid, description, in_slice), unit)
         conn.wait_until_moved(unit, job, time.monotonic() + move_timeout, moved)
     except OSError as err:
         raise BackendError(f"the user manager's connection failed: {err.strerror or err}") from None
@@ -119,7 +182,7 @@ def move_into_scope(
         raise BackendError(f"the user manager's answer is not D-Bus: {err}") from None
     finally:
         sock.close()
-    return unit
+    return unit, slice_failure
 
 
 class _Connection:
@@ -129,6 +192,7 @@ class _Connection:
         self.sock = sock
         self.parser = Parser()
         self.closed = False
+        self.serial = 0
 
     def _receive(self) -> bytes:
         data = self.sock.recv(65536)
@@ -157,29 +221,43 @@ class _Connection:
                 return message
             self.parser.add_data(self._receive())
 
-    def start_scope(self, call: Message, unit: str) -> str:
-        """Send the call (after BEGIN); the start job's object path from the
-        reply (signals that come first are skipped)."""
-        serial = 1
-        self.sock.sendall(BEGIN + call.serialise(serial=serial))
+    def call(self, call: Message) -> Message:
+        """Send the call (the first after BEGIN) and return its reply (signals
+        that come first are skipped)."""
+        self.serial += 1
+        serial = self.serial
+        self.sock.sendall((BEGIN if serial == 1 else b"") + call.serialise(serial=serial))
         while True:
             message = self.next_message()
-            header = message.header
-            if header.fields.get(HeaderFields.reply_serial) != serial:
-                continue
-            body = message.body
-            if header.message_type is MessageType.error:
-                text = body[0] if body and isinstance(body[0], str) else "no message"
-                name = header.fields.get(HeaderFields.error_name)
-                raise BackendError(f"the user manager refused {unit}: {text} ({name})")
-            if (
-                header.message_type is not MessageType.method_return
-                or not body
-                or not isinstance(body[0], str)
-            ):
-                raise BackendError("the user manager's answer to StartTransientUnit is not a job")
-            job: str = body[0]
-            return job
+            if message.header.fields.get(HeaderFields.reply_serial) == serial:
+                return message
+
+    def start_scope(self, call: Message, unit: str) -> str:
+        """Send the call; the start job's object path from the reply."""
+        message = self.call(call)
+        header, body = message.header, message.body
+        if header.message_type is MessageType.error:
+            raise BackendError(f"the user manager refused {unit}: {_error_text(message)}")
+        if header.message_type is not MessageType.method_return or not body or not isinstance(body[0], str):
+            raise BackendError("the user manager's answer to StartTransientUnit is not a job")
+        job: str = body[0]
+        return job
+
+    def limit_slice(self, ask: SliceAsk) -> str | None:
+        """Start the lock's slice with its limit, or set the limit of the one
+        there already: None when done, else why not. Its start job is not
+        waited on: the scope's start job waits for it (a unit in a slice needs
+        the slice), and systemd writes the slice's limit before it makes the
+        scope's cgroup inside."""
+        reply = self.call(start_transient_slice(ask))
+        if reply.header.message_type is MessageType.method_return:
+            return None
+        if reply.header.fields.get(HeaderFields.error_name) != UNIT_EXISTS:
+            return f"the user manager refused the lock's slice {ask.unit}: {_error_text(reply)}"
+        reply = self.call(set_slice_limits(ask))  # the lock's slice, there already: the current budget
+        if reply.header.message_type is MessageType.method_return:
+            return None
+        return f"the user manager did not set the limit of the lock's slice {ask.unit}: {_error_text(reply)}"
 
     def wait_until_moved(self, unit: str, job: str, deadline: float, moved: Callable[[str], bool]) -> None:
         """Until this process is in ``unit``: read the manager's signals (a
@@ -214,3 +292,10 @@ class _Connection:
             body = message.body  # id, job path, unit, result
             if len(body) == 4 and body[1] == job and body[3] != "done":
                 raise BackendError(f"systemd could not start {unit} (its start job ended: {body[3]})")
+
+
+def _error_text(message: Message) -> str:
+    """``Unit x exists. (org.freedesktop.systemd1.UnitExists)`` of an error reply."""
+    body = message.body
+    text = body[0] if body and isinstance(body[0], str) else "no message"
+    return f"{text} ({message.header.fields.get(HeaderFields.error_name)})"

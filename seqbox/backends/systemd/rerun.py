@@ -7,12 +7,22 @@ the re-run takes the variable out of its environment, so that the command
 never sees it. A seqbox that never reports in means systemd-run failed before
 the command could run: the first seqbox then falls back to polling, instead of
 passing systemd-run's failure off as the command's exit status.
+
+A run of a lock with a budget re-runs itself in the lock's slice
+(``--slice=``, see seqbox/ceiling.py), once ``systemctl --user set-property
+--runtime`` has set the slice's limit to the budget (:func:`limit_slice`).
+When it cannot, the run goes without ``--slice=``, and the re-run seqbox,
+which finds itself outside the lock's slice, fails closed.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 #: the descriptor on which a seqbox re-run under systemd-run reports that it started
 STARTED_FD_ENV = "SEQBOX_SCOPE_STARTED_FD"
@@ -126,3 +136,36 @@ def report_started(environ: dict[str, str] | os._Environ[str]) -> bool:
 def failure(code: int) -> str:
     """Why there is no scope after systemd-run exited ``code`` before the command started."""
     return f"systemd-run could not start a delegated scope (it exited {code})"
+
+
+def slice_limit_command(systemctl: str, unit: str, budget: int) -> list[str]:
+    """Pure: the command that holds the lock's slice ``unit`` to ``budget``, swap closed."""
+    return [systemctl, "--user", "set-property", "--runtime", unit, f"MemoryMax={budget}", "MemorySwapMax=0"]
+
+
+def with_slice(command: list[str], unit: str) -> list[str]:
+    """Pure: the systemd-run command ``command`` with its scope in the slice ``unit``."""
+    end = command.index("--")
+    return [*command[:end], f"--slice={unit}", *command[end:]]
+
+
+def limit_slice(unit: str, budget: int, environ: Mapping[str, str]) -> str | None:
+    """Set the limit of the lock's slice with systemctl: None when done, else
+    why not (only a run of a lock with a budget comes here, off the hot path)."""
+    import shutil
+    import subprocess
+
+    systemctl = shutil.which("systemctl", path=environ.get("PATH"))
+    if systemctl is None:
+        return "systemctl is not installed"
+    command = slice_limit_command(systemctl, unit, budget)
+    try:
+        done = subprocess.run(
+            command, env=dict(environ), capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"{' '.join(command[:4])} failed: {err}"
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines()
+        return f"{' '.join(command[:4])} failed: {said[-1] if said else f'it exited {done.returncode}'}"
+    return None

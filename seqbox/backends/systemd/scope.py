@@ -19,6 +19,14 @@ cgroup (``/proc/self/cgroup``) the cgroup2 probe finds it is nested and needs
 no scope. Only the re-run under systemd-run is told, explicitly (on the pipe
 whose descriptor :data:`~seqbox.backends.systemd.rerun.STARTED_FD_ENV` names),
 that it is the re-run, so that it never asks for a second scope.
+
+A run of a lock with a budget asks for its scope in the lock's slice, whose
+memory limit is the budget (seqbox/ceiling.py): the lock's runs, each in its
+own scope, share that ceiling. What it got is checked in the kernel's files
+once seqbox is inside (:func:`find_lock_slice`): the slice's
+directory is then the :attr:`Scope.lock_slice` that the backend choice hands
+to the cgroup2 backend as the lock's parent; a run that did not get it is told
+why (:attr:`Scope.no_ceiling`) and fails closed (seqbox/lockbudget.py).
 """
 
 from __future__ import annotations
@@ -41,6 +49,36 @@ MIN_FDS_FOR_A_SCOPE = 64
 NONE, DBUS, SYSTEMD_RUN, RERUN, FAILED = "none", "dbus", "systemd-run", "rerun", "failed"
 
 
+class LockSlice:
+    """The slice of the user manager that the runs of a lock with a budget
+    share (seqbox/ceiling.py): its unit name (None when the lock's name makes
+    one too long for systemd), its lock and the budget that is its limit."""
+
+    __slots__ = ("budget", "lock", "unit")
+
+    def __init__(self, unit: str | None, lock: str, budget: int) -> None:
+        self.unit = unit
+        self.lock = lock
+        self.budget = budget
+
+    def __repr__(self) -> str:
+        return f"LockSlice({self.unit!r}, {self.lock!r}, {self.budget})"
+
+
+def lock_slice_for(lock: str, project_key: str, budget: int | str) -> LockSlice:
+    """The lock's slice for a run with ``--budget`` (a size, or ``auto``: what
+    admission will find inside the scope, where the lock's own slice is not
+    counted as an enclosing limit, see backends/memory.py)."""
+    from seqbox.backends.base import lock_slice_name
+
+    if not isinstance(budget, int):
+        from seqbox.admission import auto_budget
+        from seqbox.backends import memory
+
+        budget = auto_budget(memory.read_state().ceiling())
+    return LockSlice(lock_slice_name(lock, project_key), lock, budget)
+
+
 class Scope:
     """What the scope step did: ``how`` (:data:`NONE`: no scope was wanted;
     :data:`DBUS`: this process moved into one asked for over D-Bus;
@@ -48,14 +86,20 @@ class Scope:
     :data:`RERUN`: this is that second seqbox;
     :data:`FAILED`: neither way gave one) and why (or the unit's name).
     ``exit_code`` is set when systemd-run ran the whole run in a second
-    seqbox, which ended with that status: the caller returns it."""
+    seqbox, which ended with that status: the caller returns it.
 
-    __slots__ = ("exit_code", "how", "why")
+    For a run of a lock with a budget in a scope: ``lock_slice``, the
+    directory of the lock's slice the scope is in (the lock's parent cgroup,
+    limited to the budget), or ``no_ceiling``, why the scope is not in it."""
+
+    __slots__ = ("exit_code", "how", "lock_slice", "no_ceiling", "why")
 
     def __init__(self, how: str, why: str, exit_code: int | None = None) -> None:
         self.how = how
         self.why = why
         self.exit_code = exit_code
+        self.lock_slice: str | None = None
+        self.no_ceiling: str | None = None
 
     @property
     def failure(self) -> str | None:
@@ -171,25 +215,43 @@ def plan_here(run_args: list[str], backend: str) -> DelegationPlan:
     )
 
 
-def enter_scope(run_args: list[str], backend: str, say: Callable[[str], None]) -> Scope:
+def enter_scope(
+    run_args: list[str],
+    backend: str,
+    say: Callable[[str], None],
+    lock_slice: Callable[[], LockSlice] | None = None,
+) -> Scope:
     """Move into a delegated scope when the plan says so. The scope is asked
     for over D-Bus, for this process; failing that, seqbox re-runs itself
     under systemd-run (the returned scope then carries that run's exit
-    status). ``say`` hears which way it went (for ``-v``)."""
+    status). ``say`` hears which way it went (for ``-v``). ``lock_slice``
+    (for a run of a lock with a budget) names the lock's slice the scope goes
+    in, asked only when a scope is taken."""
     from seqbox.backends.systemd import rerun
 
     if rerun.report_started(os.environ):
-        return Scope(RERUN, "re-run by systemd-run inside a delegated scope")
+        scope = Scope(RERUN, "re-run by systemd-run inside a delegated scope")
+        if lock_slice is not None:
+            _check_slice(scope, lock_slice(), None)
+        return scope
     plan = plan_here(run_args, backend)
     if plan.command is None:
         return Scope(NONE, plan.reason)
     import time
 
     start = time.monotonic()
+    wanted = None if lock_slice is None else lock_slice()
     try:
-        from seqbox.backends.systemd.bus import move_into_scope  # jeepney: only on this path
+        from seqbox.backends.systemd.bus import SliceAsk, move_into_scope  # jeepney: only on this path
 
-        unit = move_into_scope(private_socket(os.environ), "seqbox run " + " ".join(run_args))
+        ask = None
+        if wanted is not None and wanted.unit is not None:
+            ask = SliceAsk(
+                wanted.unit, wanted.budget, f'seqbox: the runs of lock "{wanted.lock}", within its budget'
+            )
+        unit, slice_failure = move_into_scope(
+            private_socket(os.environ), "seqbox run " + " ".join(run_args), lock_slice=ask
+        )
     except ImportError as err:  # a dependency left out: systemd-run still works
         over_dbus = f"no delegated scope over D-Bus (cannot import {err.name}: {err})"
     except BackendError as err:
@@ -197,13 +259,67 @@ def enter_scope(run_args: list[str], backend: str, say: Callable[[str], None]) -
     else:
         took = time.monotonic() - start
         say(f"in a delegated scope from the systemd user manager, asked for over D-Bus: {unit} ({took:.3f}s)")
-        return Scope(DBUS, unit)
+        scope = Scope(DBUS, unit)
+        if wanted is not None:
+            _check_slice(scope, wanted, slice_failure)
+        return scope
     import resource
 
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < MIN_FDS_FOR_A_SCOPE:
         return Scope(FAILED, over_dbus)  # a second Python could not even start: run here
-    say(f"{over_dbus}; asking systemd-run: {' '.join(plan.command[:7])}")
-    started, code = rerun.run_in_scope(plan.command, os.environ)
+    command = plan.command
+    if wanted is not None and wanted.unit is not None:
+        why = rerun.limit_slice(wanted.unit, wanted.budget, os.environ)
+        if why is None:
+            command = rerun.with_slice(command, wanted.unit)
+        else:  # the re-run finds itself outside the lock's slice and fails closed
+            say(f"the lock's slice {wanted.unit} has no limit ({why}): not using it")
+    say(f"{over_dbus}; asking systemd-run: {' '.join(command[: command.index('--')])}")
+    started, code = rerun.run_in_scope(command, os.environ)
     if started:
         return Scope(SYSTEMD_RUN, "systemd-run ran it in a delegated scope", exit_code=code)
     return Scope(FAILED, rerun.failure(code))
+
+
+def _check_slice(scope: Scope, wanted: LockSlice, failure: str | None) -> None:
+    """Set ``scope.lock_slice`` when this process is in a scope inside the
+    lock's slice and the slice holds its runs to the budget, else ``scope.no_ceiling``."""
+    if wanted.unit is None:
+        scope.no_ceiling = f'the lock name "{wanted.lock}" makes too long a name for a systemd slice'
+        return
+    if failure is not None:
+        scope.no_ceiling = failure
+        return
+    scope.lock_slice, scope.no_ceiling = find_lock_slice(wanted.unit, wanted.budget)
+
+
+#: how long the scope step waits for systemd to write the lock slice's limit
+#: (it writes it before it makes the scope's cgroup inside: this is insurance)
+SLICE_LIMIT_WAIT = 0.5
+
+
+def find_lock_slice(unit: str, budget: int) -> tuple[str | None, str | None]:
+    """After the scope step: (the directory of the lock's slice ``unit`` that
+    this process's scope is in, None) when it holds the lock's runs to
+    ``budget``, else (None, why not). Read from /proc/self/cgroup and the
+    slice's own limit files: what the kernel enforces, not what was asked."""
+    from seqbox.backends.cgroup import fs as cgroupfs
+    from seqbox.ceiling import slice_dir, slice_fault
+
+    try:
+        own = [c.path for c in cgroupfs.own_cgroups() if c.key == cgroupfs.UNIFIED]
+    except BackendError as err:
+        return None, f"cannot read this process's cgroup: {err}"
+    if not own:
+        return None, "this process is in no cgroup v2"
+    parent = slice_dir(own[0], unit)
+    if parent is None:
+        return None, f"this run's scope is in {os.path.dirname(own[0])}, not in the lock's slice {unit}"
+    import time
+
+    deadline = time.monotonic() + SLICE_LIMIT_WAIT
+    while (fault := slice_fault(parent, budget)) is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if fault is not None:
+        return None, f"the lock's slice {unit}: {fault}"
+    return parent, None
