@@ -143,14 +143,19 @@ class Holding:
 def to_freeze(holdings: Sequence[Holding], total: int, budget: int) -> str | None:
     """The holder to freeze now, or None: when the lock's ``total`` is above
     :data:`FREEZE_AT` of ``budget``, the running holder furthest over its
-    reservation (the youngest among equals). The last running holder is never
+    reservation (the youngest among equals). A run within its reservation is
+    never frozen: admission counted what it may use, and freezing it would
+    only delay the memory it gives back when it ends (the total stays above
+    the line after a freeze, so choosing among all runners froze one after
+    another until a single one ran). The last running holder is never
     frozen: someone must go on to free memory."""
     if total <= FREEZE_AT * budget:
         return None
     running = [h for h in holdings if h.frozen_since is None]
-    if len(running) < 2:
+    over = [h for h in running if h.usage > h.reservation]
+    if len(running) < 2 or not over:
         return None
-    chosen = max(running, key=lambda h: (h.usage - h.reservation, h.since))
+    chosen = max(over, key=lambda h: (h.usage - h.reservation, h.since))
     return chosen.name
 
 

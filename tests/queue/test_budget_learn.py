@@ -150,6 +150,36 @@ def test_budget_a_run_over_its_reservation_freezes_then_finishes(
     assert parents(sbx) == []  # the last run removed the lock's parent
 
 
+def test_budget_runs_within_their_reservations_are_not_frozen(
+    sbx: SeqboxRunner, backend: str, tmp_path: Path
+) -> None:
+    """B and C hold 100 MiB each (reserved 120) while A outgrows its 100: A
+    freezes, and the lock's total stays above 90 % of the budget. B and C,
+    within what they reserved, go on: before, one of them froze too (the rule
+    chose among every runner, and froze until one was left)."""
+    gate = tmp_path / "gate"
+    holders = []
+    for name in ("b", "c"):
+        ready = tmp_path / f"ready-{name}"
+        command = grow(tmp_path, 100, 100, 0, ready, gate, 0)
+        holders.append(sbx.start(*BUDGET, "--reserve", "120M", "--json", *command, backend=backend))
+        read_pids(ready, timeout=slack(30))
+    ready_a = tmp_path / "ready-a"
+    a = sbx.start(*BUDGET, "--reserve", "100M", "--json", *grow(tmp_path, 250, 10, 0.05, ready_a, None, 0),
+                  backend=backend)  # fmt: skip
+    wait_until("A to freeze", lambda: frozen_runs(key_of(sbx), "default") or a.poll() is not None)
+    assert a.poll() is None, a.communicate()
+    time.sleep(1.0)  # ten samples of each holder, the total above 90 % all along
+    assert len(frozen_runs(key_of(sbx), "default")) == 1
+    gate.touch()
+    docs = [summary(proc) for proc in (a, *holders)]
+    assert [doc["status"] for doc in docs] == ["ok"] * 3, docs
+    frozen = docs[0]["frozen_s"]
+    assert isinstance(frozen, float), docs[0]
+    assert frozen > 0.5, docs[0]
+    assert [doc["frozen_s"] for doc in docs[1:]] == [0.0, 0.0], docs
+
+
 @pytest.mark.parametrize("how", ["timeout", "kill", "interrupt"])
 def test_budget_a_frozen_tree_is_thawed_and_ended(
     sbx: SeqboxRunner, backend: str, tmp_path: Path, how: str

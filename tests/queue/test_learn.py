@@ -111,6 +111,22 @@ def test_frozen_runs_are_not_chosen_again_and_the_last_runner_never_freezes() ->
     assert to_freeze([h("a", 5900, 100)], 5900 * MIB, BUDGET) is None
 
 
+def test_a_run_within_its_reservation_is_never_frozen() -> None:
+    board = [h("a", 1800, 2048), h("b", 1900, 2048), h("c", 1900, 2048)]  # 5600 MiB: 91 %, none over
+    assert to_freeze(board, total(board), BUDGET) is None
+
+
+def test_one_freeze_does_not_cascade_over_runs_within_their_reservations() -> None:
+    """The bench's overshoot: a small run grew to 1.6 GiB and froze; the total
+    stays above 90 %, and the others, holding what they reserved for, go on
+    (before, they froze one after another until one ran, 35 s frozen in all)."""
+    board = [h("over", 1600, 485, frozen=10.0)] + [h(f"s{i}", 404, 485, since=float(i)) for i in range(7)]
+    board.append(h("big", 1000, 2048))
+    assert to_freeze(board, total(board) + 300 * MIB, BUDGET) is None
+    board.append(h("over2", 700, 485, since=20.0))  # another one outgrows its reservation: it freezes
+    assert to_freeze(board, total(board), BUDGET) == "over2"
+
+
 def test_the_total_is_the_kernels_not_the_sum() -> None:
     board = [h("a", 100, 50), h("b", 100, 50)]
     assert to_freeze(board, 5700 * MIB, BUDGET) == "a"  # the parent cgroup's usage decides
