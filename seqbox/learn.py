@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
 
 from seqbox.errors import UsageError
 from seqbox.history import log_paths
 from seqbox.units import format_size
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 

@@ -27,7 +27,6 @@ import os
 import select
 import signal
 import time
-from typing import TYPE_CHECKING
 
 from seqbox.backends import procinfo
 from seqbox.backends.base import Sandbox
@@ -37,6 +36,7 @@ from seqbox.learn import FREEZE_AT, Holding, to_freeze, to_thaw
 from seqbox.state import open_private_dir, open_state_dir, state_dir_path
 from seqbox.units import format_size
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
