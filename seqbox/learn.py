@@ -141,22 +141,33 @@ class Holding:
 
 
 def to_freeze(holdings: Sequence[Holding], total: int, budget: int) -> str | None:
-    """The holder to freeze now, or None: when the lock's ``total`` is above
-    :data:`FREEZE_AT` of ``budget``, the running holder furthest over its
-    reservation (the youngest among equals). A run within its reservation is
-    never frozen: admission counted what it may use, and freezing it would
-    only delay the memory it gives back when it ends (the total stays above
-    the line after a freeze, so choosing among all runners froze one after
-    another until a single one ran). The last running holder is never
+    """The holder to freeze now, or None, once the lock's ``total`` is above
+    :data:`FREEZE_AT` of ``budget``:
+
+    * the running holder furthest over its reservation (the youngest among
+      equals);
+    * with none over, a run within its reservation only when the total plus
+      what the runners may still grow into (each up to its reservation) would
+      pass the budget: frozen runs hold what admission promised them, and the
+      lock's ceiling would kill. Then the one that may still take the most
+      freezes (a run that fills its memory, not one that holds it).
+
+    Otherwise nobody: freezing gives no memory back, so the total stays above
+    the line after a freeze, and choosing among every runner froze one run
+    within its reservation after another until a single one ran, delaying the
+    memory each gives back when it ends. The last running holder is never
     frozen: someone must go on to free memory."""
     if total <= FREEZE_AT * budget:
         return None
     running = [h for h in holdings if h.frozen_since is None]
-    over = [h for h in running if h.usage > h.reservation]
-    if len(running) < 2 or not over:
+    if len(running) < 2:
         return None
-    chosen = max(over, key=lambda h: (h.usage - h.reservation, h.since))
-    return chosen.name
+    over = [h for h in running if h.usage > h.reservation]
+    if over:
+        return max(over, key=lambda h: (h.usage - h.reservation, h.since)).name
+    if total + sum(h.reservation - h.usage for h in running) <= budget:
+        return None
+    return max(running, key=lambda h: (h.reservation - h.usage, h.since)).name
 
 
 def to_thaw(holdings: Sequence[Holding], total: int, budget: int) -> str | None:

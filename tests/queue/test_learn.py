@@ -111,20 +111,34 @@ def test_frozen_runs_are_not_chosen_again_and_the_last_runner_never_freezes() ->
     assert to_freeze([h("a", 5900, 100)], 5900 * MIB, BUDGET) is None
 
 
-def test_a_run_within_its_reservation_is_never_frozen() -> None:
-    board = [h("a", 1800, 2048), h("b", 1900, 2048), h("c", 1900, 2048)]  # 5600 MiB: 91 %, none over
-    assert to_freeze(board, total(board), BUDGET) is None
+def test_runs_within_their_reservations_are_not_frozen_while_what_they_may_take_fits() -> None:
+    board = [h("a", 1850, 1900), h("b", 1900, 1900), h("c", 1900, 1900)]  # 5650 MiB: 92 %, none over
+    assert to_freeze(board, total(board), BUDGET) is None  # and 50 MiB more would still fit
 
 
 def test_one_freeze_does_not_cascade_over_runs_within_their_reservations() -> None:
     """The bench's overshoot: a small run grew to 1.6 GiB and froze; the total
-    stays above 90 %, and the others, holding what they reserved for, go on
+    stays above 90 %, and the others, holding what they reserved, go on
     (before, they froze one after another until one ran, 35 s frozen in all)."""
-    board = [h("over", 1600, 485, frozen=10.0)] + [h(f"s{i}", 404, 485, since=float(i)) for i in range(7)]
-    board.append(h("big", 1000, 2048))
-    assert to_freeze(board, total(board) + 300 * MIB, BUDGET) is None
+    board = [h("over", 1600, 485, frozen=10.0)] + [h(f"s{i}", 404, 485, since=float(i)) for i in range(4)]
+    board.append(h("big", 1500, 1500))
+    assert to_freeze(board, total(board) + 900 * MIB, BUDGET) is None  # 5616 MiB, and room for 324 more
     board.append(h("over2", 700, 485, since=20.0))  # another one outgrows its reservation: it freezes
-    assert to_freeze(board, total(board), BUDGET) == "over2"
+    assert to_freeze(board, total(board) + 900 * MIB, BUDGET) == "over2"
+
+
+def test_a_run_that_may_still_grow_freezes_when_frozen_runs_took_its_room() -> None:
+    """The bench's overshoot in another order: two small runs grew to ~940 MiB
+    (reserved 485) and froze at 90 % of a 5837 MiB budget; a big run within its
+    reservation (1928) is still filling: let it grow and the lock's ceiling
+    kills. It freezes, not the small runs that hold what they filled."""
+    budget = 5837 * MIB
+    board = [h("over1", 943, 485, frozen=1.0), h("over2", 943, 485, frozen=2.0)]
+    board += [h(f"s{i}", 404, 485, since=float(i)) for i in range(6)]
+    board.append(h("big", 943, 1928, since=0.5))
+    assert to_freeze(board, 5260 * MIB, budget) == "big"
+    board[-1] = h("big", 943, 1928, frozen=3.0)
+    assert to_freeze(board, 5260 * MIB, budget) is None  # the small ones may take 486 MiB more: it fits
 
 
 def test_the_total_is_the_kernels_not_the_sum() -> None:
