@@ -170,6 +170,28 @@ def to_freeze(holdings: Sequence[Holding], total: int, budget: int) -> str | Non
     return max(running, key=lambda h: (h.reservation - h.usage, h.since)).name
 
 
+def freezing(holdings: Sequence[Holding], total: int, budget: int) -> list[str]:
+    """Every holder that :func:`to_freeze` would choose, one after another,
+    as the runs it chose froze (a freeze gives no memory back: the total stays):
+    each holder freezes at its first look if it is among them, instead of one
+    run per round of samples. Memory fills at ~2 GiB/s; the tenth of the budget
+    between the freezing line and the lock's ceiling can go in a fraction of a
+    second (bench/admission.py's overshoot: two runs over their reservations and
+    a big one filling within its own reached the ceiling while they froze one
+    sample apart)."""
+    board = list(holdings)
+    chosen: list[str] = []
+    while (name := to_freeze(board, total, budget)) is not None:
+        chosen.append(name)
+        board = [
+            Holding(h.name, h.usage, h.reservation, frozen_since=h.since, since=h.since)
+            if h.name == name
+            else h
+            for h in board
+        ]
+    return chosen
+
+
 def to_thaw(holdings: Sequence[Holding], total: int, budget: int) -> str | None:
     """The frozen holder to thaw now, or None: the first frozen, once the lock's
     ``total`` is below :data:`THAW_BELOW` of ``budget``, or at once when none

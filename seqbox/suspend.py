@@ -32,7 +32,7 @@ from seqbox.backends import procinfo
 from seqbox.backends.base import Sandbox
 from seqbox.backends.cgroup.leftovers import thaw as thaw_cgroup
 from seqbox.ceiling import leave, usage
-from seqbox.learn import FREEZE_AT, Holding, to_freeze, to_thaw
+from seqbox.learn import FREEZE_AT, Holding, freezing, to_thaw
 from seqbox.state import open_private_dir, open_state_dir, state_dir_path
 from seqbox.units import format_size
 
@@ -310,7 +310,7 @@ class Suspendable(Sandbox):
         if self.frozen_at is None:
             if any(now - float(records[h.name]["t"]) > FRESH_S for h in board):  # type: ignore[arg-type]
                 return  # a holder's record is older than its usage now: it refreshes it within a sample
-            if to_freeze(board, total, self.budget) == self.name:
+            if self.name in freezing(board, total, self.budget):
                 self.freeze(total)
         elif to_thaw(board, total, self.budget) == self.name:
             self.thaw(total)

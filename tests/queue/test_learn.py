@@ -12,7 +12,7 @@ import pytest
 
 from seqbox import learn
 from seqbox.errors import UsageError
-from seqbox.learn import FLOOR, Holding, Past, reservation, to_freeze, to_thaw
+from seqbox.learn import FLOOR, Holding, Past, freezing, reservation, to_freeze, to_thaw
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -139,6 +139,20 @@ def test_a_run_that_may_still_grow_freezes_when_frozen_runs_took_its_room() -> N
     assert to_freeze(board, 5260 * MIB, budget) == "big"
     board[-1] = h("big", 943, 1928, frozen=3.0)
     assert to_freeze(board, 5260 * MIB, budget) is None  # the small ones may take 486 MiB more: it fits
+
+
+def test_every_run_that_must_freeze_freezes_at_once() -> None:
+    """The bench's overshoot as its runs cross the line together: two small
+    runs over their reservations and the big one filling within its own all
+    freeze at their next look (one per round of samples let the big one reach
+    the ceiling); the small ones that hold what they filled go on."""
+    budget = 5837 * MIB
+    board = [h("over1", 900, 485, since=1.0), h("over2", 950, 485, since=2.0), h("big", 900, 1928, since=0.5)]
+    board += [h(f"s{i}", 404, 485, since=float(3 + i)) for i in range(6)]
+    assert freezing(board, 5260 * MIB, budget) == ["over2", "over1", "big"]
+    assert freezing(board, 5000 * MIB, budget) == []  # under 90 %
+    two = [h("a", 3000, 480), h("b", 2800, 480)]
+    assert freezing(two, total(two), BUDGET) == ["a"]  # never the last one running
 
 
 def test_the_total_is_the_kernels_not_the_sum() -> None:
