@@ -154,19 +154,20 @@ def test_budget_runs_within_their_reservations_are_not_frozen(
     sbx: SeqboxRunner, backend: str, tmp_path: Path
 ) -> None:
     """B and C hold 100 MiB each (~103 MiB with their interpreter; reserved
-    110) while A outgrows its 100: A freezes, and the lock's total stays above
-    90 % of the budget. B and C, within what they reserved, go on (what they
-    may still take fits): before, one of them froze too (the rule chose among
+    108) while A outgrows its 100 (slowly: it freezes within ~10 MiB of the
+    line on every backend): A freezes, and the lock's total stays above 90 %
+    of the budget. B and C, within what they reserved, go on (what they may
+    still take fits): before, one of them froze too (the rule chose among
     every runner, and froze until one was left)."""
     gate = tmp_path / "gate"
     holders = []
     for name in ("b", "c"):
         ready = tmp_path / f"ready-{name}"
         command = grow(tmp_path, 100, 100, 0, ready, gate, 0)
-        holders.append(sbx.start(*BUDGET, "--reserve", "110M", "--json", *command, backend=backend))
+        holders.append(sbx.start(*BUDGET, "--reserve", "108M", "--json", *command, backend=backend))
         read_pids(ready, timeout=slack(30))
     ready_a = tmp_path / "ready-a"
-    a = sbx.start(*BUDGET, "--reserve", "100M", "--json", *grow(tmp_path, 250, 10, 0.1, ready_a, None, 0),
+    a = sbx.start(*BUDGET, "--reserve", "100M", "--json", *grow(tmp_path, 250, 10, 0.2, ready_a, None, 0),
                   backend=backend)  # fmt: skip
     wait_until("A to freeze", lambda: frozen_runs(key_of(sbx), "default") or a.poll() is not None)
     assert a.poll() is None, a.communicate()
