@@ -16,9 +16,19 @@ put into it):
    reservation and outgrow it). GNU parallel ``--memsuspend`` and xargs are run
    on it too, for comparison.
 
+Right after variant 3, the same jobs are started by the admission rule alone
+(section 3a, a few lines of Python: in the order seqbox admitted them, each as
+soon as what it reserved there fits in the budget next to the running ones'):
+what the contract allows on this machine now, so that variant 3 minus it is
+seqbox's own cost.
+
 For each: wall time, jobs completed, jobs killed (started but never finished:
 by the kernel or by the tool), total frozen seconds (seqbox's summaries), the
-cgroup's peak and ``memory.failcnt`` (v2: the ``max`` events).
+cgroup's peak and ``memory.failcnt`` (v2: the ``max`` events), the CPU time of
+everything started (seqbox's own: less the jobs' cgroups). ``--timeline``
+prints each job's times (arrival in the queue, admission, start, memory
+filled, done, end of the run log); ``--repeat N`` runs every variant N times
+and checks the medians.
 
 Targets: variant 3 at least 2.5x faster than variant 2 and 5x faster than
 variant 1, and within 10 % of GNU parallel ``--memsuspend``; variants 2, 3 and
@@ -27,7 +37,7 @@ variant 1, and within 10 % of GNU parallel ``--memsuspend``; variants 2, 3 and
 Needs root and a writable cgroup memory controller (v1 or v2). GNU parallel
 rows are left out when it is not installed. Removes its cgroups afterwards.
 
-    sudo python bench/admission.py [--json] [--only NAME ...]
+    sudo python bench/admission.py [--json] [--only NAME ...] [--timeline] [--repeat N]
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -58,10 +69,30 @@ LIMIT = 6 * GIB
 #: big) is on the command line (what seqbox learns by); the size it really
 #: fills comes from FILL_MIB when set (the overshoot).
 JOB = (
-    "import os, sys, time; f = sys.argv[1]; open(f, 'a').write(f'start {time.time()}\\n'); "
+    "import os, sys, time; f = sys.argv[1]; j = os.environ.get('SBX_JOB', '?'); p = os.getppid(); "
+    "open(f, 'a').write(f'start {time.time()} {j} {p}\\n'); "
     f"mib = int(os.environ.get('FILL_MIB') or ({SMALL_MIB} if sys.argv[2] == 'small' else {BIG_MIB})); "
-    f"b = b'\\1' * (mib << 20); time.sleep({HOLD_S}); open(f, 'a').write(f'done {{time.time()}}\\n')"
+    f"b = b'\\1' * (mib << 20); open(f, 'a').write(f'filled {{time.time()}} {{j}} {{p}}\\n'); "
+    f"time.sleep({HOLD_S}); open(f, 'a').write(f'done {{time.time()}} {{j}} {{p}}\\n')"
 )
+
+#: the contract's admission rule with nothing else (section 3a): start the jobs
+#: in the given order, each as soon as its reservation fits next to those of
+#: the jobs running (no queue files, no cgroups, no sampling, one process)
+IDEAL = """
+import json, os, sys
+budget, jobs = int(sys.argv[1]), json.load(open(sys.argv[2]))
+running = {}
+def reap():
+    pid, _ = os.wait()
+    running.pop(pid, None)
+for argv, env, reserved in jobs:
+    while running and sum(running.values()) + reserved > budget:
+        reap()
+    running[os.posix_spawn(argv[0], argv, {**os.environ, **env})] = reserved
+while running:
+    reap()
+"""
 
 
 def job_argv(record: str, kind: str) -> list[str]:
@@ -197,17 +228,23 @@ def line_for(tool: str, options: str, work: str, seqbox: list[str], overshoot: b
     if tool == "seqbox":
         runs = []
         for i, (kind, env) in enumerate(jobs, 1):
-            prefix = "".join(f"{k}={v} " for k, v in env.items())
+            prefix = "".join(f"{k}={v} " for k, v in {"SBX_JOB": str(i), **env}.items())
             report = os.path.join(reports, f"job-{i}.json")
             run = f"{shlex.join(seqbox)} run -q --lock bench --mem {MEM} {options} --report {report} -- "
             runs.append(f"{prefix}{run}{shlex.join(job_argv(record, kind))} &")
         return " ".join(runs) + " wait"
-    script = os.path.join(work, "job.sh")  # job.sh KIND [FILL_MIB]
-    Path(script).write_text(f'FILL_MIB="$2" exec {shlex.join(job_argv(record, "")[:-1])} "$1"\n')
-    lines = "".join(f"{kind} {env.get('FILL_MIB', '')}".strip() + "\\n" for kind, env in jobs)
+    if tool == "ideal":  # options: "BUDGET SPEC" (see ideal_spec)
+        budget, spec = options.split()
+        return shlex.join([sys.executable, "-c", IDEAL, budget, spec])
+    script = os.path.join(work, "job.sh")  # job.sh INDEX KIND [FILL_MIB]
+    Path(script).write_text(f'SBX_JOB="$1" FILL_MIB="$3" exec {shlex.join(job_argv(record, "")[:-1])} "$2"\n')
+    lines = "".join(
+        f"{i} {kind} {env.get('FILL_MIB', '')}".strip() + "\\n" for i, (kind, env) in enumerate(jobs, 1)
+    )
     if tool == "xargs":
         return f"printf '{lines}' | xargs -P {JOBS} -L 1 sh {script}"
-    return f"printf '{lines}' | {tool} --will-cite {options} -j {JOBS} --colsep ' ' sh {script} {{1}} {{2}}"
+    columns = "{1} {2} {3}"
+    return f"printf '{lines}' | {tool} --will-cite {options} -j {JOBS} --colsep ' ' sh {script} {columns}"
 
 
 class Result:
@@ -227,14 +264,22 @@ class Result:
         self.failcnt: int | None = None
         self.oom_kills: int | None = None
         self.stderr = [line for line in stderr.splitlines() if line.strip()][-2:]
+        #: each job's times (see read_jobs)
+        self.jobs: dict[str, dict[str, float]] = {}
+        #: CPU seconds of everything the variant started, and of the jobs alone (seqbox: their cgroups)
+        self.cpu_s: float | None = None
+        self.jobs_cpu_s: float | None = None
 
     def show(self) -> None:
         peak = "?" if self.peak is None else f"{self.peak / GIB:.2f} GiB"
         frozen = "" if self.frozen_s is None else f", frozen {self.frozen_s:5.1f} s"
+        cpu = "" if self.cpu_s is None else f", CPU {self.cpu_s:.1f} s"
+        if self.cpu_s is not None and self.jobs_cpu_s is not None:
+            cpu += f" (the tool {self.cpu_s - self.jobs_cpu_s:.2f} s)"
         print(
             f"  {self.variant:<40} wall {self.wall_s:6.2f} s, completed {self.completed:2}, "
             f"killed {self.killed:2}{frozen}, cgroup peak {peak}, failcnt {self.failcnt}, "
-            f"OOM kills {self.oom_kills}"
+            f"OOM kills {self.oom_kills}{cpu}"
         )
         for line in self.stderr:
             print(f"      stderr: {line[:150]}")
@@ -249,10 +294,79 @@ class Result:
             "peak_bytes": self.peak,
             "failcnt": self.failcnt,
             "kernel_oom_kills": self.oom_kills,
+            "cpu_s": None if self.cpu_s is None else round(self.cpu_s, 2),
+            "jobs_cpu_s": None if self.jobs_cpu_s is None else round(self.jobs_cpu_s, 2),
         }
 
 
-def run_variant(name: str, tool: str, options: str, work: str, seqbox: list[str], overshoot: bool) -> Result:
+def read_jobs(work: str, record: str, t0: float, tool: str) -> dict[str, dict[str, float]]:
+    """Each job's times, in seconds from the variant's start (by its number in
+    the line): for every tool, when the job's Python started (``start``), had
+    filled its memory (``filled``) and was done (``done``), from the record;
+    with seqbox also when it arrived in the queue (``arrive``), was admitted
+    (``admit``) and its run log ended (``exit``), what it reserved and the
+    budget (bytes), and its frozen seconds, from the run logs."""
+    jobs: dict[str, dict[str, float]] = {}
+    by_pid: dict[str, str] = {}
+    for line in Path(record).read_text().splitlines():
+        words = line.split()
+        if len(words) == 4:
+            event, at, job, ppid = words
+            jobs.setdefault(job, {})[event] = float(at) - t0
+            by_pid[ppid] = job
+    if tool != "seqbox":
+        return jobs
+    for path in Path(work, "state", "logs").glob("*/*.jsonl"):
+        events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if not events or events[0].get("t", 0) < t0 - 1:
+            continue
+        job = by_pid.get(str(events[0].get("pid")))
+        if job is None:
+            continue
+        row = jobs.setdefault(job, {})
+        start = events[0]
+        row["arrive"] = start["t"] - t0
+        row["reserved"] = float(start.get("reserved") or 0)
+        row["learned"] = float(start.get("reserved_how") == "learned")
+        row["budget"] = float(start.get("budget") or 0)
+        for event in events[1:]:
+            if event.get("event") == "lock":
+                row["admit"] = event["t"] - t0
+            elif event.get("event") == "exit":
+                row["exit"] = event["t"] - t0
+                row["frozen"] = float((event.get("summary") or {}).get("frozen_s") or 0.0)
+    return jobs
+
+
+def admission_order(jobs: dict[str, dict[str, float]]) -> list[str]:
+    """The jobs by when they were admitted (started, for the tools)."""
+    return sorted(jobs, key=lambda j: (jobs[j].get("admit", jobs[j].get("start", 1e9)), int(j)))
+
+
+def timeline(jobs: dict[str, dict[str, float]]) -> list[str]:
+    """The table of :func:`read_jobs`, by admission."""
+    kinds_of = {str(i): kind for i, (kind, _) in enumerate(kinds(False), 1)}
+    names = ("arrive", "admit", "start", "filled", "done", "exit", "frozen")
+    lines = ["      job kind  reserved " + " ".join(f"{n:>6}" for n in names)]
+    for job in admission_order(jobs):
+        row = jobs[job]
+        reserved = (
+            f"{row['reserved'] / MIB:.0f}{'l' if row.get('learned') else ''}" if "reserved" in row else "-"
+        )
+        cells = " ".join(f"{row[n]:6.2f}" if n in row else f"{'-':>6}" for n in names)
+        lines.append(f"      {job:>3} {kinds_of.get(job, '?'):<5} {reserved:>8} {cells}")
+    return lines
+
+
+def run_variant(
+    name: str,
+    tool: str,
+    options: str,
+    work: str,
+    seqbox: list[str],
+    overshoot: bool,
+    show_timeline: bool = False,
+) -> Result:
     record = os.path.join(work, "record")
     reports = os.path.join(work, "reports")
     Path(record).write_text("")
@@ -267,7 +381,8 @@ def run_variant(name: str, tool: str, options: str, work: str, seqbox: list[str]
             f.write("0")
 
     try:
-        start = time.monotonic()
+        cpu_before = children_cpu()
+        start, t0 = time.monotonic(), time.time()
         proc = subprocess.Popen(
             ["sh", "-c", line],
             preexec_fn=join_cgroup,  # noqa: PLW1509 - this script starts no threads
@@ -286,6 +401,7 @@ def run_variant(name: str, tool: str, options: str, work: str, seqbox: list[str]
             raise
         wall = time.monotonic() - start
         result = Result(name, wall, record, stderr)
+        result.cpu_s = children_cpu() - cpu_before  # every level waits for its children
         result.peak, result.failcnt, result.oom_kills = cgroup.peak(), cgroup.failcnt(), cgroup.oom_kills()
         left = cgroup.lock_parents()
         if left:
@@ -293,14 +409,43 @@ def run_variant(name: str, tool: str, options: str, work: str, seqbox: list[str]
     finally:
         cgroup.remove()
     if tool == "seqbox":
-        frozen = 0.0
+        frozen = jobs_cpu = 0.0
         for path in Path(reports).glob("*.json"):
             doc = json.loads(path.read_text())
             frozen += doc.get("frozen_s") or 0.0
+            jobs_cpu += doc.get("cpu_s") or 0.0
             result.seqbox_memory_kills += doc.get("status") == "memory"
         result.frozen_s = frozen
+        result.jobs_cpu_s = jobs_cpu
+    result.jobs = read_jobs(work, record, t0, tool)
     result.show()
+    if show_timeline:
+        for line in timeline(result.jobs):
+            print(line)
     return result
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def ideal_spec(learned: Result, work: str, seqbox: list[str]) -> str | None:
+    """``BUDGET SPEC`` for the ideal scheduler: the jobs of the learned round in
+    the order seqbox admitted them, with what each reserved there."""
+    jobs = learned.jobs
+    order = [job for job in admission_order(jobs) if jobs[job].get("reserved")]
+    if len(order) != JOBS:
+        return None
+    record = os.path.join(work, "record")
+    spec = [
+        [job_argv(record, kind), {"SBX_JOB": job, **env}, int(jobs[job]["reserved"])]
+        for job in order
+        for kind, env in [kinds(False)[int(job) - 1]]
+    ]
+    path = os.path.join(work, "ideal.json")
+    Path(path).write_text(json.dumps(spec))
+    return f"{int(jobs[order[0]]['budget'])} {path}"
 
 
 SLOTS1 = "1. seqbox --slots 1"
@@ -308,13 +453,16 @@ COLD = "2. seqbox --budget auto (empty history)"
 LEARNED = "3. seqbox --budget auto (learned)"
 MEMFREE = "4. parallel --memfree 1G -j 12"
 MEMSUSPEND = "4. parallel --memsuspend 1G -j 12"
+IDEAL_FIFO = "3. ideal: the same admission, no seqbox"
 XARGS = "5. xargs -P 12"
 OVERSHOOT = "6. overshoot: seqbox --budget auto (learned)"
 OVER_SUSPEND = "6. overshoot: parallel --memsuspend 1G"
 OVER_XARGS = "6. overshoot: xargs -P 12"
 
 
-def measure(work: str, seqbox: list[str], parallel: str | None, only: list[str] | None) -> dict[str, Result]:
+def measure(
+    work: str, seqbox: list[str], parallel: str | None, only: list[str] | None, show_timeline: bool = False
+) -> dict[str, Result]:
     """Every variant, in an order where each seqbox variant has the history it
     needs: 2 (cold) then 3 (learned from 2) then 6 share one project."""
     rows: dict[str, Result] = {}
@@ -339,13 +487,39 @@ def measure(work: str, seqbox: list[str], parallel: str | None, only: list[str] 
     for name, tool, options, where, overshoot in plan:
         if only and not any(word in name for word in only) and name not in (COLD,):
             continue
-        rows[name] = run_variant(name, tool, options, where, seqbox, overshoot)
+        rows[name] = run_variant(name, tool, options, where, seqbox, overshoot, show_timeline)
+        if name == LEARNED:  # what the contract's rule alone gives, in the same order, right after
+            spec = ideal_spec(rows[name], tools_dir, seqbox)
+            if spec is not None:
+                rows[IDEAL_FIFO] = run_variant(
+                    IDEAL_FIFO, "ideal", spec, tools_dir, seqbox, False, show_timeline
+                )
     return rows
 
 
-def checks(report: Report, rows: dict[str, Result]) -> None:
+def median_rows(rounds: list[dict[str, Result]]) -> dict[str, Result]:
+    """Each variant's round with the median wall time (the lower middle one)."""
+    rows: dict[str, Result] = {}
+    for name in rounds[0]:
+        done = sorted((r[name] for r in rounds if name in r), key=lambda row: row.wall_s)
+        rows[name] = done[(len(done) - 1) // 2]
+    return rows
+
+
+def checks(report: Report, rounds: list[dict[str, Result]]) -> None:
+    rows = median_rows(rounds)
     slots1, cold, learned = rows.get(SLOTS1), rows.get(COLD), rows.get(LEARNED)
-    suspend = rows.get(MEMSUSPEND)
+    suspend, ideal = rows.get(MEMSUSPEND), rows.get(IDEAL_FIFO)
+    if len(rounds) > 1:
+        print(f"\nmedian of {len(rounds)} rounds:")
+        for name, row in rows.items():
+            walls = ", ".join(f"{r[name].wall_s:.2f}" for r in rounds if name in r)
+            print(f"  {name:<40} wall {row.wall_s:6.2f} s  ({walls})")
+    if learned is not None and ideal is not None:
+        print(
+            f"seqbox's own cost over the admission rule alone (variant 3 vs the ideal, same order): "
+            f"{learned.wall_s - ideal.wall_s:+.2f} s ({learned.wall_s / ideal.wall_s:.2f}x)"
+        )
     if learned is not None and cold is not None:
         x = cold.wall_s / learned.wall_s
         report.check(
@@ -371,19 +545,22 @@ def checks(report: Report, rows: dict[str, Result]) -> None:
             "within 10 %",
         )
     for name in (COLD, LEARNED, OVERSHOOT):
-        row = rows.get(name)
-        if row is None:
+        every = [r[name] for r in rounds if name in r]
+        if not every:
             continue
+        killed, completed = max(row.killed for row in every), min(row.completed for row in every)
         report.check(
             f"{name}: nothing killed",
-            row.killed == 0 and row.completed == JOBS,
-            f"{row.killed} killed, {row.completed} completed",
+            killed == 0 and completed == JOBS,
+            f"{killed} killed, {completed} completed" + (" (the worst round)" if len(every) > 1 else ""),
             f"0 killed, {JOBS} completed",
         )
+        failcnts = [row.failcnt for row in every]
+        peak = max(row.peak or 0 for row in every)
         report.check(
             f"{name}: the cgroup's limit never reached",
-            row.failcnt == 0,
-            f"failcnt {row.failcnt}, peak {(row.peak or 0) / GIB:.2f} GiB",
+            all(count == 0 for count in failcnts),
+            f"failcnt {', '.join(str(count) for count in failcnts)}, peak {peak / GIB:.2f} GiB",
             "failcnt 0",
         )
 
@@ -392,6 +569,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--only", nargs="*", help="run only the variants whose name has one of these words")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print each job's times (queue, admission, fill, end)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of every variant (the checks take medians)"
+    )
     args = parser.parse_args()
     if not sys.platform.startswith("linux") or os.getuid() != 0:
         print("SKIP admission: needs root on Linux (it makes a memory cgroup)")
@@ -402,18 +585,22 @@ def main() -> int:
         print("note: GNU parallel is not installed: its rows are left out")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    work = scratch_dir("admission")
+    rounds: list[dict[str, Result]] = []
     print(
         f"\n{JOBS} jobs (10 x {SMALL_MIB} MiB, 2 x {BIG_MIB} MiB, each held {HOLD_S:g} s), --mem {MEM}, "
         f"each variant in a fresh cgroup limited to {LIMIT / GIB:.0f} GiB:"
     )
-    try:
-        rows = measure(work, report.argv, parallel, args.only)
-    finally:
-        remove_dir(work)
+    for number in range(1, args.repeat + 1):
+        if args.repeat > 1:
+            print(f"round {number} of {args.repeat}:")
+        work = scratch_dir("admission")
+        try:
+            rounds.append(measure(work, report.argv, parallel, args.only, args.timeline))
+        finally:
+            remove_dir(work)
     print(f"load average after the variants: {loadavg()}")
-    report.results = {name: row.as_json() for name, row in rows.items()}
-    checks(report, rows)
+    report.results = {name: row.as_json() for name, row in median_rows(rounds).items()}
+    checks(report, rounds)
     return report.finish(args.json)
 
 

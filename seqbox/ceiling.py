@@ -33,7 +33,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import TYPE_CHECKING, TypeVar
 
 from seqbox.backends.base import LOCK_PREFIX as PREFIX
 from seqbox.backends.base import is_lock_slice, lock_dir_parts
@@ -41,10 +40,12 @@ from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.backends.cgroup import leftovers
 from seqbox.errors import BackendError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from typing import TypeVar
 
-T = TypeVar("T")
+    T = TypeVar("T")
 
 #: how often a run tries again when the parent vanished under it (another run's last rmdir)
 ATTEMPTS = 5

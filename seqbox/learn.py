@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
 
 from seqbox.errors import UsageError
 from seqbox.history import log_paths
 from seqbox.units import format_size
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -37,6 +37,10 @@ FLOOR = 64 * MIB
 FREEZE_AT = 0.90
 #: and below this share the first frozen run thaws
 THAW_BELOW = 0.75
+#: a run within its reservation counts as growing when its usage rose by more
+#: than this over the last GROW_WINDOW_S (a run that holds what it filled does not)
+GROWING = 4 * MIB
+GROW_WINDOW_S = 0.5
 
 GIVEN = "given"
 LEARNED = "learned"
@@ -118,7 +122,7 @@ def how_text(size: int, how: str) -> str:
 class Holding:
     """A running holder of a lock with a budget, as suspension sees it."""
 
-    __slots__ = ("frozen_since", "name", "reservation", "since", "usage")
+    __slots__ = ("frozen_since", "grew", "name", "reservation", "since", "usage")
 
     def __init__(
         self,
@@ -128,6 +132,7 @@ class Holding:
         *,
         frozen_since: float | None = None,
         since: float = 0.0,
+        grew: int = 0,
     ) -> None:
         self.name = name
         self.usage = usage
@@ -135,23 +140,76 @@ class Holding:
         #: when it was frozen (epoch seconds), None while it runs
         self.frozen_since = frozen_since
         self.since = since
+        #: how much its usage rose over the last GROW_WINDOW_S (see :func:`growth`)
+        self.grew = grew
 
     def __repr__(self) -> str:
-        return f"Holding({self.name!r}, {self.usage}, {self.reservation}, frozen={self.frozen_since})"
+        return (
+            f"Holding({self.name!r}, {self.usage}, {self.reservation}, frozen={self.frozen_since}, "
+            f"grew={self.grew})"
+        )
+
+
+def growth(samples: Sequence[tuple[float, int]], now: float) -> int:
+    """How much a run's usage rose over the last :data:`GROW_WINDOW_S`: the
+    newest of its ``(time, usage)`` samples less the lowest of those in the
+    window (0 with fewer than two)."""
+    recent = [usage for at, usage in samples if now - at <= GROW_WINDOW_S]
+    return max(0, recent[-1] - min(recent)) if len(recent) > 1 else 0
 
 
 def to_freeze(holdings: Sequence[Holding], total: int, budget: int) -> str | None:
-    """The holder to freeze now, or None: when the lock's ``total`` is above
-    :data:`FREEZE_AT` of ``budget``, the running holder furthest over its
-    reservation (the youngest among equals). The last running holder is never
+    """The holder to freeze now, or None, once the lock's ``total`` is above
+    :data:`FREEZE_AT` of ``budget``:
+
+    * the running holder furthest over its reservation (the youngest among
+      equals);
+    * with none over, a run within its reservation that is growing, only when
+      the total plus what the growing runs may still take (each up to its
+      reservation) would pass the budget: frozen runs hold what admission
+      promised them, and the lock's ceiling would kill. Then the growing run
+      that may still take the most freezes.
+
+    Otherwise nobody. A run that holds what it filled is left alone: freezing
+    gives no memory back (the total stays above the line after a freeze: the
+    rule chose among every runner before, and froze one run within its
+    reservation after another until a single one ran), and a frozen run
+    gives back what it holds only later. The last running holder is never
     frozen: someone must go on to free memory."""
     if total <= FREEZE_AT * budget:
         return None
     running = [h for h in holdings if h.frozen_since is None]
     if len(running) < 2:
         return None
-    chosen = max(running, key=lambda h: (h.usage - h.reservation, h.since))
-    return chosen.name
+    over = [h for h in running if h.usage > h.reservation]
+    if over:
+        return max(over, key=lambda h: (h.usage - h.reservation, h.since)).name
+    growing = [h for h in running if h.grew > GROWING]
+    if total + sum(h.reservation - h.usage for h in growing) <= budget:
+        return None
+    return max(growing, key=lambda h: (h.reservation - h.usage, h.since)).name
+
+
+def freezing(holdings: Sequence[Holding], total: int, budget: int) -> list[str]:
+    """Every holder that :func:`to_freeze` would choose, one after another,
+    as the runs it chose froze (a freeze gives no memory back: the total stays):
+    each holder freezes at its first look if it is among them, instead of one
+    run per round of samples. Memory fills at ~2 GiB/s; the tenth of the budget
+    between the freezing line and the lock's ceiling can go in a fraction of a
+    second (bench/admission.py's overshoot: two runs over their reservations and
+    a big one filling within its own reached the ceiling while they froze one
+    sample apart)."""
+    board = list(holdings)
+    chosen: list[str] = []
+    while (name := to_freeze(board, total, budget)) is not None:
+        chosen.append(name)
+        board = [
+            Holding(h.name, h.usage, h.reservation, frozen_since=h.since, since=h.since, grew=h.grew)
+            if h.name == name
+            else h
+            for h in board
+        ]
+    return chosen
 
 
 def to_thaw(holdings: Sequence[Holding], total: int, budget: int) -> str | None:

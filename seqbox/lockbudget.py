@@ -10,13 +10,13 @@ Only ``--budget`` brings this module in: it is not on ``seqbox run``'s hot path.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from seqbox import learn
 from seqbox.ceiling import Ceiling, parent_of
 from seqbox.errors import StateError
 from seqbox.suspend import Board, Suspendable, frozen_runs
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 

@@ -27,16 +27,16 @@ import os
 import select
 import signal
 import time
-from typing import TYPE_CHECKING
 
 from seqbox.backends import procinfo
 from seqbox.backends.base import Sandbox
 from seqbox.backends.cgroup.leftovers import thaw as thaw_cgroup
 from seqbox.ceiling import leave, usage
-from seqbox.learn import FREEZE_AT, Holding, to_freeze, to_thaw
+from seqbox.learn import FREEZE_AT, GROW_WINDOW_S, Holding, freezing, growth, to_thaw
 from seqbox.state import open_private_dir, open_state_dir, state_dir_path
 from seqbox.units import format_size
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -191,13 +191,14 @@ def holdings(records: Mapping[str, Mapping[str, object]]) -> list[Holding]:
     out = []
     for name, record in records.items():
         usage, reserved = record.get("usage"), record.get("reservation")
-        frozen, since = record.get("frozen_since"), record.get("since")
+        frozen, since, grew = record.get("frozen_since"), record.get("since"), record.get("grew")
         out.append(Holding(
             name,
             usage if isinstance(usage, int) else 0,
             reserved if isinstance(reserved, int) else 0,
             frozen_since=float(frozen) if isinstance(frozen, (int, float)) else None,
             since=float(since) if isinstance(since, (int, float)) else 0.0,
+            grew=grew if isinstance(grew, int) else 0,
         ))  # fmt: skip
     return out
 
@@ -267,6 +268,7 @@ class Suspendable(Sandbox):
         self._freezer: tuple[str, str] | bool | None = False  # not looked up yet
         self._watch: list[int] = []
         self._published_at = -PUBLISH_S
+        self._samples: list[tuple[float, int]] = []
 
     # what suspension adds ------------------------------------------------------
 
@@ -285,7 +287,7 @@ class Suspendable(Sandbox):
             pid = os.getpid()
             self._record = {"pid": pid, "start": procinfo.start_time(pid), "since": self.since}
         now = {"usage": self.usage, "reservation": self.reservation, "frozen_since": self.frozen_epoch,
-               "t": round(time.time(), 3)}  # fmt: skip
+               "grew": growth(self._samples, time.monotonic()), "t": round(time.time(), 3)}  # fmt: skip
         self.board.publish(self.name, {**self._record, **now})
 
     def look(self) -> None:
@@ -310,7 +312,7 @@ class Suspendable(Sandbox):
         if self.frozen_at is None:
             if any(now - float(records[h.name]["t"]) > FRESH_S for h in board):  # type: ignore[arg-type]
                 return  # a holder's record is older than its usage now: it refreshes it within a sample
-            if to_freeze(board, total, self.budget) == self.name:
+            if self.name in freezing(board, total, self.budget):
                 self.freeze(total)
         elif to_thaw(board, total, self.budget) == self.name:
             self.thaw(total)
@@ -379,6 +381,8 @@ class Suspendable(Sandbox):
     def sample(self) -> Usage:
         usage = self.inner.sample()
         self.usage = usage.mem
+        now = time.monotonic()  # our usages of late: whether we grow (see learn.to_freeze)
+        self._samples = [s for s in self._samples if now - s[0] <= GROW_WINDOW_S] + [(now, usage.mem)]
         self.look()
         return usage
 

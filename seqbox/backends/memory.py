@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 
-import psutil
-
 from seqbox.backends.base import LOCK_PREFIX
 from seqbox.backends.cgroup import fs as cgroupfs
 from seqbox.backends.host import LINUX
+
+if not LINUX:  # where there is no /proc (importing psutil costs a --budget run ~15 ms)
+    import psutil
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -80,6 +80,18 @@ def test_a_run_imports_only_the_hot_path(sbx: SeqboxRunner, path: str) -> None:
     assert sorted(never & loaded) == []
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="off Linux, psutil reads the memory facts")
+def test_a_budget_run_on_linux_loads_neither_psutil_nor_typing(sbx: SeqboxRunner) -> None:
+    """--budget brings admission, learning and suspension in (not the hot
+    path), and every run under a budget pays for their imports: on Linux they
+    read /proc and cgroup files, and psutil (~15 ms) and typing (~3 ms) would
+    be a third of such a run's start-up, twelve times over when twelve
+    arrive at once (bench/admission.py)."""
+    loaded = _loaded(sbx, ["--budget", "1G", "--mem", "100M"])
+    assert {"seqbox.admission", "seqbox.learn", "seqbox.suspend"} <= loaded
+    assert sorted(loaded & {"psutil", "typing"}) == []
+
+
 def test_every_module_named_is_on_the_path(sbx: SeqboxRunner) -> None:
     """The list is exact: each module it names is loaded by some path here
     (but the ones only some hosts load)."""

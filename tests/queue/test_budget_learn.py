@@ -170,6 +170,70 @@ def test_budget_a_run_over_its_reservation_freezes_then_finishes(
     assert parents(sbx) == []  # the last run removed the lock's parent
 
 
+def test_budget_runs_within_their_reservations_are_not_frozen(
+    sbx: SeqboxRunner, backend: str, tmp_path: Path
+) -> None:
+    """B and C hold 100 MiB each (~103 MiB with their interpreter; reserved
+    108) while A outgrows its 100 (slowly: it freezes within ~10 MiB of the
+    line on every backend): A freezes, and the lock's total stays above 90 %
+    of the budget. B and C, within what they reserved, go on (what they may
+    still take fits): before, one of them froze too (the rule chose among
+    every runner, and froze until one was left)."""
+    gate = tmp_path / "gate"
+    holders = []
+    for name in ("b", "c"):
+        ready = tmp_path / f"ready-{name}"
+        command = grow(tmp_path, 100, 100, 0, ready, gate, 0)
+        holders.append(sbx.start(*BUDGET, "--reserve", "108M", "--json", *command, backend=backend))
+        read_pids(ready, timeout=slack(30))
+    ready_a = tmp_path / "ready-a"
+    a = sbx.start(*BUDGET, "--reserve", "100M", "--json", *grow(tmp_path, 250, 10, 0.2, ready_a, None, 0),
+                  backend=backend)  # fmt: skip
+    wait_until("A to freeze", lambda: frozen_runs(key_of(sbx), "default") or a.poll() is not None)
+    assert a.poll() is None, a.communicate()
+    time.sleep(1.0)  # ten samples of each holder, the total above 90 % all along
+    assert len(frozen_runs(key_of(sbx), "default")) == 1
+    gate.touch()
+    docs = [summary(proc) for proc in (a, *holders)]
+    assert [doc["status"] for doc in docs] == ["ok"] * 3, docs
+    frozen = docs[0]["frozen_s"]
+    assert isinstance(frozen, float), docs[0]
+    assert frozen > 0.5, docs[0]
+    assert [doc["frozen_s"] for doc in docs[1:]] == [0.0, 0.0], docs
+
+
+def test_budget_a_run_that_may_still_grow_freezes_when_a_frozen_run_took_its_room(
+    sbx: SeqboxRunner, backend: str, tmp_path: Path
+) -> None:
+    """B holds 80 MiB (reserved 100), A outgrows its 60 to 160 MiB, then C
+    (reserved 170) fills 160 MiB slowly. Past 90 % A, over its reservation,
+    freezes; C is within its reservation but would take the lock past its
+    budget (the ceiling kills on cgroups): C freezes too, B goes on. When B
+    leaves, A thaws, then C, and all finish."""
+    gate = tmp_path / "gate"
+    ready_b, ready_a, ready_c = (tmp_path / f"ready-{name}" for name in "bac")
+    b = sbx.start(*BUDGET, "--reserve", "100M", "--json", *grow(tmp_path, 80, 80, 0, ready_b, gate, 0),
+                  backend=backend)  # fmt: skip
+    read_pids(ready_b, timeout=slack(30))
+    a = sbx.start(*BUDGET, "--reserve", "60M", "--json", *grow(tmp_path, 160, 10, 0.02, ready_a, gate, 0),
+                  backend=backend)  # fmt: skip
+    read_pids(ready_a, timeout=slack(30))
+    c = sbx.start(*BUDGET, "--reserve", "170M", "--json", *grow(tmp_path, 160, 10, 0.2, ready_c, None, 0),
+                  backend=backend)  # fmt: skip
+    wait_until(
+        "A and C to freeze", lambda: len(frozen_runs(key_of(sbx), "default")) == 2 or c.poll() is not None
+    )
+    assert c.poll() is None, c.communicate()
+    gate.touch()
+    docs = {name: summary(proc) for name, proc in (("a", a), ("b", b), ("c", c))}
+    assert [doc["status"] for doc in docs.values()] == ["ok"] * 3, docs
+    assert docs["b"]["frozen_s"] == 0.0, docs
+    for name in "ac":
+        frozen = docs[name]["frozen_s"]
+        assert isinstance(frozen, float), docs
+        assert frozen > 0.0, docs
+
+
 @pytest.mark.parametrize("how", ["timeout", "kill", pytest.param("interrupt", marks=needs("sigint"))])
 def test_budget_a_frozen_tree_is_thawed_and_ended(
     sbx: SeqboxRunner, backend: str, tmp_path: Path, how: str

@@ -12,7 +12,7 @@ import pytest
 
 from seqbox import learn
 from seqbox.errors import UsageError
-from seqbox.learn import FLOOR, Holding, Past, reservation, to_freeze, to_thaw
+from seqbox.learn import FLOOR, Holding, Past, freezing, reservation, to_freeze, to_thaw
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -84,9 +84,16 @@ def test_default_key_is_the_command_and_its_directory_in_the_project(tmp_path: P
 
 
 def h(
-    name: str, usage_mib: int, reserved_mib: int, frozen: float | None = None, since: float = 0.0
+    name: str,
+    usage_mib: int,
+    reserved_mib: int,
+    frozen: float | None = None,
+    since: float = 0.0,
+    grew_mib: int = 0,
 ) -> Holding:
-    return Holding(name, usage_mib * MIB, reserved_mib * MIB, frozen_since=frozen, since=since)
+    return Holding(
+        name, usage_mib * MIB, reserved_mib * MIB, frozen_since=frozen, since=since, grew=grew_mib * MIB
+    )
 
 
 def total(holdings: list[Holding]) -> int:
@@ -109,6 +116,74 @@ def test_frozen_runs_are_not_chosen_again_and_the_last_runner_never_freezes() ->
     board = [h("a", 3000, 480, frozen=10.0), h("b", 2800, 480)]
     assert to_freeze(board, total(board), BUDGET) is None  # b is the last one running
     assert to_freeze([h("a", 5900, 100)], 5900 * MIB, BUDGET) is None
+
+
+def test_runs_within_their_reservations_are_not_frozen_while_what_they_may_take_fits() -> None:
+    board = [h("a", 1850, 1900, grew_mib=50), h("b", 1900, 1900), h("c", 1900, 1900)]  # 5650 MiB: 92 %
+    assert to_freeze(board, total(board), BUDGET) is None  # none over, and a's 50 MiB more would still fit
+
+
+def test_one_freeze_does_not_cascade_over_runs_within_their_reservations() -> None:
+    """The bench's overshoot: a small run grew to 1.6 GiB and froze; the total
+    stays above 90 %, and the others, holding what they reserved, go on
+    (before, they froze one after another until one ran, 35 s frozen in all)."""
+    board = [h("over", 1600, 485, frozen=10.0)] + [h(f"s{i}", 404, 485, since=float(i)) for i in range(4)]
+    board.append(h("big", 1500, 1500))
+    assert to_freeze(board, total(board) + 900 * MIB, BUDGET) is None  # 5616 MiB, and room for 324 more
+    board.append(h("over2", 700, 485, since=20.0))  # another one outgrows its reservation: it freezes
+    assert to_freeze(board, total(board) + 900 * MIB, BUDGET) == "over2"
+
+
+def test_a_run_that_may_still_grow_freezes_when_frozen_runs_took_its_room() -> None:
+    """The bench's overshoot in another order: two small runs grew to ~940 MiB
+    (reserved 485) and froze at 90 % of a 5837 MiB budget; a big run within its
+    reservation (1928) is still filling: let it grow and the lock's ceiling
+    kills. It freezes, not the small runs that hold what they filled."""
+    budget = 5837 * MIB
+    board = [h("over1", 943, 485, frozen=1.0), h("over2", 943, 485, frozen=2.0)]
+    board += [h(f"s{i}", 404, 485, since=float(i)) for i in range(6)]
+    board.append(h("big", 943, 1928, since=0.5, grew_mib=150))
+    assert to_freeze(board, 5260 * MIB, budget) == "big"
+    board[-1] = h("big", 943, 1928, frozen=3.0)
+    assert to_freeze(board, 5260 * MIB, budget) is None  # nobody else grows
+
+
+def test_a_run_that_holds_what_it_filled_is_not_frozen() -> None:
+    """The big run has filled its 1.6 GiB (reserved 1928) and sleeps: the
+    room its reservation leaves would pass the budget, but it does not grow
+    into it. Freezing it (bench/admission.py, overshoot) kept it from ending
+    and giving its memory back, and held admission for 6 s."""
+    budget = 5837 * MIB
+    board = [h("over1", 1604, 485, frozen=1.0), h("over2", 943, 485, frozen=2.0), h("big", 1604, 1928)]
+    board += [h(f"s{i}", 404, 485, since=float(i)) for i in range(3)]
+    assert to_freeze(board, 5400 * MIB, budget) is None
+    board.append(h("filling", 300, 485, grew_mib=100))  # one that grows: what it may take still fits
+    assert to_freeze(board, 5450 * MIB, budget) is None
+    board[-1] = h("filling", 100, 485, grew_mib=100)  # now it would not
+    assert to_freeze(board, 5500 * MIB, budget) == "filling"
+
+
+def test_growth_is_the_rise_over_the_last_half_second() -> None:
+    samples = [(0.0, 100), (0.2, 400), (0.4, 300), (0.6, 700), (0.8, 700)]
+    assert learn.growth(samples, 0.8) == 400  # 700 now, 300 the lowest since 0.3
+    assert learn.growth(samples, 2.0) == 0  # nothing recent
+    assert learn.growth([(0.0, 5)], 0.0) == 0
+    assert learn.growth([(0.0, 500), (0.1, 300)], 0.1) == 0  # shrinking is not growing
+
+
+def test_every_run_that_must_freeze_freezes_at_once() -> None:
+    """The bench's overshoot as its runs cross the line together: two small
+    runs over their reservations and the big one filling within its own all
+    freeze at their next look (one per round of samples let the big one reach
+    the ceiling); the small ones that hold what they filled go on."""
+    budget = 5837 * MIB
+    board = [h("over1", 900, 485, since=1.0), h("over2", 950, 485, since=2.0)]
+    board.append(h("big", 900, 1928, since=0.5, grew_mib=200))
+    board += [h(f"s{i}", 404, 485, since=float(3 + i)) for i in range(6)]
+    assert freezing(board, 5260 * MIB, budget) == ["over2", "over1", "big"]
+    assert freezing(board, 5000 * MIB, budget) == []  # under 90 %
+    two = [h("a", 3000, 480), h("b", 2800, 480)]
+    assert freezing(two, total(two), BUDGET) == ["a"]  # never the last one running
 
 
 def test_the_total_is_the_kernels_not_the_sum() -> None:
