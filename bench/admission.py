@@ -320,10 +320,10 @@ def read_jobs(work: str, record: str, t0: float, tool: str) -> dict[str, dict[st
         events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if not events or events[0].get("t", 0) < t0 - 1:
             continue
-        job = by_pid.get(str(events[0].get("pid")))
-        if job is None:
+        owner = by_pid.get(str(events[0].get("pid")))
+        if owner is None:
             continue
-        row = jobs.setdefault(job, {})
+        row = jobs.setdefault(owner, {})
         start = events[0]
         row["arrive"] = start["t"] - t0
         row["reserved"] = float(start.get("reserved") or 0)
