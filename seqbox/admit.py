@@ -219,10 +219,6 @@ class Admission:
         """The last try's tree is gone: the next run starts now."""
         self.turn.hand_over()
 
-    def others_waiting(self) -> bool:
-        """Whether another run waits in our lock's line."""
-        return self.turn.others_waiting()
-
 
 def nested_limits(limits: Limits, holder: Entry) -> Limits:
     """A nested run's limits: within the enclosing holder's. Its warning is

@@ -102,8 +102,6 @@ def one_try(
 
         def ended() -> None:  # the last try's command is over: let the next run start, and step aside
             admission.release()
-            if not admission.others_waiting():  # no start-up to make room for: our exit is someone's wait
-                return
             try:
                 os.nice(10)  # our bookkeeping must not compete with its start-up for the CPU
             except OSError:

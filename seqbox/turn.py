@@ -137,10 +137,6 @@ class Turn:
         if self.slot is not None:
             self.slot.hand_over()
 
-    def others_waiting(self) -> bool:
-        """Whether another run has a ticket in this lock's line (one listing of the lock's directory)."""
-        return any(number != self.number for number in self.lockdir.tickets())
-
 
 class FreeTurn:
     """The turn of a run that queues for nothing: the same interface, and
@@ -170,6 +166,3 @@ class FreeTurn:
 
     def hand_over(self) -> None:
         pass
-
-    def others_waiting(self) -> bool:
-        return False

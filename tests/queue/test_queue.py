@@ -24,7 +24,6 @@ from seqbox.housekeeping import all_projects, project_locks
 from seqbox.project import project_key
 from seqbox.queue import LockDir, view
 from tests.capabilities import needs
-from tests.conftest import Tracker
 from tests.helpers import SeqboxRunner, ours_left, slack, wait_dead, wait_for_file
 from tests.helpers import crash_a_holder as _crash_a_holder
 
@@ -112,33 +111,6 @@ def test_a_slot_freed_by_sigkill_is_taken_at_once(sbx: SeqboxRunner, tmp_path: P
     gate.touch()
     assert _finish(holders[0]) == 0
     holders[1].wait()
-
-
-@needs("strace")
-@pytest.mark.parametrize("waiter", [False, True], ids=["alone", "one-waits"])
-def test_a_holder_steps_aside_only_for_a_run_that_waits(
-    sbx: SeqboxRunner, procs: Tracker, tmp_path: Path, waiter: bool
-) -> None:
-    """Once its command is over, a holder lowers its priority (its bookkeeping
-    must not slow the next run's start-up) only when a run waits behind it:
-    otherwise its exit is what its caller waits for, on a busy machine too."""
-    gate, trace = tmp_path / "gate", tmp_path / "trace"
-    run = sbx.argv(["run", "--", "sh", "-c", GATE_WAIT, "sh", str(gate)])
-    tracer = subprocess.Popen(
-        ["strace", "-f", "-qq", "-o", str(trace), "-e", "trace=setpriority", *run],
-        cwd=sbx.project, env=sbx.env(), stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    procs.track(tracer.pid)
-    _wait_queue(sbx.project, 1, 0)
-    behind = sbx.start("--", "true") if waiter else None
-    if behind is not None:
-        _wait_queue(sbx.project, 1, 1)
-    gate.touch()
-    assert tracer.wait(timeout=slack(30)) == 0
-    if behind is not None:
-        assert _finish(behind) == 0
-    assert ("setpriority(" in trace.read_text()) == waiter, trace.read_text()
 
 
 def test_lock_names_are_independent_queues(sbx: SeqboxRunner, tmp_path: Path) -> None:
