@@ -185,7 +185,9 @@ def to_freeze(holdings: Sequence[Holding], total: int, budget: int) -> str | Non
     if over:
         return max(over, key=lambda h: (h.usage - h.reservation, h.since)).name
     growing = [h for h in running if h.grew > GROWING]
-    if total + sum(h.reservation - h.usage for h in growing) <= budget:
+    # none growing: the total is above the line by what no run took beyond its
+    # reservation (page cache, seqbox's own processes in a lock's slice)
+    if not growing or total + sum(h.reservation - h.usage for h in growing) <= budget:
         return None
     return max(growing, key=lambda h: (h.reservation - h.usage, h.since)).name
 

@@ -191,6 +191,15 @@ def test_the_total_is_the_kernels_not_the_sum() -> None:
     assert to_freeze(board, 5700 * MIB, BUDGET) == "a"  # the parent cgroup's usage decides
 
 
+def test_over_the_budget_with_every_run_within_its_reservation_freezes_nobody() -> None:
+    # the lock's total counts what no run took beyond its reservation (page cache, the
+    # supervisors in a lock's slice): above the budget, nobody over and nobody growing
+    # (this raised ValueError: max() of no growing run)
+    runs = [Holding("a", 400 * MIB, 500 * MIB, since=1), Holding("b", 450 * MIB, 500 * MIB, since=2)]
+    assert to_freeze(runs, 1010 * MIB, 1000 * MIB) is None
+    assert freezing(runs, 1010 * MIB, 1000 * MIB) == []
+
+
 def test_thaw_below_seventy_five_percent_first_frozen_first() -> None:
     board = [h("a", 1000, 480, frozen=20.0), h("b", 1000, 480, frozen=10.0), h("c", 2700, 2000)]
     assert to_thaw(board, total(board), BUDGET) is None  # 4700 MiB: 76 %
