@@ -204,6 +204,12 @@ class Gate:
         return text
 
 
+def auto_budget_here() -> int:
+    """``--budget auto`` on this machine now: :func:`auto_budget` of the ceiling
+    above seqbox (the scope step asks it for a lock's slice, admission for its gate)."""
+    return auto_budget(memory.read_state().ceiling())
+
+
 def gate_for(lock: str, mem: int | None, budget: int | str) -> Gate:
     """The gate of a run of ``lock`` with ``--mem`` and ``--budget`` (a size or
     ``auto``). Raises UsageError when the run can never fit."""
@@ -212,7 +218,7 @@ def gate_for(lock: str, mem: int | None, budget: int | str) -> Gate:
         check_can_fit(mem, budget)
         return Gate(lock, reservation(mem, budget), budget)
 
-    size = auto_budget(memory.read_state().ceiling())
+    size = auto_budget_here()
     check_can_fit(mem, size, auto=True)
 
     def machine() -> tuple[int, float | None]:

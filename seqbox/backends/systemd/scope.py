@@ -72,10 +72,9 @@ def lock_slice_for(lock: str, project_key: str, budget: int | str) -> LockSlice:
     from seqbox.backends.base import lock_slice_name
 
     if not isinstance(budget, int):
-        from seqbox.admission import auto_budget
-        from seqbox.backends import memory
+        from seqbox.admission import auto_budget_here
 
-        budget = auto_budget(memory.read_state().ceiling())
+        budget = auto_budget_here()
     return LockSlice(lock_slice_name(lock, project_key), lock, budget)
 
 
