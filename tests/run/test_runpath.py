@@ -120,5 +120,5 @@ def test_a_free_turn_waits_for_nothing() -> None:
         assert not turn.queued
         assert not turn.cancelled()
         assert turn.previous is None
-        turn.started({"pid": 1})
+        turn.started()
         turn.hand_over()
