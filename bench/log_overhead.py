@@ -18,7 +18,15 @@ interleaved with this one, so that a machine whose speed drifts between two
 runs of the bench does not pass for a change in the code:
 ``--also main=../main/.venv/bin/seqbox``.
 
-Target (from the issue): ``seqbox run --log`` within 1.5x bare, with stdout a pipe.
+Target (from the issue): ``seqbox run --log`` within 1.5x bare, with stdout a pipe,
+on a quiet machine. Bare's own time depends on where the scheduler puts ``head`` and
+the reader: on two CPUs about 0.30 s (on the 2-CPU machine measured), on one CPU
+0.13 s, the copies staying in that CPU's cache. They share one when another process
+keeps the other CPU busy; ``--log`` then shares it too and is 3x, the log's page cache
+alone (0.12 s of CPU) nearly as long as bare (seqbox/capture.py). The load average is
+printed for that reason. On a VM that hands freed memory back to its host (free page
+reporting), the first write into pages the host took back is slow: the log's 500 MiB
+are fresh pages each run, so ``--log``'s max is noisier than its median.
 """
 
 from __future__ import annotations
