@@ -10,9 +10,23 @@ reader got SIZE bytes (or the file has them) and the log holds them. The log
 file is written in the scratch directory (the disk a user's log is on).
 
     python bench/log_overhead.py [--backend auto|cgroup2|cgroup1|poll] [--size 500M]
-                                 [--to pipe|file|null] [--runs 7] [--json]
+                                 [--to pipe|file|null] [--runs 7] [--json] [--also LABEL=PATH ...]
 
-Target (from the issue): ``seqbox run --log`` within 1.5x bare, with stdout a pipe.
+``--also`` times ``--log`` through another seqbox (the console script of
+another checkout's venv, say the commit before a change) in the same rounds,
+interleaved with this one, so that a machine whose speed drifts between two
+runs of the bench does not pass for a change in the code:
+``--also main=../main/.venv/bin/seqbox``.
+
+Target (from the issue): ``seqbox run --log`` within 1.5x bare, with stdout a pipe,
+on a quiet machine. Bare's own time depends on where the scheduler puts ``head`` and
+the reader: on two CPUs about 0.30 s (on the 2-CPU machine measured), on one CPU
+0.13 s, the copies staying in that CPU's cache. They share one when another process
+keeps the other CPU busy; ``--log`` then shares it too and is 3x, the log's page cache
+alone (0.12 s of CPU) nearly as long as bare (seqbox/capture.py). The load average is
+printed for that reason. On a VM that hands freed memory back to its host (free page
+reporting), the first write into pages the host took back is slow: the log's 500 MiB
+are fresh pages each run, so ``--log``'s max is noisier than its median.
 """
 
 from __future__ import annotations
@@ -84,7 +98,20 @@ def main() -> int:
     p.add_argument("--size", default="500M", help="bytes the command writes (default 500M)")
     p.add_argument("--to", default="pipe", choices=("pipe", "file", "null"), help="where stdout goes")
     p.add_argument("--runs", type=int, default=7, help="timed runs per variant (default 7)")
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="another seqbox console script to time --log with in the same rounds (repeatable)",
+    )
     args = p.parse_args()
+    also: dict[str, str] = {}
+    for spec in args.also:
+        label, _, path = spec.partition("=")
+        if not label or not os.access(path, os.X_OK):
+            p.error(f"--also {spec}: expected LABEL=PATH, PATH an executable seqbox")
+        also[label] = os.path.abspath(path)
     report = Report("log_overhead")
     backends = Doctor().pick(args.backend, ("auto", "cgroup2", "cgroup1", "poll"))
     if not backends:
@@ -102,6 +129,8 @@ def main() -> int:
         "seqbox": [*seqbox, "--", *command],
         "seqbox --log": [*seqbox, "--log", log, "--", *command],
     }
+    for label, path in also.items():  # the same run, by another seqbox
+        variants[f"{label} --log"] = [path, "run", "--backend", backend, "--log", log, "--", *command]
     times: dict[str, list[float]] = {name: [] for name in variants}
     cpus: dict[str, list[float]] = {name: [] for name in variants}
     rng = random.Random(0)
@@ -115,7 +144,7 @@ def main() -> int:
                     report.seqbox_pids.append(pid)
                 if args.to != "null" and got != size:
                     raise RuntimeError(f"{name}: stdout had {got} bytes, not {size}; {stderr.strip()}")
-                if name == "seqbox --log":
+                if name.endswith(" --log"):
                     logged = os.path.getsize(log)
                     os.unlink(log)  # a fresh file each time (not timed)
                     if not size < logged < size + 4096:
@@ -132,12 +161,13 @@ def main() -> int:
         f"command: head -c {size // MIB} MiB /dev/zero, stdout to {args.to}, backend {backend}; "
         "cpu: user+system of seqbox and the command (not of the bench's reader)"
     )
-    print(f"{'variant':<14} {'median':>9} {'min':>9} {'max':>9} {'x bare':>8} {'cpu':>8} {'+cpu':>8}")
+    width = max(14, *(len(name) for name in variants))
+    print(f"{'variant':<{width}} {'median':>9} {'min':>9} {'max':>9} {'x bare':>8} {'cpu':>8} {'+cpu':>8}")
     for name, values in times.items():
         ratio, cpu = median(values) / bare, median(cpus[name])
         print(
-            f"{name:<14} {median(values):>8.3f}s {min(values):>8.3f}s {max(values):>8.3f}s {ratio:>7.2f}x"
-            f" {cpu:>7.3f}s {cpu - bare_cpu:>+7.3f}s"
+            f"{name:<{width}} {median(values):>8.3f}s {min(values):>8.3f}s {max(values):>8.3f}s"
+            f" {ratio:>7.2f}x {cpu:>7.3f}s {cpu - bare_cpu:>+7.3f}s"
         )
         report.results[name] = {
             "median_s": round(median(values), 4),
