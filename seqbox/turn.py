@@ -144,6 +144,10 @@ class Turn:
         if self.slot is not None:
             self.slot.hand_over()
 
+    def others_wait(self) -> bool:
+        """Whether another run is in the line (one listing of the lock's directory)."""
+        return self.lockdir.fd >= 0 and any(n != self.number for n in self.lockdir.tickets())
+
 
 class FreeTurn:
     """The turn of a run that queues for nothing: the same interface, and
@@ -174,3 +178,6 @@ class FreeTurn:
 
     def hand_over(self) -> None:
         pass
+
+    def others_wait(self) -> bool:
+        return False

@@ -40,12 +40,10 @@ def run_stamp() -> str:
 
 def owner_alive(pid: int, stamp: str) -> bool:
     """Whether the seqbox that made a cgroup at ``stamp`` (UTC) with ``pid`` still runs."""
-    import calendar  # with datetime and locale: 4 ms, so only when a cgroup is in question
-
     started = procinfo.started_epoch(pid)
-    if started is None or not procinfo.is_alive(pid, None):
+    made = stamp_epoch(stamp)
+    if started is None or made is None or not procinfo.is_alive(pid, None):
         return False
-    made = calendar.timegm(time.strptime(stamp, TIME_FORMAT))
     return started <= made + CLOCK_SLACK_S
 
 
@@ -53,9 +51,36 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def stamp_epoch(text: str) -> int | None:
+    """The seconds since the epoch of a run's UTC start time ``20261130T055830``
+    (:data:`TIME_FORMAT`), or None when ``text`` is none.
+
+    What ``calendar.timegm(time.strptime(text, TIME_FORMAT))`` says, by hand:
+    those imports (calendar, datetime, locale, _strptime) cost 4-8 ms, and every
+    run looks at the cgroups of the runs beside it (the one waiting behind it,
+    while its command starts up)."""
+    if len(text) != 15 or text[8] != "T" or not _digits(text[:8]) or not _digits(text[9:]):
+        return None
+    year, month, day = int(text[:4]), int(text[4:6]), int(text[6:8])
+    hour, minute, second = int(text[9:11]), int(text[11:13]), int(text[13:])
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    month_days = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    if not (
+        1 <= month <= 12 and 1 <= day <= month_days[month - 1] and hour < 24 and minute < 60 and second < 62
+    ):
+        return None
+    # days from 1970-01-01 (the proleptic Gregorian calendar, as "days from civil")
+    y = year - (month <= 2)
+    era, year_of_era = divmod(y, 400)
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    days = era * 146097 + day_of_era - 719468
+    return days * 86400 + hour * 3600 + minute * 60 + second
+
+
 def _stamp(text: str) -> bool:
     """``20261130T055830``: a run's UTC start time."""
-    return len(text) == 15 and text[8] == "T" and _digits(text[:8]) and _digits(text[9:])
+    return stamp_epoch(text) is not None
 
 
 def parse_name(name: str) -> tuple[str, str, int] | None:

@@ -1,0 +1,83 @@
+"""The names of a run's cgroups and records, ``seqbox-<key>-<UTC time>-<pid>``:
+what says a crashed run left one. The time is read by hand (the standard
+library's parser costs every run 4-8 ms of imports); it must agree with it,
+and a name whose time is no time is no run's name."""
+
+from __future__ import annotations
+
+import calendar
+import os
+import time
+
+import pytest
+
+from seqbox.backends.cgroup import leftovers
+from tests.capabilities import needs
+from tests.helpers import SeqboxRunner, self_cgroups
+
+STAMPS = [
+    "19700101T000000",
+    "20261206T101232",
+    "20240229T235959",  # a leap day
+    "20000229T120000",  # 2000 is a leap year
+    "21001231T235960",  # a leap second (strptime takes 60 and 61)
+    "20991231T235961",
+    "99991231T235959",
+    "16000301T000000",
+]
+NOT_TIMES = [
+    "20261399T000000",  # month 13
+    "20261300T000000",
+    "20260230T000000",  # February 30
+    "19000229T000000",  # 1900 was no leap year
+    "20261130T240000",
+    "20261130T006000",
+    "20261130T000062",
+    "2026113T0558300",
+    "20261130X055830",
+    "20261130T05583",
+    "\uff12\uff10\uff12\uff161130T055830",  # digits, but not ASCII ones
+]
+
+
+@pytest.mark.parametrize("stamp", STAMPS)
+def test_a_time_reads_as_the_standard_library_reads_it(stamp: str) -> None:
+    assert leftovers.stamp_epoch(stamp) == calendar.timegm(time.strptime(stamp, leftovers.TIME_FORMAT))
+
+
+def test_every_day_of_two_centuries_reads_alike() -> None:
+    for day in range(0, 2 * 36525, 7):
+        stamp = time.strftime(leftovers.TIME_FORMAT, time.gmtime(day * 86400 + 45296))
+        assert leftovers.stamp_epoch(stamp) == day * 86400 + 45296, stamp
+
+
+@pytest.mark.parametrize("text", NOT_TIMES)
+def test_a_name_whose_time_is_no_time_is_no_runs_name(text: str) -> None:
+    assert leftovers.stamp_epoch(text) is None
+    assert leftovers.parse_name(f"seqbox-key-{text}-1") is None
+    assert leftovers.parse_name(f"seqbox-key-{text}-1-2") is None
+
+
+def test_a_run_started_now_is_its_owners() -> None:
+    stamp = leftovers.run_stamp()
+    assert leftovers.parse_name(f"seqbox-k-{stamp}-{os.getpid()}") == ("k", stamp, os.getpid())
+    assert leftovers.owner_alive(os.getpid(), stamp)
+    assert not leftovers.owner_alive(os.getpid(), "20000101T000000")  # before we started: pid reused
+
+
+@needs("cgroup1", "root")
+def test_clean_passes_over_a_cgroup_named_with_no_time(sbx: SeqboxRunner) -> None:
+    """``seqbox clean`` ended with an internal error (ValueError from strptime)
+    on a cgroup named like a run's, with a time that is no time and the pid of
+    a live process (pid 1)."""
+    with open("/proc/self/cgroup") as f:
+        own = self_cgroups(f.read())["memory"]
+    path = os.path.join("/sys/fs/cgroup/memory", own.lstrip("/"), "seqbox-x-20261399T000000-1")
+    os.mkdir(path)
+    try:
+        res = sbx.cli("clean")
+        assert res.returncode == 0, res
+        assert "internal error" not in res.stderr
+        assert os.path.isdir(path)  # not a run's: left alone
+    finally:
+        os.rmdir(path)
