@@ -120,6 +120,29 @@ def parser(description: str, allowed: tuple[str, ...]) -> argparse.ArgumentParse
     return p
 
 
+def add_also(p: argparse.ArgumentParser, what: str) -> None:
+    """``--also LABEL=PATH`` (repeatable): another seqbox console script (another
+    checkout's, say the commit before a change) timed in the same rounds."""
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help=f"another seqbox console script to {what} in the same rounds (repeatable)",
+    )
+
+
+def also_scripts(p: argparse.ArgumentParser, specs: list[str]) -> dict[str, str]:
+    """The ``--also`` scripts by label (a usage error for one that is no executable)."""
+    also: dict[str, str] = {}
+    for spec in specs:
+        label, _, path = spec.partition("=")
+        if not label or not os.access(path, os.X_OK):
+            p.error(f"--also {spec}: expected LABEL=PATH, PATH an executable seqbox")
+        also[label] = os.path.abspath(path)
+    return also
+
+
 class Report:
     """Numbers and PASS/FAIL lines of one benchmark script."""
 

@@ -30,7 +30,18 @@ import sys
 import time
 from typing import Any
 
-from benchlib import Doctor, Report, bench_env, median, ms, parser, remove_dir, scratch_dir
+from benchlib import (
+    Doctor,
+    Report,
+    add_also,
+    also_scripts,
+    bench_env,
+    median,
+    ms,
+    parser,
+    remove_dir,
+    scratch_dir,
+)
 
 TARGET_S = 0.040
 IMPORTTIME_RUNS = 5
@@ -146,20 +157,9 @@ def breakdown(
 def main() -> int:
     p = parser(__doc__.splitlines()[0], ("auto", "cgroup2", "cgroup1", "poll"))
     p.add_argument("--runs", type=int, default=21, help="timed runs per variant (default 21)")
-    p.add_argument(
-        "--also",
-        action="append",
-        default=[],
-        metavar="LABEL=PATH",
-        help="another seqbox console script to time in the same rounds (repeatable)",
-    )
+    add_also(p, "time")
     args = p.parse_args()
-    also: dict[str, str] = {}
-    for spec in args.also:
-        label, _, path = spec.partition("=")
-        if not label or not os.access(path, os.X_OK):
-            p.error(f"--also {spec}: expected LABEL=PATH, PATH an executable seqbox")
-        also[label] = os.path.abspath(path)
+    also = also_scripts(p, args.also)
     report = Report("launch_overhead")
     doctor = Doctor()
     backends = doctor.pick(args.backend, ("cgroup2", "cgroup1", "poll", "auto"))

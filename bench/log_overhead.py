@@ -38,7 +38,18 @@ import shutil
 import subprocess
 import time
 
-from benchlib import MIB, Doctor, Report, bench_env, median, parser, remove_dir, scratch_dir
+from benchlib import (
+    MIB,
+    Doctor,
+    Report,
+    add_also,
+    also_scripts,
+    bench_env,
+    median,
+    parser,
+    remove_dir,
+    scratch_dir,
+)
 
 TARGET_RATIO = 1.5
 BUFFER = 1 << 20
@@ -98,20 +109,9 @@ def main() -> int:
     p.add_argument("--size", default="500M", help="bytes the command writes (default 500M)")
     p.add_argument("--to", default="pipe", choices=("pipe", "file", "null"), help="where stdout goes")
     p.add_argument("--runs", type=int, default=7, help="timed runs per variant (default 7)")
-    p.add_argument(
-        "--also",
-        action="append",
-        default=[],
-        metavar="LABEL=PATH",
-        help="another seqbox console script to time --log with in the same rounds (repeatable)",
-    )
+    add_also(p, "time --log with")
     args = p.parse_args()
-    also: dict[str, str] = {}
-    for spec in args.also:
-        label, _, path = spec.partition("=")
-        if not label or not os.access(path, os.X_OK):
-            p.error(f"--also {spec}: expected LABEL=PATH, PATH an executable seqbox")
-        also[label] = os.path.abspath(path)
+    also = also_scripts(p, args.also)
     report = Report("log_overhead")
     backends = Doctor().pick(args.backend, ("auto", "cgroup2", "cgroup1", "poll"))
     if not backends:

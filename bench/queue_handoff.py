@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import add_also, also_scripts
+
 JOB = 'echo "start $0 $(date +%s%N)" >> "$1"; sleep {sleep}; echo "end $0 $(date +%s%N)" >> "$1"'
 TARGET_MS = 5.0
 
@@ -105,15 +107,10 @@ def main() -> int:
     parser.add_argument("--sleep", type=float, default=0.2)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--also", action="append", default=[], metavar="LABEL=PATH")
+    add_also(parser, "time")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    also: dict[str, str] = {}
-    for spec in args.also:
-        label, _, path = spec.partition("=")
-        if not label or not os.access(path, os.X_OK):
-            parser.error(f"--also {spec}: expected LABEL=PATH, PATH an executable seqbox")
-        also[label] = os.path.abspath(path)
+    also = also_scripts(parser, args.also)
 
     env = {
         k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("SEQBOX_")
