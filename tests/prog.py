@@ -257,9 +257,13 @@ def fds(o: dict[str, str]) -> int:
 
 
 def die(o: dict[str, str]) -> int:
-    """Kill ourselves with ``--signal``."""
+    """Kill ourselves with ``--signal``, whatever we inherited: a suite started
+    under nohup has SIGHUP ignored, and seqbox rightly passes that on."""
     sys.stdout.flush()
-    os.kill(os.getpid(), getattr(signal, "SIG" + o["signal"]))
+    sig = getattr(signal, "SIG" + o["signal"])
+    if sig != signal.SIGKILL:
+        signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
     time.sleep(5)
     return 99
 
