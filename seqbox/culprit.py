@@ -59,12 +59,18 @@ def phrase(entry: Culprit) -> str:
     return f"pid {entry['pid']} ({entry['command']}, {format_size(entry['rss_bytes'])})"
 
 
+#: why a memory kill names no process: the tree went from below the warning line
+#: to the limit between two looks (the kernel enforces the limit on its own)
+UNSEEN = "it grew too fast for seqbox to see which process was biggest"
+
+
 def kill_hint(culprit: list[Culprit] | None) -> str:
-    """What the memory kill line adds: the biggest process, and the next step."""
-    step = "raise --mem if it needs more, or make it use less ('seqbox report' lists the biggest processes)"
+    """What the memory kill line adds: the biggest process, and the next step
+    (which promises the report's list only when there is one)."""
+    step = "raise --mem if it needs more, or make it use less"
     if not culprit:
-        return f"; {step}"
-    return f"; biggest: {phrase(culprit[0])}; {step}"
+        return f"; {step} ({UNSEEN})"
+    return f"; biggest: {phrase(culprit[0])}; {step} ('seqbox report' lists the biggest processes)"
 
 
 def from_json(value: object) -> list[Culprit]:

@@ -46,7 +46,8 @@ FIELD_HELP = {
     "reserved_bytes": "what the run reserved under `--budget` (`--reserve`, learned, or `--mem`), else null",
     "frozen_s": "seconds its tree spent frozen for the lock's budget (not counted toward `--timeout`)",
     "culprit": "when stopped for memory or peaking within 10 % of the limit: up to 3 of the tree's "
-    "biggest processes (`pid`, `command`, `rss_bytes`), else null",
+    "biggest processes (`pid`, `command`, `rss_bytes`), else null (null too when the tree went from "
+    "below its warning line past the limit between two looks: the kill line then says so)",
 }
 
 HEADER = """\

@@ -10,7 +10,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from seqbox.culprit import from_json, phrase
+from seqbox.culprit import UNSEEN, from_json, phrase
 from seqbox.describe import command_line, describe_command, plural, where
 from seqbox.units import format_duration, format_size
 
@@ -252,8 +252,11 @@ def report(record: RunRecord, width: int = 60, root: str | None = None) -> Rende
     for warning in record.warnings:
         grid.add_row(Text("warned", style="yellow"), warning)
 
-    for n, entry in enumerate(from_json(summary.get("culprit"))):
+    biggest = from_json(summary.get("culprit"))
+    for n, entry in enumerate(biggest):
         grid.add_row("biggest" if n == 0 else "", phrase(entry))
+    if not biggest and record.status == "memory":
+        grid.add_row("biggest", Text(f"not seen: {UNSEEN}", style="dim"))
     if record.error:
         grid.add_row(Text("error", style="red"), record.error)
     grid.add_row("log", record.path)

@@ -121,6 +121,7 @@ class Supervisor:
 
         self.top_at = threshold(self.limits.mem, self.limits.warn_at)
         self.top: list[tuple[int, str, int]] = []
+        self.top_named: dict[int, str] = {}  # each command line read, by pid
         self.top_total = -1
         self.top_mem = -1
         self.top_step = (self.limits.mem or 0) // 100  # "higher" is by 1 % of the limit
@@ -298,7 +299,7 @@ class Supervisor:
         from seqbox.topprocs import biggest
 
         self.top_mem, self.top_read_at = max(mem, self.top_mem), now
-        top, total = biggest(self.sandbox.pids())
+        top, total = biggest(self.sandbox.pids(), named=self.top_named)
         if top and total >= self.top_total:
             self.top, self.top_total = top, total
 

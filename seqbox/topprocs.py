@@ -65,10 +65,17 @@ def _psutil_command(pid: int) -> list[str] | None:
         return None
 
 
-def biggest(pids: Iterable[int], n: int = TOP) -> tuple[list[tuple[int, str, int]], int]:
+def biggest(
+    pids: Iterable[int], n: int = TOP, named: dict[int, str] | None = None
+) -> tuple[list[tuple[int, str, int]], int]:
     """The ``n`` biggest live processes among ``pids`` (pid, command as a
     person writes it, resident bytes; biggest first), and the resident bytes
-    of all of them together."""
+    of all of them together.
+
+    ``named`` remembers each command line read, by pid, across calls: a process
+    the kernel is killing (the OOM killer's victim, read as the notification
+    comes) still shows its memory, but its command line reads empty then; it
+    keeps the one read before (else it is shown as ``[comm]``, as ps does)."""
     if HAVE_PROC:
         page = os.sysconf("SC_PAGE_SIZE")
         sizes = [(pid, _rss_proc(pid, page)) for pid in pids]
@@ -78,8 +85,18 @@ def biggest(pids: Iterable[int], n: int = TOP) -> tuple[list[tuple[int, str, int
         command = _psutil_command
     chosen = top(sizes, n)
     found = []
+    known = {} if named is None else named
     for pid, rss in chosen:
         argv = command(pid)
-        if argv is not None:
+        if argv is not None and not _unread(argv):
+            known[pid] = describe_command(argv, COMMAND_WIDTH)
+        if pid in known:
+            found.append((pid, known[pid], rss))
+        elif argv is not None:
             found.append((pid, describe_command(argv, COMMAND_WIDTH), rss))
     return found, sum(rss for _, rss in sizes)
+
+
+def _unread(argv: list[str]) -> bool:
+    """Whether ``argv`` stands for a command line that could not be read (``[comm]``)."""
+    return len(argv) == 1 and argv[0].startswith("[") and argv[0].endswith("]")

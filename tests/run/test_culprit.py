@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from seqbox import culprit
+from seqbox import culprit, topprocs
 from tests.helpers import MIB, SeqboxRunner, prog, slack
 
 pytestmark = pytest.mark.poll_reader  # which processes are measured: both ways of reading the tree
@@ -57,7 +60,33 @@ def test_kill_hint_names_the_top_one_and_a_next_step() -> None:
     entries = culprit.entries([(42, "python3 grow.py", 900 * MIB), (43, "sleep 9", MIB)])
     hint = culprit.kill_hint(entries)
     assert hint.startswith("; biggest: pid 42 (python3 grow.py, 900.0 MiB); raise --mem if it needs more")
-    assert culprit.kill_hint(None).startswith("; raise --mem")
+    assert hint.endswith("('seqbox report' lists the biggest processes)")
+    unseen = culprit.kill_hint(None)  # the report then has no list to promise
+    assert unseen == "; raise --mem if it needs more, or make it use less (" + culprit.UNSEEN + ")"
+
+
+def test_a_process_being_killed_keeps_the_command_read_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OOM killer's victim, read as the kernel's notification comes, still
+    shows its memory, but its command line reads empty (the kernel then shows
+    ``[comm]``): it keeps the one read before. (Seen in the suite: the culprit
+    named ``'[python]'``.)"""
+    holder = subprocess.Popen([sys.executable, "-c", "x = bytearray(64 << 20); import time; time.sleep(30)"])
+    try:
+        while topprocs.biggest([holder.pid])[1] < 64 << 20:
+            time.sleep(0.01)
+        named: dict[int, str] = {}
+        (first,), _ = topprocs.biggest([holder.pid], named=named)
+        assert "bytearray" in first[1], first
+        monkeypatch.setattr(
+            topprocs, "_command_proc", lambda pid: ["[python3]"]
+        )  # as an exiting process reads
+        (again,), _ = topprocs.biggest([holder.pid], named=named)
+        assert again[1] == first[1]
+        (unnamed,), _ = topprocs.biggest([holder.pid])
+        assert unnamed[1] == "'[python3]'"  # never read before: the kernel's name, as ps shows it
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_from_json_keeps_well_formed_entries() -> None:
@@ -128,3 +157,27 @@ def test_near_the_limit_names_them_too(sbx: SeqboxRunner, backend: str, tmp_path
 def test_a_healthy_run_names_none(sbx: SeqboxRunner, backend: str) -> None:
     res = sbx.run("--json", "--mem", "256M", "--", *prog("hog", "--total", "16"), backend=backend)
     assert res.json()["culprit"] is None, res
+
+
+def test_a_kill_with_no_process_seen_promises_no_list(sbx: SeqboxRunner, backend: str) -> None:
+    """A tree that jumps past its limit between two looks (300 MiB at once into
+    100 MiB) may be killed before seqbox saw any process of it near the limit:
+    the kill line then says so, and promises the report's list only when it
+    names the biggest process. The report says the same for a run without one."""
+    res = sbx.run(
+        "--json", "--mem", "100M", "--", "python3", "-c", "x = bytearray(300 * 2**20)", backend=backend
+    )
+    assert res.returncode == 137, res
+    doc: dict[str, Any] = res.json()
+    (kill,) = [line for line in res.seqbox_lines() if line.startswith("seqbox: killed")]
+    if doc["culprit"]:
+        assert "; biggest: pid " in kill, kill
+        assert kill.endswith("('seqbox report' lists the biggest processes)"), kill
+    else:
+        assert kill.endswith(f"({culprit.UNSEEN})"), kill
+    log = Path(doc["log"])
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    events[-1]["summary"]["culprit"] = None  # as when none was seen
+    log.write_text("".join(json.dumps(event) + "\n" for event in events))
+    report = sbx.run("report", doc["run_id"], cli=True)
+    assert re.search(rf"biggest\s+not seen: {culprit.UNSEEN}", report.stdout), report
