@@ -32,15 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import add_also, also_scripts
+from benchlib import add_also, also_scripts, bench_env, seqbox_argv
 
 JOB = 'echo "start $0 $(date +%s%N)" >> "$1"; sleep {sleep}; echo "end $0 $(date +%s%N)" >> "$1"'
 TARGET_MS = 5.0
-
-
-def seqbox_command() -> list[str]:
-    script = Path(sys.executable).parent / "seqbox"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "seqbox"]
 
 
 def run_batch(
@@ -112,13 +107,11 @@ def main() -> int:
     args = parser.parse_args()
     also = also_scripts(parser, args.also)
 
-    env = {
-        k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("SEQBOX_")
-    }
+    env = bench_env()
     backend = [] if args.backend == "auto" else ["--backend", args.backend]
     with tempfile.TemporaryDirectory(prefix="seqbox-bench-state-") as scratch:
         variants = [
-            Variant("seqbox", [*seqbox_command(), "run", *backend, "--"], os.path.join(scratch, "seqbox"))
+            Variant("seqbox", [*seqbox_argv()[0], "run", *backend, "--"], os.path.join(scratch, "seqbox"))
         ]
         for label, path in also.items():
             variants.append(Variant(label, [path, "run", *backend, "--"], os.path.join(scratch, label)))

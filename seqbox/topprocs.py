@@ -36,11 +36,13 @@ def _rss_proc(pid: int, page: int) -> int:
 
 
 def _command_proc(pid: int) -> list[str] | None:
+    """The command line, or None when it reads empty (a process being killed)."""
     data = _read(f"/proc/{pid}/cmdline")
-    if not data:
-        comm = _read(f"/proc/{pid}/comm").decode("utf-8", "replace").strip()
-        return [f"[{comm}]"] if comm else None
-    return data.rstrip(b"\0").decode("utf-8", "replace").split("\0")
+    return data.rstrip(b"\0").decode("utf-8", "replace").split("\0") if data else None
+
+
+def _name_proc(pid: int) -> str | None:
+    return _read(f"/proc/{pid}/comm").decode("utf-8", "replace").strip() or None
 
 
 def _psutil_rss(pids: Iterable[int]) -> list[tuple[int, int]]:
@@ -59,8 +61,16 @@ def _psutil_command(pid: int) -> list[str] | None:
     import psutil  # noqa: PLC0415 - only where there is no /proc
 
     try:
-        proc = psutil.Process(pid)
-        return proc.cmdline() or [proc.name()]
+        return psutil.Process(pid).cmdline() or None
+    except psutil.Error:
+        return None
+
+
+def _psutil_name(pid: int) -> str | None:
+    import psutil  # noqa: PLC0415 - only where there is no /proc
+
+    try:
+        return psutil.Process(pid).name() or None
     except psutil.Error:
         return None
 
@@ -79,24 +89,20 @@ def biggest(
     if HAVE_PROC:
         page = os.sysconf("SC_PAGE_SIZE")
         sizes = [(pid, _rss_proc(pid, page)) for pid in pids]
-        command = _command_proc
+        command, name = _command_proc, _name_proc
     else:
         sizes = _psutil_rss(pids)
-        command = _psutil_command
-    chosen = top(sizes, n)
+        command, name = _psutil_command, _psutil_name
     found = []
     known = {} if named is None else named
-    for pid, rss in chosen:
+    for pid, rss in top(sizes, n):
         argv = command(pid)
-        if argv is not None and not _unread(argv):
+        if argv is not None:
             known[pid] = describe_command(argv, COMMAND_WIDTH)
-        if pid in known:
-            found.append((pid, known[pid], rss))
-        elif argv is not None:
-            found.append((pid, describe_command(argv, COMMAND_WIDTH), rss))
+        elif pid not in known:
+            comm = name(pid)
+            if comm is None:  # gone meanwhile
+                continue
+            known[pid] = describe_command([f"[{comm}]"], COMMAND_WIDTH)
+        found.append((pid, known[pid], rss))
     return found, sum(rss for _, rss in sizes)
-
-
-def _unread(argv: list[str]) -> bool:
-    """Whether ``argv`` stands for a command line that could not be read (``[comm]``)."""
-    return len(argv) == 1 and argv[0].startswith("[") and argv[0].endswith("]")

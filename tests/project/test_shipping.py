@@ -32,7 +32,8 @@ BARE_INSTALL = re.compile(
 
 def _shipped_text() -> dict[str, str]:
     """The README, docs, package sources and scripts: path -> text."""
-    paths = [ROOT / "README.md", *ROOT.glob("docs/**/*"), *ROOT.glob("seqbox/**/*"), *ROOT.glob("scripts/*")]
+    paths = [ROOT / "README.md", ROOT / "CHANGELOG.md", *ROOT.glob("docs/**/*"), *ROOT.glob("seqbox/**/*")]
+    paths += ROOT.glob("scripts/*")
     paths += [ROOT / name for name in ("action.yml", ".pre-commit-hooks.yaml") if (ROOT / name).exists()]
     texts = {}
     for path in paths:
@@ -45,12 +46,9 @@ def _shipped_text() -> dict[str, str]:
 
 
 def test_bare_install_pattern() -> None:
-    for bad in (
-        "pip install seqbox",
-        "uv tool install seqbox",
-        "pipx install seqbox",
-        "pip install -U seqbox",
-    ):
+    bare = "seqbox"  # the other project's name on the index, spelled once: no line here reads as advice
+    for tool in ("pip install", "uv tool install", "pipx install", "pip install -U"):
+        bad = f"{tool} {bare}"
         assert BARE_INSTALL.search(bad), bad
     for good in ("pip install seqbox-cli", "uv tool install seqbox-cli", "pip install 'seqbox-cli[mcp]'"):
         assert not BARE_INSTALL.search(good), good

@@ -77,9 +77,9 @@ def test_a_process_being_killed_keeps_the_command_read_before(monkeypatch: pytes
         named: dict[int, str] = {}
         (first,), _ = topprocs.biggest([holder.pid], named=named)
         assert "bytearray" in first[1], first
-        monkeypatch.setattr(
-            topprocs, "_command_proc", lambda pid: ["[python3]"]
-        )  # as an exiting process reads
+        # as an exiting process reads: no command line, its name still there
+        monkeypatch.setattr(topprocs, "_command_proc", lambda pid: None)
+        monkeypatch.setattr(topprocs, "_name_proc", lambda pid: "python3")
         (again,), _ = topprocs.biggest([holder.pid], named=named)
         assert again[1] == first[1]
         (unnamed,), _ = topprocs.biggest([holder.pid])
