@@ -210,15 +210,17 @@ def auto_budget_here() -> int:
     return auto_budget(memory.read_state().ceiling())
 
 
-def gate_for(lock: str, mem: int | None, budget: int | str) -> Gate:
+def gate_for(lock: str, mem: int | None, budget: int | str, given: int | None = None) -> Gate:
     """The gate of a run of ``lock`` with ``--mem`` and ``--budget`` (a size or
-    ``auto``). Raises UsageError when the run can never fit."""
+    ``auto``; ``given``: the budget the lock's slice was given for it on the
+    laptop path, which ``auto`` then is). Raises UsageError when the run can
+    never fit."""
     if budget != AUTO:
         assert isinstance(budget, int)
         check_can_fit(mem, budget)
         return Gate(lock, reservation(mem, budget), budget)
 
-    size = auto_budget_here()
+    size = auto_budget_here() if given is None else given
     check_can_fit(mem, size, auto=True)
 
     def machine() -> tuple[int, float | None]:

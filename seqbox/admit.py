@@ -78,7 +78,8 @@ class Admission:
             from seqbox.admission import gate_for
             from seqbox.lockbudget import plan
 
-            gate = gate_for(options.lock, self.limits.mem, options.budget)
+            given = None if run.scope is None else run.scope.lock_budget  # the lock slice's (laptop path)
+            gate = gate_for(options.lock, self.limits.mem, options.budget, given)
             self.budget_run = plan(gate, run, self.limits)
             self.reserved = (gate.need, gate.budget)
         from seqbox.policies import for_lock

@@ -233,6 +233,12 @@ def slice_limit_fault(limit_text: str | None, swap_text: str | None, budget: int
     return None
 
 
+def slice_limit(path: str) -> int | None:
+    """The memory limit of the slice directory ``path`` (None when it has none)."""
+    text = cgroupfs.try_read(os.path.join(path, "memory.max"))
+    return None if text is None else cgroupfs.parse_limit(text)
+
+
 def slice_fault(path: str, budget: int) -> str | None:
     """:func:`slice_limit_fault` of the slice directory ``path``."""
     return slice_limit_fault(

@@ -22,7 +22,7 @@ from seqbox.queue import LockDir, holders
 from seqbox.records import Entry
 from tests.capabilities import needs
 from tests.conftest import Tracker
-from tests.helpers import MIB, PROG, SeqboxRunner, prog, slack, wait_dead, wait_for_file
+from tests.helpers import MIB, PROG, SeqboxRunner, prog, seqbox_cgroups, slack, wait_dead, wait_for_file
 
 
 def _seqbox_dirs(info: dict[str, dict[str, str]]) -> list[str]:
@@ -137,6 +137,8 @@ def test_next_run_cleans_up_after_a_killed_supervisor(
     wait_for_file(info_file)
     sleeper = int(pid_file.read_text())
     dirs = _seqbox_dirs(json.loads(info_file.read_text()))
+    # and its own leaf, where it moved itself (rule 3 of placement, as in a delegated scope)
+    dirs += [path for path in seqbox_cgroups() if os.path.basename(path) == f"seqbox-sup-{proc.pid}"]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=slack(10))
     assert all(os.path.exists(path) for path in dirs)  # left behind, as the spec says

@@ -408,6 +408,35 @@ def test_systemd_run_puts_its_scope_in_the_lock_slice(
     assert int((lock_slice / "memory.max").read_text()) == 300 * MIB
 
 
+@pytest.mark.parametrize("way", ["dbus", "systemd-run"])
+def test_budget_auto_is_the_budget_the_lock_slice_was_given(
+    sbx: SeqboxRunner, tmp_path: Path, refusing_runtime: Path, way: str
+) -> None:
+    """``--budget auto`` is read once, where seqbox starts: the lock's slice is
+    limited to it, and admission's gate (and the re-run under systemd-run)
+    count that same budget, the one the kernel holds the lock's runs to. (They
+    read the machine again inside the slice, whose ancestors need not be those
+    of the cgroup where seqbox started.)"""
+    env: dict[str, str] = {}
+    if way == "systemd-run":
+        real = f"XDG_RUNTIME_DIR={REAL_RUNTIME_DIR}"
+        env = _systemd_run_wrapper(tmp_path, f'{real} exec /usr/bin/systemd-run "$@"')
+        (tmp_path / "bin" / "systemctl").write_text(f'#!/bin/sh\n{real} exec /usr/bin/systemctl "$@"\n')
+        (tmp_path / "bin" / "systemctl").chmod(0o755)
+        env["XDG_RUNTIME_DIR"] = str(refusing_runtime)
+    res = sbx.run("-v", "--budget", "auto", "--mem", "100M", "--json", "--", *prog("cgroupinfo"), env=env)
+    assert res.returncode == 0, res
+    assert ("asking systemd-run" in res.stderr) == (way == "systemd-run"), res
+    assert "no memory ceiling" not in res.stderr, res
+    doc = res.json()
+    lock_slice = _lock_slice_of(_scope_of(_cgroups(doc)[""]))
+    given = int((lock_slice / "memory.max").read_text())
+    start = json.loads(Path(str(doc["log"])).read_text().splitlines()[0])
+    assert start["event"] == "start"
+    assert start["budget"] // 4096 * 4096 == given, (start, given)  # the kernel keeps whole pages
+    assert given > 100 * MIB
+
+
 def test_without_the_lock_slice_a_run_fails_closed(
     sbx: SeqboxRunner, tmp_path: Path, refusing_runtime: Path
 ) -> None:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import calendar
 import os
+import subprocess
 import time
 
 import pytest
 
 from seqbox.backends.cgroup import leftovers
 from tests.capabilities import needs
-from tests.helpers import SeqboxRunner, self_cgroups
+from tests.helpers import SeqboxRunner, self_cgroups, wait_dead, write_file
 
 STAMPS = [
     "19700101T000000",
@@ -81,3 +82,42 @@ def test_clean_passes_over_a_cgroup_named_with_no_time(sbx: SeqboxRunner) -> Non
         assert os.path.isdir(path)  # not a run's: left alone
     finally:
         os.rmdir(path)
+
+
+@needs("root")
+def test_a_dead_supervisors_leaf_is_removed_by_the_next_run(sbx: SeqboxRunner) -> None:
+    """A cgroup v2 supervisor moves itself into ``seqbox-sup-<pid>``; killed, it
+    leaves that leaf. It names no project: the next run of any project removes
+    it when nothing is in it (in a delegated scope systemd trimmed it only some
+    time after the scope emptied, and the laptop lane saw it left once), and
+    leaves one with a process in it to ``seqbox clean``."""
+    with open("/proc/self/cgroup") as f:
+        own = self_cgroups(f.read())[""]
+    mounts = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")  # hybrid, or unified alone
+    unified = next(m for m in mounts if os.path.exists(f"{m}/cgroup.procs"))
+    dead = []
+    for _ in range(2):
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        dead.append(gone.pid)
+    empty, busy = (os.path.join(unified, own.lstrip("/"), f"seqbox-sup-{pid}") for pid in dead)
+    os.mkdir(empty)
+    os.mkdir(busy)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        write_file(os.path.join(busy, "cgroup.procs"), str(sleeper.pid))
+        res = sbx.run("--", "true")
+        assert res.returncode == 0, res
+        assert not os.path.exists(empty)  # nobody's: removed by a run
+        assert os.path.isdir(busy)  # not this project's to kill
+        assert sleeper.poll() is None
+        res = sbx.cli("clean")
+        assert res.returncode == 0, res
+        assert not os.path.exists(busy)
+        assert wait_dead([sleeper.pid], 5) == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        for path in (empty, busy):
+            if os.path.isdir(path):
+                os.rmdir(path)

@@ -14,7 +14,7 @@ from typing import cast
 import pytest
 
 from seqbox import ceiling
-from seqbox.admission import gate_for
+from seqbox.admission import auto_budget_here, gate_for
 from seqbox.backends.base import (
     is_lock_slice,
     lock_dir_parts,
@@ -222,3 +222,11 @@ def test_a_run_in_a_scope_outside_the_lock_slice_fails_closed(tmp_path: Path) ->
     assert limits.ceiling is not None
     reserved, how, limits = _plan(tmp_path, None)  # no scope step (root, the library)
     assert (reserved, how) == (50 * MIB, GIVEN)
+
+
+def test_an_auto_budget_given_to_the_lock_slice_is_the_gates() -> None:
+    """On the laptop path ``--budget auto`` is read once, for the lock's slice;
+    the gate counts the budget the slice was given, not a second reading."""
+    assert gate_for("default", 100 * MIB, "auto", 300 * MIB).budget == 300 * MIB
+    assert gate_for("default", 100 * MIB, "auto").budget == auto_budget_here()
+    assert gate_for("default", 100 * MIB, 200 * MIB, 300 * MIB).budget == 200 * MIB  # a size is a size

@@ -4,7 +4,9 @@ A run's cgroups are named ``seqbox-<project key>-<UTC time>-<supervisor pid>``
 (``-<try>`` for retries): the name says whose they are. A cgroup whose
 supervisor is gone (that pid is dead, or now belongs to a process that started
 later) is a leftover: its processes are killed and the cgroup removed. So is a
-cgroup v2 ``seqbox-sup-<pid>`` leaf whose seqbox has exited.
+cgroup v2 ``seqbox-sup-<pid>`` leaf whose seqbox has exited: any run removes it
+when nothing is left in it (it names no project), ``seqbox clean`` also when
+something is.
 
 A poll run's tree has no cgroup: its record of members
 (seqbox/backends/poll/treerecord.py) carries the same name, in the state
@@ -100,7 +102,9 @@ def parse_name(name: str) -> tuple[str, str, int] | None:
     return (project_key, stamp, int(pid)) if project_key else None
 
 
-def is_leftover(name: str, project_key: str | None = None) -> bool:
+def is_leftover(name: str, project_key: str | None = None, path: str | None = None) -> bool:
+    """Whether the cgroup or record ``name`` (at ``path``) is a leftover of a
+    run of ``project_key`` (of any project when None)."""
     parsed = parse_name(name)
     if parsed is not None:
         key, stamp, pid = parsed
@@ -108,9 +112,22 @@ def is_leftover(name: str, project_key: str | None = None) -> bool:
             return False
         return not owner_alive(pid, stamp)
     sup = name[len(SUPERVISOR_PREFIX) :] if name.startswith(SUPERVISOR_PREFIX) else ""
-    if _digits(sup) and project_key is None:
-        return procinfo.started_epoch(int(sup)) is None
-    return False
+    if not _digits(sup) or procinfo.started_epoch(int(sup)) is not None:
+        return False
+    # a dead supervisor's own leaf: nobody's once empty (systemd trims a scope
+    # it is in only some time after the scope empties)
+    return project_key is None or (path is not None and _empty(path))
+
+
+def _empty(path: str) -> bool:
+    """Whether the cgroup ``path`` holds no process and no cgroup."""
+    try:
+        with os.scandir(path) as entries:
+            if any(entry.is_dir(follow_symlinks=False) for entry in entries):
+                return False
+    except OSError:
+        return False
+    return cgroupfs.try_read(os.path.join(path, "cgroup.procs")) == ""
 
 
 def places() -> list[str]:
@@ -182,9 +199,9 @@ def find(project_key: str | None = None, trees: str | None = None) -> list[str]:
             parts = lock_dir_parts(name) if name.startswith(LOCK_PREFIX) else None
             if parts is not None and (project_key is None or parts[1] == project_key):
                 spots.append(os.path.join(place, name))  # runs of a lock with a budget (seqbox/ceiling.py)
-            elif name.startswith(NAME_PREFIX) and is_leftover(name, project_key):
+            elif name.startswith(NAME_PREFIX):
                 path = os.path.join(place, name)
-                if os.path.isdir(path):
+                if is_leftover(name, project_key, path) and os.path.isdir(path):
                     found.append(path)
     if trees is not None:
         try:

@@ -52,30 +52,35 @@ NONE, DBUS, SYSTEMD_RUN, RERUN, FAILED = "none", "dbus", "systemd-run", "rerun",
 class LockSlice:
     """The slice of the user manager that the runs of a lock with a budget
     share (seqbox/ceiling.py): its unit name (None when the lock's name makes
-    one too long for systemd), its lock and the budget that is its limit."""
+    one too long for systemd), its lock and the budget that is its limit
+    (None for ``--budget auto``, read by :meth:`size` when a scope is asked for)."""
 
     __slots__ = ("budget", "lock", "unit")
 
-    def __init__(self, unit: str | None, lock: str, budget: int) -> None:
+    def __init__(self, unit: str | None, lock: str, budget: int | None) -> None:
         self.unit = unit
         self.lock = lock
         self.budget = budget
+
+    def size(self) -> int:
+        """The budget in bytes. ``auto`` is read once, here, before seqbox
+        enters the scope: the slice is limited to it and the run's gate counts
+        it (:attr:`Scope.lock_budget`)."""
+        if self.budget is None:
+            from seqbox.admission import auto_budget_here
+
+            self.budget = auto_budget_here()
+        return self.budget
 
     def __repr__(self) -> str:
         return f"LockSlice({self.unit!r}, {self.lock!r}, {self.budget})"
 
 
 def lock_slice_for(lock: str, project_key: str, budget: int | str) -> LockSlice:
-    """The lock's slice for a run with ``--budget`` (a size, or ``auto``: what
-    admission will find inside the scope, where the lock's own slice is not
-    counted as an enclosing limit, see backends/memory.py)."""
+    """The lock's slice for a run with ``--budget`` (a size, or ``auto``)."""
     from seqbox.backends.base import lock_slice_name
 
-    if not isinstance(budget, int):
-        from seqbox.admission import auto_budget_here
-
-        budget = auto_budget_here()
-    return LockSlice(lock_slice_name(lock, project_key), lock, budget)
+    return LockSlice(lock_slice_name(lock, project_key), lock, budget if isinstance(budget, int) else None)
 
 
 class Scope:
@@ -89,15 +94,18 @@ class Scope:
 
     For a run of a lock with a budget in a scope: ``lock_slice``, the
     directory of the lock's slice the scope is in (the lock's parent cgroup,
-    limited to the budget), or ``no_ceiling``, why the scope is not in it."""
+    limited to the budget) and ``lock_budget``, that budget in bytes (for
+    ``--budget auto``, admission's gate takes it rather than reading the
+    machine again), or ``no_ceiling``, why the scope is not in it."""
 
-    __slots__ = ("exit_code", "how", "lock_slice", "no_ceiling", "why")
+    __slots__ = ("exit_code", "how", "lock_budget", "lock_slice", "no_ceiling", "why")
 
     def __init__(self, how: str, why: str, exit_code: int | None = None) -> None:
         self.how = how
         self.why = why
         self.exit_code = exit_code
         self.lock_slice: str | None = None
+        self.lock_budget: int | None = None
         self.no_ceiling: str | None = None
 
     @property
@@ -230,8 +238,8 @@ def enter_scope(
 
     if rerun.report_started(os.environ):
         scope = Scope(RERUN, "re-run by systemd-run inside a delegated scope")
-        if lock_slice is not None:
-            _check_slice(scope, lock_slice(), None)
+        if lock_slice is not None:  # the first seqbox limited the slice: auto is that limit
+            _check_slice(scope, lock_slice(), None, inherited=True)
         return scope
     plan = plan_here(run_args, backend)
     if plan.command is None:
@@ -246,7 +254,7 @@ def enter_scope(
         ask = None
         if wanted is not None and wanted.unit is not None:
             ask = SliceAsk(
-                wanted.unit, wanted.budget, f'seqbox: the runs of lock "{wanted.lock}", within its budget'
+                wanted.unit, wanted.size(), f'seqbox: the runs of lock "{wanted.lock}", within its budget'
             )
         unit, slice_failure = move_into_scope(
             private_socket(os.environ), "seqbox run " + " ".join(run_args), lock_slice=ask
@@ -268,7 +276,7 @@ def enter_scope(
         return Scope(FAILED, over_dbus)  # a second Python could not even start: run here
     command = plan.command
     if wanted is not None and wanted.unit is not None:
-        why = rerun.limit_slice(wanted.unit, wanted.budget, os.environ)
+        why = rerun.limit_slice(wanted.unit, wanted.size(), os.environ)
         if why is None:
             command = rerun.with_slice(command, wanted.unit)
         else:  # the re-run finds itself outside the lock's slice and fails closed
@@ -280,16 +288,20 @@ def enter_scope(
     return Scope(FAILED, rerun.failure(code))
 
 
-def _check_slice(scope: Scope, wanted: LockSlice, failure: str | None) -> None:
-    """Set ``scope.lock_slice`` when this process is in a scope inside the
-    lock's slice and the slice holds its runs to the budget, else ``scope.no_ceiling``."""
+def _check_slice(scope: Scope, wanted: LockSlice, failure: str | None, inherited: bool = False) -> None:
+    """Set ``scope.lock_slice`` and ``scope.lock_budget`` when this process is
+    in a scope inside the lock's slice and the slice holds its runs to the
+    budget, else ``scope.no_ceiling``. In the re-run under systemd-run
+    (``inherited``) ``auto`` is the slice's own limit, which the first seqbox
+    set: it is not read again."""
     if wanted.unit is None:
         scope.no_ceiling = f'the lock name "{wanted.lock}" makes too long a name for a systemd slice'
         return
     if failure is not None:
         scope.no_ceiling = failure
         return
-    scope.lock_slice, scope.no_ceiling = find_lock_slice(wanted.unit, wanted.budget)
+    budget = wanted.budget if inherited else wanted.size()
+    scope.lock_slice, scope.lock_budget, scope.no_ceiling = find_lock_slice(wanted.unit, budget)
 
 
 #: how long the scope step waits for systemd to write the lock slice's limit
@@ -297,28 +309,33 @@ def _check_slice(scope: Scope, wanted: LockSlice, failure: str | None) -> None:
 SLICE_LIMIT_WAIT = 0.5
 
 
-def find_lock_slice(unit: str, budget: int) -> tuple[str | None, str | None]:
+def find_lock_slice(unit: str, budget: int | None) -> tuple[str | None, int | None, str | None]:
     """After the scope step: (the directory of the lock's slice ``unit`` that
-    this process's scope is in, None) when it holds the lock's runs to
-    ``budget``, else (None, why not). Read from /proc/self/cgroup and the
-    slice's own limit files: what the kernel enforces, not what was asked."""
+    this process's scope is in, the budget, None) when it holds the lock's
+    runs to ``budget`` (None: to the limit the slice has), else (None, None,
+    why not). Read from /proc/self/cgroup and the slice's own limit files: what
+    the kernel enforces, not what was asked."""
     from seqbox.backends.cgroup import fs as cgroupfs
-    from seqbox.ceiling import slice_dir, slice_fault
+    from seqbox.ceiling import slice_dir, slice_fault, slice_limit
 
     try:
         own = [c.path for c in cgroupfs.own_cgroups() if c.key == cgroupfs.UNIFIED]
     except BackendError as err:
-        return None, f"cannot read this process's cgroup: {err}"
+        return None, None, f"cannot read this process's cgroup: {err}"
     if not own:
-        return None, "this process is in no cgroup v2"
+        return None, None, "this process is in no cgroup v2"
     parent = slice_dir(own[0], unit)
     if parent is None:
-        return None, f"this run's scope is in {os.path.dirname(own[0])}, not in the lock's slice {unit}"
+        return None, None, f"this run's scope is in {os.path.dirname(own[0])}, not in the lock's slice {unit}"
     import time
 
     deadline = time.monotonic() + SLICE_LIMIT_WAIT
-    while (fault := slice_fault(parent, budget)) is not None and time.monotonic() < deadline:
+    while True:
+        size = slice_limit(parent) if budget is None else budget
+        fault = "it has no memory limit" if size is None else slice_fault(parent, size)
+        if fault is None or time.monotonic() >= deadline:
+            break
         time.sleep(0.01)
     if fault is not None:
-        return None, f"the lock's slice {unit}: {fault}"
-    return parent, None
+        return None, None, f"the lock's slice {unit}: {fault}"
+    return parent, size, None
