@@ -45,6 +45,42 @@ def _identity_psutil(pid: int) -> tuple[int, float] | None:
         return None
 
 
+def pid_namespace(pid: int | str = "self") -> str | None:
+    """The pid namespace ``pid`` is in (``pid:[4026531836]``), or None when
+    that cannot be read (gone, or another user's)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def parse_nspid(status: str) -> int | None:
+    """/proc/<pid>/status -> the process's pid in its own pid namespace (the
+    last of ``NSpid:``, which lists it from the reader's namespace inwards)."""
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            words = line.split()[1:]
+            return int(words[-1]) if words and words[-1].isdigit() else None
+    return None
+
+
+def in_namespace(namespace: str) -> dict[int, int]:
+    """Every process of the pid namespace ``namespace`` that this process can
+    see: {its pid there: its pid here}."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or pid_namespace(name) != namespace:
+            continue
+        try:
+            with open(f"/proc/{name}/status", encoding="utf-8", errors="replace") as f:
+                inner = parse_nspid(f.read())
+        except OSError:
+            continue
+        if inner is not None:
+            found[inner] = int(name)
+    return found
+
+
 def start_time(pid: int) -> float | None:
     info = identity(pid)
     return None if info is None else info[1]

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import calendar
 import os
+import signal
 import subprocess
 import time
+from pathlib import Path
 
+import psutil
 import pytest
 
+from seqbox.backends import procinfo
 from seqbox.backends.cgroup import leftovers
 from tests.capabilities import needs
-from tests.helpers import SeqboxRunner, self_cgroups, wait_dead, write_file
+from tests.helpers import SeqboxRunner, self_cgroups, slack, wait_dead, write_file
 
 STAMPS = [
     "19700101T000000",
@@ -121,3 +125,82 @@ def test_a_dead_supervisors_leaf_is_removed_by_the_next_run(sbx: SeqboxRunner) -
         for path in (empty, busy):
             if os.path.isdir(path):
                 os.rmdir(path)
+
+
+def _free_pid() -> int:
+    """A pid no process has here, below the last one handed out (so not handed
+    out again until the counter wraps)."""
+    last = int(Path("/proc/sys/kernel/ns_last_pid").read_text())
+    return next(pid for pid in range(last - 100, 300, -1) if not os.path.exists(f"/proc/{pid}"))
+
+
+def _sleeps_inside(pid: int) -> dict[int, int]:
+    """The ``sleep`` processes below ``pid``: {pid in their namespace: pid here}."""
+    found = {}
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if child.name() == "sleep":
+                found[procinfo.parse_nspid(Path(f"/proc/{child.pid}/status").read_text()) or 0] = child.pid
+        except (psutil.Error, OSError):  # not exec'd yet, or gone
+            continue
+    return found
+
+
+@needs("cgroup1", "root")
+def test_clean_leaves_a_live_run_of_another_pid_namespace(sbx: SeqboxRunner, tmp_path: Path) -> None:
+    """A container's run, seen from the host, is named with the pid its seqbox
+    has in the container's pid namespace: here that pid may be no process, and
+    ``seqbox clean`` took the run for a crashed one and killed it. A stand-in:
+    in a new pid namespace a "supervisor" gets a pid free here, and the run's
+    cgroup (named with that pid) holds a "command" of the same namespace. Once
+    the supervisor is gone, the run is a leftover like any other."""
+    pid = _free_pid()
+    pids_file = tmp_path / "pids"
+    script = 'echo "$1" > /proc/sys/kernel/ns_last_pid; sleep 60 & echo $! > "$2"; sleep 60 & wait'
+    box = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script, "sh", str(pid - 1), str(pids_file)]
+    )
+    with open("/proc/self/cgroup") as f:
+        own = self_cgroups(f.read())["memory"]
+    path = os.path.join("/sys/fs/cgroup/memory", own.lstrip("/"), f"seqbox-x-{leftovers.run_stamp()}-{pid}")
+    try:
+        deadline = time.monotonic() + slack(10)
+        while True:  # the two sleeps, by their pid in the namespace
+            inside = _sleeps_inside(box.pid)
+            if len(inside) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert sorted(inside) == [pid, pid + 1], inside
+        assert int(pids_file.read_text()) == pid
+        supervisor, command = inside[pid], inside[pid + 1]
+        os.mkdir(path)
+        write_file(os.path.join(path, "cgroup.procs"), str(command))
+        res = sbx.cli("clean")
+        assert res.returncode == 0, res
+        assert psutil.pid_exists(command), res  # a live run: its seqbox runs, in its namespace
+        assert os.path.isdir(path)
+        os.kill(supervisor, signal.SIGKILL)
+        assert wait_dead([supervisor], 5) == []
+        res = sbx.cli("clean")
+        assert res.returncode == 0, res
+        assert wait_dead([command], 5) == [], res  # now a crashed run's
+        assert not os.path.exists(path)
+    finally:
+        box.kill()  # unshare: its namespace's init dies, and every process in it
+        box.wait()
+        if os.path.isdir(path):
+            os.rmdir(path)
+
+
+@pytest.mark.parametrize(
+    ("status", "inner"),
+    [
+        ("Name:\tsleep\nNSpid:\t17454\n", 17454),  # in the reader's own namespace
+        ("Name:\tsleep\nPid:\t20001\nNSpid:\t20001\t7\n", 7),  # a container's pid 7
+        ("NSpid:\t20001\t300\t1\n", 1),  # two namespaces deep: the innermost
+        ("Name:\tsleep\nPid:\t20001\n", None),  # a kernel without NSpid (before 4.1)
+        ("NSpid:\n", None),
+    ],
+)
+def test_a_process_pid_in_its_own_namespace(status: str, inner: int | None) -> None:
+    assert procinfo.parse_nspid(status) == inner

@@ -30,6 +30,44 @@ def random_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     return path, data
 
 
+class RawTerminal:
+    """A terminal in raw mode (no newline translation) for seqbox's output: its
+    slave end ``slave``, and ``received``, what a thread reads from its master
+    end until every slave end is closed (call :meth:`close_slave` once seqbox
+    has it)."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        tty.setraw(self.slave)
+        self.received = bytearray()
+        self._slave_open = True
+        self._reader = threading.Thread(target=self._drain)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, MIB)
+            except OSError:  # EIO: every slave end is closed
+                return
+            if not chunk:
+                return
+            self.received.extend(chunk)
+
+    def close_slave(self) -> None:
+        if self._slave_open:
+            os.close(self.slave)
+            self._slave_open = False
+
+    def __enter__(self) -> RawTerminal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_slave()
+        self._reader.join(timeout=slack(30))
+        os.close(self.master)
+
+
 def _logged(log: Path) -> bytes:
     """What the --log file holds between the try's header and its exit line."""
     text = log.read_bytes()
@@ -121,29 +159,13 @@ def test_output_to_a_terminal_with_log(
     small = tmp_path / "small.bin"
     small.write_bytes(data)
     log = tmp_path / "out.log"
-    master, slave = pty.openpty()
-    tty.setraw(slave)
-    received = bytearray()
-
-    def drain() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: every slave end is closed
-                return
-            if not chunk:
-                return
-            received.extend(chunk)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    try:
-        proc = sbx.start("--log", str(log), "--", "cat", str(small), stdout=slave, stderr=subprocess.PIPE)
-        os.close(slave)
+    with RawTerminal() as terminal:
+        proc = sbx.start(
+            "--log", str(log), "--", "cat", str(small), stdout=terminal.slave, stderr=subprocess.PIPE
+        )
+        terminal.close_slave()
         _, err = proc.communicate(timeout=slack(120))
-    finally:
-        reader.join(timeout=slack(30))
-        os.close(master)
+    received = terminal.received
     assert proc.returncode == 0, err
     assert bytes(received) == data
     assert _logged(log) == data
@@ -196,29 +218,11 @@ def test_log_and_output_get_every_byte_whatever_the_output(
         proc = sbx.start(*argv, backend=backend, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc.wait(timeout=slack(120))
     else:  # one terminal for both, in raw mode (no newline translation)
-        master, slave = pty.openpty()
-        tty.setraw(slave)
-        got = bytearray()
-
-        def drain() -> None:
-            while True:
-                try:
-                    chunk = os.read(master, MIB)
-                except OSError:  # EIO: every slave end is closed
-                    return
-                if not chunk:
-                    return
-                got.extend(chunk)
-
-        reader = threading.Thread(target=drain)
-        reader.start()
-        try:
-            proc = sbx.start(*argv, backend=backend, stdout=slave, stderr=slave)
-            os.close(slave)
+        with RawTerminal() as terminal:
+            proc = sbx.start(*argv, backend=backend, stdout=terminal.slave, stderr=terminal.slave)
+            terminal.close_slave()
             proc.wait(timeout=slack(120))
-        finally:
-            reader.join(timeout=slack(30))
-            os.close(master)
+        got = terminal.received
         received = _high_bit_split(bytes(got))
     assert proc.returncode == 0
     assert _high_bit_split(_logged(log)) == (out_data, err_data)

@@ -102,7 +102,7 @@ def find_whole(project_key: str | None = None, everywhere: bool = False) -> list
                 paths.extend(
                     p
                     for p in _search(mount.path, SEARCH_DEPTH)
-                    if is_leftover(os.path.basename(p), project_key)
+                    if is_leftover(os.path.basename(p), project_key, p)
                 )
     groups: dict[str, set[str]] = {}
     for path in paths:

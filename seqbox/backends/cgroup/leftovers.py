@@ -24,6 +24,7 @@ import time
 from seqbox.backends import procinfo
 from seqbox.backends.base import LOCK_PREFIX, LOCK_SLICES, NAME_PREFIX, SUPERVISOR_PREFIX, lock_dir_parts
 from seqbox.backends.cgroup import fs as cgroupfs
+from seqbox.backends.host import HAVE_PROC
 from seqbox.backends.poll import treerecord
 from seqbox.errors import BackendError
 
@@ -47,6 +48,24 @@ def owner_alive(pid: int, stamp: str) -> bool:
     if started is None or made is None or not procinfo.is_alive(pid, None):
         return False
     return started <= made + CLOCK_SLACK_S
+
+
+def owner_alive_inside(path: str, pid: int, made: int | None = None) -> bool:
+    """Whether the cgroup tree ``path`` belongs to a live seqbox in another pid
+    namespace (a container's, seen from the host, where the pid in its name
+    means nothing): a process of the tree is in a namespace other than ours,
+    where ``pid`` is a process that started before the cgroup was made
+    (``made``, seconds since the epoch, when known). (A run's command that made
+    a pid namespace of its own, as bubblewrap does, has no seqbox in it.)"""
+    if not HAVE_PROC:
+        return False
+    namespaces = {procinfo.pid_namespace(member) for member in cgroupfs.tree_pids(path)}
+    for namespace in namespaces - {procinfo.pid_namespace(), None}:
+        here = procinfo.in_namespace(str(namespace)).get(pid)
+        started = None if here is None else procinfo.started_epoch(here)
+        if started is not None and (made is None or started <= made + CLOCK_SLACK_S):
+            return True
+    return False
 
 
 def _digits(text: str) -> bool:
@@ -110,13 +129,17 @@ def is_leftover(name: str, project_key: str | None = None, path: str | None = No
         key, stamp, pid = parsed
         if project_key is not None and key != project_key:
             return False
-        return not owner_alive(pid, stamp)
+        if owner_alive(pid, stamp):
+            return False
+        return path is None or not owner_alive_inside(path, pid, stamp_epoch(stamp))
     sup = name[len(SUPERVISOR_PREFIX) :] if name.startswith(SUPERVISOR_PREFIX) else ""
     if not _digits(sup) or procinfo.started_epoch(int(sup)) is not None:
         return False
     # a dead supervisor's own leaf: nobody's once empty (systemd trims a scope
     # it is in only some time after the scope empties)
-    return project_key is None or (path is not None and _empty(path))
+    if project_key is not None:
+        return path is not None and _empty(path)
+    return path is None or not owner_alive_inside(path, int(sup))
 
 
 def _empty(path: str) -> bool:
