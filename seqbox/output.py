@@ -17,8 +17,16 @@ if TYPE_CHECKING:
     from typing import TextIO
 
 
+def one_line(message: str) -> str:
+    """``message`` as one line: a line break or other control character in it
+    (a command's name, a path, anything a user gave) shown as its escape, ``\\n``."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 class Output:
-    """seqbox's messages, filtered by verbosity."""
+    """seqbox's messages, filtered by verbosity; each is :func:`one_line`."""
 
     def __init__(self, level: int = NORMAL, stream: TextIO | None = None) -> None:
         self.level = level
@@ -43,11 +51,11 @@ class Output:
             pass
 
     def error(self, message: str) -> None:
-        self._write(f"seqbox: {message}\n")
+        self._write(f"seqbox: {one_line(message)}\n")
 
     def note(self, message: str) -> None:
         if self.level >= NORMAL:
-            self._write(f"seqbox: {message}\n")
+            self._write(f"seqbox: {one_line(message)}\n")
 
     def warning(self, message: str) -> None:
         """A warning while the command runs. On a pipe (a CI log), seqbox cannot see
@@ -55,11 +63,11 @@ class Output:
         not): the warning starts with a line break so that it stands on a line of its
         own, at the cost of an empty line when the output had ended its line."""
         if self.level >= NORMAL:
-            self._write(("\n" if self._on_pipe() else "") + f"seqbox: {message}\n")
+            self._write(("\n" if self._on_pipe() else "") + f"seqbox: {one_line(message)}\n")
 
     def info(self, message: str) -> None:
         if self.level >= VERBOSE:
-            self._write(f"seqbox: {message}\n")
+            self._write(f"seqbox: {one_line(message)}\n")
 
     def _fresh_line(self) -> str:
         """On a terminal, what moves the cursor to the start of a fresh line
@@ -118,13 +126,13 @@ class Output:
             return
         if self.is_tty():
             try:
-                self.stream.write(f"\r\033[Kseqbox: {message}")
+                self.stream.write(f"\r\033[Kseqbox: {one_line(message)}")
                 self.stream.flush()
                 self._live_line = True
             except (BrokenPipeError, ValueError, OSError):
                 pass
         else:
-            self._write(f"seqbox: {message}\n")
+            self._write(f"seqbox: {one_line(message)}\n")
 
     def end_live(self) -> None:
         if self._live_line:

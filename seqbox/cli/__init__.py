@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
         # it as it would any program, without a KeyboardInterrupt traceback from the
         # middle of an import; seqbox installs its own handlers before it makes any.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if argv is None:
+        _hold_closed_standard_fds()
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "run":
         from seqbox.cli.run import run_main
@@ -33,6 +35,23 @@ def main(argv: list[str] | None = None) -> int:
     from seqbox.cli.app import app_main
 
     return app_main(args)
+
+
+def _hold_closed_standard_fds() -> None:
+    """seqbox started with stdin, stdout or stderr closed (``>&-``): /dev/null
+    holds that number, closed on exec, so the command finds it closed too (as
+    it would without seqbox) and no file seqbox opens takes the number. Python
+    starts such a stream as None; seqbox's own messages go to /dev/null."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)  # the lowest free number: fd
+            if null != fd:
+                os.dup2(null, fd, inheritable=False)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
 
 
 def _fast_exit(code: int) -> None:
@@ -124,4 +143,14 @@ def os_error_message(err: OSError) -> str | None:
         return f"too many open files (ulimit -n is {soft}): raise the limit, e.g. 'ulimit -n 1024'"
     if err.errno == errno.EROFS:
         return f"read-only file system{where}: set SEQBOX_STATE_DIR to a writable directory"
+    if err.errno == errno.ENOENT and not err.filename and _cwd_deleted():
+        return "the current directory was deleted: cd into one that exists"
     return None
+
+
+def _cwd_deleted() -> bool:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False

@@ -318,3 +318,46 @@ def _one_line_with_too_few_fds(sbx: SeqboxRunner, backend: str, limit: int) -> N
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("seqbox: "), proc.stderr
     assert "internal error" not in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["run", "--", "true"], ["status"], ["logs"], ["init"], ["kill", "--all"], ["monitor", "--once"],
+     ["report"]],
+)  # fmt: skip
+def test_a_deleted_current_directory_is_one_line(sbx: SeqboxRunner, tmp_path: Path, args: list[str]) -> None:
+    """Started in a directory that was deleted (a shell left in a removed
+    build directory): one line that says so, not an internal error."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    res = subprocess.run(
+        ["sh", "-c", 'cd "$1" && rmdir "$1" && shift && exec "$@"', "sh", str(gone), *sbx.argv(args)],
+        env=sbx.env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert res.returncode == 125, res
+    assert res.stderr == "seqbox: the current directory was deleted: cd into one that exists\n", res
+
+
+@pytest.mark.parametrize("parking", ["sh", "python"])
+@pytest.mark.parametrize("closed", ["0", "1", "2", "012"])
+def test_a_closed_standard_descriptor_stays_closed_for_the_command(
+    sbx: SeqboxRunner, tmp_path: Path, closed: str, parking: str
+) -> None:
+    """Started with stdin, stdout or stderr closed (``>&-``): the command finds
+    it closed as it would without seqbox, and its exit status comes back (it
+    was an internal error, or a traceback and exit 1, from a stream Python
+    starts as None). Whether the command waits for its turn in ``sh`` or in
+    Python (an environment whose ``PWD`` is not the command's directory)."""
+    seen = tmp_path / "open"
+    probe = 'o=; for fd in 0 1 2; do [ -e /proc/$$/fd/$fd ] && o="$o$fd"; done; echo "$o" > "$1"; exit 3'
+    close = " ".join(f"{fd}>&-" if fd != "0" else "0<&-" for fd in closed)
+    seqbox = sbx.argv(["run", "--", "sh", "-c", probe, "sh", str(seen)])
+    pwd = str(sbx.project) if parking == "sh" else "/"  # sh sets its own PWD: env gives it afterwards
+    res = subprocess.run(
+        ["sh", "-c", f'pwd="$1"; shift; exec env PWD="$pwd" "$@" {close}', "sh", pwd, *seqbox],
+        env=sbx.env(), cwd=sbx.project, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert res.returncode == 3, res
+    assert seen.read_text().strip() == "".join(fd for fd in "012" if fd not in closed)
+    if "2" not in closed:
+        assert res.stderr == "", res

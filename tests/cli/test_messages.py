@@ -330,3 +330,22 @@ def test_the_warning_starts_its_own_line_in_a_log_file(
     assert proc.returncode == 0, text
     assert text.startswith(printed.rstrip("\n") + "\nseqbox: warning: memory at"), text
     assert "\n\n" not in text, text
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["--", "no\nsuch"], "command not found: no\\nsuch"),
+        (["--log", "/nonexistent/a\nb", "--", "true"], "cannot write the log /nonexistent/a\\nb"),
+        (["--cwd", "/no\ndir\r", "--", "true"], "not a directory: /no\\ndir\\r"),
+        (["--", "bell\x07\x1b[31m"], "command not found: bell\\x07\\x1b[31m"),
+    ],
+)
+def test_what_a_user_gave_stays_on_the_one_line(sbx: SeqboxRunner, args: list[str], shown: str) -> None:
+    """A line break (or a terminal control) in a command's name or a path is
+    shown escaped: seqbox's message stays one line, and cannot move the cursor."""
+    res = sbx.run(*args)
+    assert res.returncode in (0, 125, 127), res
+    assert res.stderr.count("\n") == 1, res
+    assert res.stderr.startswith("seqbox: "), res
+    assert shown in res.stderr, res
