@@ -141,6 +141,12 @@ def os_error_message(err: OSError) -> str | None:
 
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         return f"too many open files (ulimit -n is {soft}): raise the limit, e.g. 'ulimit -n 1024'"
+    if err.errno == errno.EFBIG:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        shown = "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024} KiB"
+        return f"file too large{where}: the file size limit (ulimit -f) is {shown}: raise it"
     if err.errno == errno.EROFS:
         return f"read-only file system{where}: set SEQBOX_STATE_DIR to a writable directory"
     if err.errno == errno.ENOENT and not err.filename and _cwd_deleted():

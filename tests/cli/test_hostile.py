@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -361,3 +362,21 @@ def test_a_closed_standard_descriptor_stays_closed_for_the_command(
     assert seen.read_text().strip() == "".join(fd for fd in "012" if fd not in closed)
     if "2" not in closed:
         assert res.stderr == "", res
+
+
+def _no_files() -> None:
+    """``ulimit -f 0`` in the child (no file may grow)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+
+def test_a_file_size_limit_is_one_line(sbx: SeqboxRunner) -> None:
+    """``ulimit -f 0``: seqbox cannot write its queue entry; one line that says
+    which limit, not an internal error."""
+    res = subprocess.run(
+        sbx.argv(["run", "--", "true"]), env=sbx.env(), cwd=sbx.project, capture_output=True, text=True,
+        timeout=60, check=False, preexec_fn=_no_files,
+    )  # fmt: skip
+    assert res.returncode == 125, res
+    assert res.stderr.count("\n") == 1, res
+    assert res.stderr.startswith("seqbox: file too large"), res
+    assert "the file size limit (ulimit -f) is 0 KiB: raise it" in res.stderr, res
