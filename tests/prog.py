@@ -63,13 +63,15 @@ def _append(path: str, line: str) -> None:
 def hog(o: dict[str, str]) -> int:
     """Allocate and touch ``--total`` MiB in ``--chunk`` MiB steps (default: until
     killed, capped), then hold it ``--hold`` seconds and exit 0. ``--shared 1``:
-    shared anonymous memory instead of private."""
+    shared anonymous memory instead of private. ``--pause-at MIB:SECONDS``: stop
+    growing for SECONDS once, on reaching MIB."""
     if "count" in o:
         _bump(o["count"])
     chunk = int(o.get("chunk", "32")) * MIB
     total = min(int(o.get("total", str(HOG_CAP_MIB))), HOG_CAP_MIB) * MIB
     step_pause = float(o.get("pause", "0"))
     shared = o.get("shared") == "1"
+    level, _, level_pause = o.get("pause-at", f"{total}:0").partition(":")
     blocks = []
     got = 0
     while got < total:
@@ -78,6 +80,8 @@ def hog(o: dict[str, str]) -> int:
         got += size
         if step_pause:
             time.sleep(step_pause)
+        if got - size < int(level) * MIB <= got:
+            time.sleep(float(level_pause))
     if "ready" in o:
         _append(o["ready"], "allocated")
     time.sleep(float(o.get("hold", "0")))
