@@ -59,10 +59,12 @@ def test_memory_kill_and_warning_are_logged(sbx: SeqboxRunner, backend: str) -> 
     # 4 MiB at a time, resting with 100 MiB allocated (the interpreter's own few
     # MiB on top: between the warning, 80 % of 128 MiB, and the limit) long enough
     # for the sampler (every 0.1 s) to see it there, also in a slow VM (a pause per
-    # step was not always enough there: the warning was missed)
+    # step was not always enough there: the warning was missed); then past the limit,
+    # and held there until the poll backend's sampler sees it too
     rest = f"100:{slack(0.5)}"
     res = sbx.run(
-        "--json", "--mem", "128M", "--", *prog("hog", "--total", "300", "--chunk", "4", "--pause-at", rest),
+        "--json", "--mem", "128M", "--",
+        *prog("hog", "--total", "300", "--chunk", "4", "--pause-at", rest, "--hold", "30"),
         backend=backend,
     )  # fmt: skip
     assert res.returncode == 137, res
