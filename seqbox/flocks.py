@@ -110,7 +110,9 @@ def read_fd(fd: int, limit: int = 65536) -> bytes:
 
 def write_fd(fd: int, data: bytes) -> None:
     """Replace the file's content: a reader sees the old content, a prefix of
-    the new one, or the new one (readers take a torn read for what it is).
+    the new one, the new one, or (its read took the old length just before the
+    cut) zeros where the cut removed the old; readers take a torn read for what
+    it is.
 
     The file is cut to its first byte, not to nothing, when the new content
     starts with the same byte (every entry is a JSON object; every ticket
