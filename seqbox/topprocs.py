@@ -82,10 +82,11 @@ def biggest(
     person writes it, resident bytes; biggest first), and the resident bytes
     of all of them together.
 
-    ``named`` remembers each command line read, by pid, across calls: a process
-    the kernel is killing (the OOM killer's victim, read as the notification
-    comes) still shows its memory, but its command line reads empty then; it
-    keeps the one read before (else it is shown as ``[comm]``, as ps does)."""
+    ``named`` remembers the command lines of the last call's biggest, by pid: a
+    process the kernel is killing (the OOM killer's victim, read as the
+    notification comes) still shows its memory, but its command line reads
+    empty then; it keeps the one read before (else it is shown as ``[comm]``,
+    as ps does)."""
     if HAVE_PROC:
         page = os.sysconf("SC_PAGE_SIZE")
         sizes = [(pid, _rss_proc(pid, page)) for pid in pids]
@@ -105,4 +106,7 @@ def biggest(
                 continue
             known[pid] = describe_command([f"[{comm}]"], COMMAND_WIDTH)
         found.append((pid, known[pid], rss))
+    if named is not None:  # only this call's biggest: a long run's many processes do not pile up
+        named.clear()
+        named.update((pid, command_text) for pid, command_text, _ in found)
     return found, sum(rss for _, rss in sizes)

@@ -43,8 +43,12 @@ def run_stamp() -> str:
 
 def owner_alive(pid: int, stamp: str) -> bool:
     """Whether the seqbox that made a cgroup at ``stamp`` (UTC) with ``pid`` still runs."""
+    return _alive_since(pid, stamp_epoch(stamp))
+
+
+def _alive_since(pid: int, made: int | None) -> bool:
+    """Whether ``pid`` runs and started before ``made`` (seconds since the epoch)."""
     started = procinfo.started_epoch(pid)
-    made = stamp_epoch(stamp)
     if started is None or made is None or not procinfo.is_alive(pid, None):
         return False
     return started <= made + CLOCK_SLACK_S
@@ -129,9 +133,10 @@ def is_leftover(name: str, project_key: str | None = None, path: str | None = No
         key, stamp, pid = parsed
         if project_key is not None and key != project_key:
             return False
-        if owner_alive(pid, stamp):
+        made = stamp_epoch(stamp)
+        if _alive_since(pid, made):
             return False
-        return path is None or not owner_alive_inside(path, pid, stamp_epoch(stamp))
+        return path is None or not owner_alive_inside(path, pid, made)
     sup = name[len(SUPERVISOR_PREFIX) :] if name.startswith(SUPERVISOR_PREFIX) else ""
     if not _digits(sup) or procinfo.started_epoch(int(sup)) is not None:
         return False
